@@ -1,0 +1,115 @@
+"""The `kopt` command line. Logging and printing happen here, never in library code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kopt", description="Unattended, verified GPU kernel optimisation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("eval", help="verify one kernel file: static gate, compile, correctness, timing")
+    ev.add_argument("kernel", help="path of the kernel file to judge")
+    ev.add_argument("--task", default="extend_attention", help="built-in task name or task directory")
+    ev.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                    help="cuda: real compile, bf16 checks and GPU timing; cpu: AOT compile + interpreter")
+    ev.add_argument("--target", default=None, help="AOT compile target on CPU, e.g. sm_80, sm_90, sm_100, gfx942")
+    ev.add_argument("--json", action="store_true", help="print the Verdict as JSON")
+    ev.add_argument("--secret", type=int, default=None, help=argparse.SUPPRESS)  # reproduce an evaluation
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        return cmd_eval(args)
+    return EXIT_USAGE
+
+
+def usage_error(console: Console, message: str) -> int:
+    console.print(f"[bold red]kopt: error:[/] {escape(message)}", highlight=False)
+    return EXIT_USAGE
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kopt.verifier.compile import TargetError, parse_target
+    from kopt.verifier.evaluate import evaluate
+    from kopt.verifier.task import TaskError, load_task
+
+    err = Console(stderr=True)
+    kernel = Path(args.kernel)
+    if not kernel.is_file():
+        return usage_error(err, f"kernel file {kernel} not found: give the path of a Python file holding the kernel")
+    try:
+        task = load_task(args.task)
+        if args.target:
+            parse_target(args.target)
+        source = kernel.read_text()
+    except (TaskError, TargetError) as exc:
+        return usage_error(err, str(exc))
+    except UnicodeDecodeError:
+        return usage_error(err, f"{kernel} is not a UTF-8 text file")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            return usage_error(err, "--device cuda but no CUDA GPU is visible: use --device cpu or auto")
+    with err.status(f"evaluating {kernel} on task {task.name}") as status:
+        verdict = evaluate(source, task, device=args.device, target=args.target, secret=args.secret,
+                           progress=lambda msg: status.update(msg))
+    if args.json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        print_verdict(Console(), verdict, kernel)
+    return EXIT_OK if verdict.passed else EXIT_REJECTED
+
+
+def print_verdict(console: Console, verdict, kernel: Path) -> None:
+    colour = {"ok": "green", "rejected": "red", "error": "yellow"}[verdict.status]
+    console.print(f"[bold {colour}]{verdict.status.upper()}[/] {kernel}  task={verdict.task} device={verdict.device} "
+                  f"target={verdict.target}", highlight=False)
+    if verdict.reason:
+        console.print(f"[{colour}]{escape(verdict.reason)}[/]", highlight=False)
+    if verdict.compile and verdict.compile.kernels:
+        table = Table(title=f"compiled for {verdict.compile.target} (shared limit {verdict.compile.shared_limit_bytes} B)")
+        for col in ("kernel", "warps", "stages", "registers", "spill B", "shared B"):
+            table.add_column(col, justify="right")
+        for k in verdict.compile.kernels:
+            table.add_row(k.name, str(k.num_warps), str(k.num_stages), str(k.registers), str(k.spill_bytes),
+                          str(k.shared_bytes))
+        console.print(table)
+    if verdict.cases:
+        table = Table(title="correctness")
+        for col in ("case", "dtype", "result", "rel. L2", "max abs", "reason"):
+            table.add_column(col)
+        for c in verdict.cases:
+            table.add_row("hidden" if c.hidden else c.case, c.dtype, "pass" if c.passed else "[red]FAIL[/]",
+                          f"{c.rel_l2:.2e}" if c.rel_l2 is not None else "-",
+                          f"{c.max_abs:.2e}" if c.max_abs is not None else "-", escape(c.reason or ""))
+        console.print(table)
+    if verdict.timing:
+        t = verdict.timing
+        table = Table(title=f"timing: {t.label}")
+        for col in ("workload", "baseline ms", "candidate ms", "speedup", "flags"):
+            table.add_column(col)
+        for w in t.workloads:
+            table.add_row(w.workload, f"{w.baseline_ms:.3f}", f"{w.candidate_ms:.3f}", f"{w.speedup:.3f}x",
+                          "; ".join(w.flags))
+        console.print(table)
+        if t.geomean_speedup is not None:
+            console.print(f"geomean speedup (GPU): [bold]{t.geomean_speedup:.3f}x[/] (A/A noise band +-{t.noise_band:.1%})")
+        if t.interpreter_ratio is not None:
+            console.print(f"interpreter (CPU) time ratio baseline/candidate: {t.interpreter_ratio:.3f} "
+                          "[dim](not a GPU speedup)[/]")
+    console.print("wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in verdict.wall_s.items()), style="dim")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Ahead-of-time compilation for a GPU target, with no GPU (runs inside the child process).
+
+The entry point is called on small CPU inputs while Triton's active driver is a stand-in that
+only names the target; every launch is turned into a compile-only warmup. That compiles each
+kernel exactly as the entry point specialises it (constexprs, warps, stages), and the cubin's
+resource usage (registers, local memory = spills) comes from the cuobjdump Triton bundles.
+Shared memory is checked against the target's limit here: Triton itself does not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from typing import Any, Callable
+
+# Max dynamic shared memory per block (bytes) by architecture; AMD: LDS per workgroup.
+SHARED_LIMITS = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448,
+                 103: 232448, 120: 101376, 121: 101376}
+HIP_SHARED = {"gfx90a": 65536, "gfx942": 65536, "gfx950": 163840}
+
+
+class TargetError(ValueError):
+    pass
+
+
+def parse_target(target: str) -> tuple[str, Any, int, int]:
+    """'sm_90' -> ('cuda', 90, 32, limit); 'gfx942' -> ('hip', 'gfx942', 64, limit)."""
+    match = re.fullmatch(r"sm_(\d+)a?", target)
+    if match and int(match.group(1)) in SHARED_LIMITS:
+        arch = int(match.group(1))
+        return "cuda", arch, 32, SHARED_LIMITS[arch]
+    if target in HIP_SHARED:
+        return "hip", target, 64, HIP_SHARED[target]
+    known = ", ".join([f"sm_{a}" for a in SHARED_LIMITS] + list(HIP_SHARED))
+    raise TargetError(f"unknown target {target!r}: use one of {known}")
+
+
+class _TargetOnlyDriver:
+    """Answers what the JIT asks before compiling; anything that would touch a GPU fails loudly."""
+
+    def __init__(self, target: Any):
+        self.target = target
+
+    def get_current_target(self) -> Any:
+        return self.target
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no GPU here: ahead-of-time compilation cannot use driver.{name}")
+
+
+def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
+    """(registers, local bytes) from the bundled cuobjdump; (None, None) if it is missing."""
+    import triton.backends.nvidia as nvidia
+    tool = os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return None, None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
+                              timeout=60).stdout
+    regs = re.search(r"REG:(\d+)", text)
+    local = re.search(r"LOCAL:(\d+)", text)
+    return (int(regs.group(1)) if regs else None), (int(local.group(1)) if local else None)
+
+
+def compile_entry_point(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
+    import torch
+    import triton.runtime.jit as jit
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    from kopt.verifier.child import DTYPES, Launches, split_call
+
+    backend, arch, warp, limit = parse_target(job["target"])
+    driver.set_active(_TargetOnlyDriver(GPUTarget(backend, arch, warp)))
+    launches = Launches(force_warmup=True)
+    compiled: dict[str, dict[str, Any]] = {}
+    original = jit.JITFunction._do_compile
+
+    def timed_compile(fn, *args, **kwargs):
+        start = time.perf_counter()
+        kernel = original(fn, *args, **kwargs)
+        meta = kernel.metadata
+        key = f"{fn.__name__}:{len(compiled)}"
+        entry = {"name": fn.__name__, "num_warps": meta.num_warps, "num_stages": meta.num_stages,
+                 "shared_bytes": int(meta.shared), "registers": None, "spill_bytes": None,
+                 "compile_s": time.perf_counter() - start}
+        if backend == "cuda":
+            entry["registers"], entry["spill_bytes"] = resource_usage(kernel.asm["cubin"])
+        compiled[key] = entry
+        return kernel
+
+    jit.JITFunction._do_compile = timed_compile
+    reference = load(job["reference"], "kopt_task_reference")
+    module = load(job["kernel"], job["module"])
+    fn = getattr(module, job["entry_point"], None)
+    if not callable(fn):
+        return {"error": f"the kernel file defines no callable {job['entry_point']}"}
+    for item in job["items"]:
+        inputs = reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu")
+        args, kwargs = split_call(inputs, job["positional_args"])
+        fn(*args, **kwargs)
+    if not launches.files:
+        return {"error": "the entry point launched no Triton kernel"}
+    kernels = list(compiled.values())
+    over = [k for k in kernels if k["shared_bytes"] > limit]
+    error = None
+    if over:
+        k = over[0]
+        error = (f"kernel {k['name']} needs {k['shared_bytes']} bytes of shared memory; {job['target']} allows "
+                 f"{limit}: use smaller tiles or fewer stages")
+    return {"kernels": kernels, "shared_limit": limit, "error": error}

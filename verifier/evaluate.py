@@ -1,0 +1,245 @@
+"""The orchestrator side of one evaluation: gate, child phases, checks, timing -> Verdict.
+
+This process never imports candidate code. Children run the candidate; the reference is
+computed here (CPU) or in a trusted child (GPU). Fail closed: a phase that does not come back
+with a clean result is a rejection with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from kopt.verifier import check, sandbox, timing
+from kopt.verifier.gate import check_source
+from kopt.verifier.task import Task
+from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, Timing, Verdict,
+                                   WorkloadTiming)
+
+MAX_SOURCE_BYTES = 1 << 20
+CPU_CHILD_MEMORY = 16 << 30
+Progress = Callable[[str], None]
+
+
+class Rejected(Exception):
+    def __init__(self, phase: str, reason: str, log: str | None = None, status: str = "rejected"):
+        super().__init__(reason)
+        self.phase, self.reason, self.log, self.status = phase, reason, log, status
+
+
+def resolve_device(device: str) -> str:
+    if device not in {"auto", "cpu", "cuda"}:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def mix_seed(secret: int, *parts: Any) -> int:
+    digest = hashlib.sha256(":".join(map(str, (secret, *parts))).encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+def plan_items(task: Task, device: str, secret: int) -> list[dict[str, Any]]:
+    """Every (case, dtype, seed) to check; seeds mix the public index with the run's secret."""
+    cfg = task.config
+    profile = cfg.cpu if device == "cpu" else cfg.gpu
+    cases = [(c.id, c.params, False) for c in cfg.cases]
+    if device == "cuda":
+        cases += [(w.id, w.params, False) for w in cfg.workloads]
+    reference = task.load_reference()
+    if profile.hidden_cases and hasattr(reference, "holdout_cases"):
+        hidden = reference.holdout_cases(mix_seed(secret, "holdout"), profile.hidden_cases)
+        cases += [(f"hidden-{i + 1}", params, True) for i, params in enumerate(hidden)]
+    items = []
+    for case_id, params, hidden in cases:
+        for d, dtype in enumerate(profile.dtypes):
+            for s in range(1 if hidden else profile.seeds):
+                seed = mix_seed(secret, case_id, dtype, s)
+                items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
+                              "seed": seed, "hidden": hidden, "repeat": s == 0, "public_index": s})
+    return items
+
+
+def base_job(task: Task, device: str) -> dict[str, Any]:
+    cfg = task.config
+    return {"reference": str(task.reference_path), "entry_point": cfg.entry_point, "module": "kopt_candidate",
+            "positional_args": cfg.positional_args, "outputs": cfg.outputs, "device": device}
+
+
+def outcome_result(outcome: sandbox.ChildOutcome, phase: str) -> dict[str, Any]:
+    if outcome.failure:
+        raise Rejected(phase, f"{phase}: {outcome.failure}", outcome.stderr_tail)
+    result = outcome.result or {}
+    if result.get("error"):
+        where = result.get("where") or ""
+        raise Rejected(phase, f"{phase}: {result['error']}" + (f"\n{where}" if where else ""), outcome.stderr_tail)
+    return result
+
+
+def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
+             secret: int | None = None, progress: Progress | None = None) -> Verdict:
+    """Judge one kernel file against a task. Never raises for anything the kernel does."""
+    say = progress or (lambda _msg: None)
+    source = Path(kernel).read_text() if isinstance(kernel, Path) else kernel
+    device = resolve_device(device)
+    target = target or task.config.default_target
+    verdict = Verdict(status="error", task=task.name, task_hash=task.hash,
+                      kernel_sha256=hashlib.sha256(source.encode()).hexdigest(), device=device, target=target,
+                      versions=sandbox.python_versions())
+    secret = secrets.randbits(62) if secret is None else secret
+    try:
+        _evaluate(source, task, device, target, secret, verdict, say)
+        verdict.status, verdict.phase = "ok", None
+    except Rejected as exc:
+        verdict.status, verdict.phase, verdict.reason = exc.status, exc.phase, exc.reason
+        verdict.log_excerpt = (exc.log or "")[-3000:] or None
+    return verdict
+
+
+def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+    cfg = task.config
+    start = time.monotonic()
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        raise Rejected("gate", f"the kernel file is larger than {MAX_SOURCE_BYTES} bytes")
+    violations = check_source(source, tuple(cfg.extra_imports), cfg.allow_inline_asm, cfg.editable_file)
+    verdict.wall_s["gate"] = time.monotonic() - start
+    if violations:
+        raise Rejected("gate", "static gate: " + "; ".join(map(str, violations[:5]))
+                       + (f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""))
+    items = plan_items(task, device, secret)
+    job = base_job(task, device)
+    timeouts = cfg.timeouts
+    interpret = device == "cpu"
+    memory = CPU_CHILD_MEMORY if device == "cpu" else None
+
+    def run_children() -> dict[str, Any]:
+        tasks: dict[str, Callable[[], sandbox.ChildOutcome]] = {}
+        compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
+                         and not i["hidden"] and i["dtype"] == items[0]["dtype"]]
+        if device == "cpu":
+            tasks["compile"] = lambda: sandbox.run_phase(
+                dict(job, phase="compile", target=target, items=compile_items, device="cpu"), source,
+                timeout_s=timeouts.compile_s, interpret=False, memory_bytes=memory)
+        for dtype in sorted({i["dtype"] for i in items}):
+            mine = [i for i in items if i["dtype"] == dtype]
+            tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
+                dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s,
+                interpret=interpret, memory_bytes=memory)
+        if device == "cpu":  # the baseline's interpreter times, same session, trusted code
+            timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == items[0]["dtype"]]
+            tasks["baseline"] = lambda: sandbox.run_phase(
+                dict(job, phase="run", items=timed, module="kopt_baseline"), task.baseline_path.read_text(),
+                timeout_s=timeouts.correctness_s, interpret=True, memory_bytes=memory)
+        say(f"compiling and checking {len(items)} case runs in {len(tasks)} child processes")
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            futures = {name: pool.submit(fn) for name, fn in tasks.items()}
+            return {name: f.result() for name, f in futures.items()}
+
+    outcomes = run_children()
+    for name, outcome in outcomes.items():
+        verdict.wall_s[name] = outcome.wall_s
+    if "compile" in outcomes:
+        verdict.compile = compile_report(outcomes["compile"], target)
+        if not verdict.compile.ok:
+            raise Rejected("compile", f"compile for {target}: {verdict.compile.error}", outcomes["compile"].stderr_tail)
+    results: dict[str, dict] = {}
+    for name, outcome in outcomes.items():
+        if name.startswith("correctness"):
+            for entry in outcome_result(outcome, name)["results"]:
+                results[entry["key"]] = entry
+
+    say("comparing with the reference")
+    check_start = time.monotonic()
+    tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
+    if device == "cpu":
+        rows = check.check_items(task.load_reference(), items, results, tolerances, device)
+    else:
+        rows = gpu_check(task, job, items, results, tolerances)
+    verdict.wall_s["check"] = time.monotonic() - check_start
+    verdict.cases = [CaseResult(**r) for r in rows]
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        first = failed[0]
+        where = "a hidden case" if first["hidden"] else f"case {first['case']}"
+        raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
+                       f"({first['dtype']}): {first['reason']}")
+
+    if device == "cpu":
+        base = outcome_result(outcomes["baseline"], "baseline")
+        verdict.timing = interpreter_timing(rows, items, results, base["results"])
+    else:
+        say("timing on the GPU (baseline and candidate interleaved)")
+        verdict.timing = gpu_timing(task, job, source, verdict)
+
+
+def compile_report(outcome: sandbox.ChildOutcome, target: str) -> CompileReport:
+    from kopt.verifier.compile import parse_target
+    limit = parse_target(target)[3]
+    if outcome.failure:
+        return CompileReport(target=target, shared_limit_bytes=limit, ok=False, error=outcome.failure,
+                             wall_s=outcome.wall_s)
+    result = outcome.result or {}
+    if result.get("error") and not result.get("kernels"):
+        where = result.get("where") or ""
+        return CompileReport(target=target, shared_limit_bytes=limit, ok=False,
+                             error=result["error"] + (f"\n{where}" if where else ""), wall_s=outcome.wall_s)
+    return CompileReport(target=target, shared_limit_bytes=result["shared_limit"], ok=not result.get("error"),
+                         error=result.get("error"), kernels=[KernelResources(**k) for k in result["kernels"]],
+                         wall_s=outcome.wall_s)
+
+
+def interpreter_timing(rows: list[dict], items: list[dict], results: dict, baseline: list[dict]) -> Timing:
+    """Interpreter wall times: labelled as such everywhere, never a GPU speedup."""
+    base = {e["key"]: e["wall_s"] for e in baseline}
+    workloads = []
+    for item in items:
+        if item["key"] in base and item["key"] in results:
+            b, c = base[item["key"]], results[item["key"]]["wall_s"]
+            workloads.append(WorkloadTiming(workload=f"{item['case']}/{item['dtype']}", label=INTERPRETER_LABEL,
+                                            baseline_ms=b * 1e3, candidate_ms=c * 1e3, speedup=b / c))
+    return Timing(label=INTERPRETER_LABEL, workloads=workloads,
+                  interpreter_ratio=timing.geomean([w.speedup for w in workloads]) if workloads else None,
+                  notes=["Triton interpreter wall time on the CPU: says nothing about GPU speed"])
+
+
+def gpu_check(task: Task, job: dict, items: list[dict], results: dict, tolerances: dict) -> list[dict]:
+    import torch
+    with tempfile.TemporaryDirectory(prefix="kopt-check-") as tmp:
+        path = Path(tmp) / "outputs.pt"
+        torch.save(results, path)
+        outcome = sandbox.run_phase(dict(job, phase="check", items=items, tolerances=tolerances,
+                                         outputs_file=str(path), baseline=str(task.baseline_path)),
+                                    None, timeout_s=task.config.timeouts.correctness_s, interpret=False)
+    if outcome.failure or not outcome.result or "rows" not in outcome.result:
+        raise Rejected("check", f"the reference check failed: {outcome.failure or (outcome.result or {}).get('error')}",
+                       outcome.stderr_tail, status="error")
+    return outcome.result["rows"]
+
+
+def gpu_timing(task: Task, job: dict, source: str, verdict: Verdict) -> Timing:
+    cfg = task.config
+    items = [{"case": w.id, "params": w.params, "seed": mix_seed(secrets.randbits(62), w.id)} for w in cfg.workloads]
+    outcome = sandbox.run_phase(dict(job, phase="time", items=items, dtype=cfg.gpu.dtypes[0],
+                                     baseline=str(task.baseline_path)), source,
+                                timeout_s=cfg.timeouts.timing_s, interpret=False)
+    verdict.wall_s["timing"] = outcome.wall_s
+    result = outcome_result(outcome, "timing")
+    verdict.versions.update({f"gpu_{k}": str(v) for k, v in result["device"].items()})
+    invalid = [r for r in result["rows"] if r["invalid"]]
+    workloads = [WorkloadTiming(workload=r["workload"], label="gpu", baseline_ms=r["baseline_ms"],
+                                candidate_ms=r["candidate_ms"], speedup=r["speedup"], tie=r["tie"], flags=r["flags"])
+                 for r in result["rows"]]
+    if invalid:
+        raise Rejected("timing", f"timing integrity on {invalid[0]['workload']}: {invalid[0]['invalid']}")
+    return Timing(label="gpu", workloads=workloads, geomean_speedup=timing.geomean([w.speedup for w in workloads]),
+                  noise_band=max(r["noise_band"] for r in result["rows"]),
+                  notes=["median of paired baseline/candidate ratios over interleaved rounds; L2 flushed; "
+                         "fresh inputs per call"])

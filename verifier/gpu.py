@@ -1,0 +1,113 @@
+"""The thin CUDA part of the timing protocol (runs in the child; untestable without a GPU).
+
+Everything decided here is decided in timing.py, which is tested on CPU with a fake timer:
+this file only records CUDA events, flushes L2, refreshes inputs and checks timed outputs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from kopt.verifier import timing
+
+# (memory bandwidth GB/s, dense bf16 tensor TFLOP/s) by device-name fragment, most specific first.
+PEAKS = (("H200", 4800, 989), ("H100 PCIe", 2000, 756), ("H100", 3350, 989), ("H800", 3350, 989),
+         ("B200", 8000, 2250), ("GB200", 8000, 2500), ("A100-SXM4-40GB", 1555, 312), ("A100", 2039, 312),
+         ("L40S", 864, 362), ("L4", 300, 121), ("RTX 4090", 1008, 330), ("MI300X", 5300, 1307))
+UNKNOWN_PEAK = (10000, 5000)  # generous: an unknown GPU gets a low floor, never a false rejection
+WARMUP_CALLS = 3
+INPUT_SETS = 3
+
+
+def peaks(name: str) -> tuple[float, float]:
+    for fragment, bandwidth, tflops in PEAKS:
+        if fragment in name:
+            return bandwidth, tflops
+    return UNKNOWN_PEAK
+
+
+class CudaTimer:
+    """Times one call of an arm on fresh inputs, L2 flushed, with events and a host clock."""
+
+    def __init__(self, arms: dict[str, Callable], inputs: list[dict[str, Any]], positional: int, outputs: list[str]):
+        self.arms, self.inputs, self.positional, self.outputs = arms, inputs, positional, outputs
+        l2 = torch.cuda.get_device_properties(0).L2_cache_size
+        self.flush = torch.empty(max(256 << 20, 2 * l2), dtype=torch.uint8, device="cuda")
+        self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def call(self, arm: str, inputs: dict[str, Any]) -> None:
+        names = list(inputs)
+        self.arms[arm](*[inputs[n] for n in names[:self.positional]], **{n: inputs[n] for n in names[self.positional:]})
+
+    def prepare(self, index: int) -> dict[str, Any]:
+        inputs = self.inputs[index % len(self.inputs)]
+        inputs["q_extend" if "q_extend" in inputs else next(iter(inputs))].normal_()  # fresh content
+        for name in self.outputs:
+            inputs[name].fill_(float("nan"))
+        self.flush.zero_()
+        torch.cuda.synchronize()
+        return inputs
+
+    def time_call(self, arm: str, workload: str, index: int) -> timing.Sample:
+        inputs = self.prepare(index)
+        wall = time.perf_counter()
+        self.start.record()
+        self.call(arm, inputs)
+        self.end.record()
+        torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - wall) * 1e3
+        return timing.Sample(self.start.elapsed_time(self.end), wall_ms)
+
+
+def time_on_gpu(job: dict, load: Callable[[str, str], Any], launches: Any) -> dict[str, Any]:
+    reference = load(job["reference"], "kopt_task_reference")
+    candidate = getattr(load(job["kernel"], job["module"]), job["entry_point"])
+    baseline = getattr(load(job["baseline"], "kopt_task_baseline"), job["entry_point"])
+    copy = getattr(load(job["baseline"], "kopt_task_baseline_copy"), job["entry_point"])
+    arms = {timing.BASELINE: baseline, timing.CANDIDATE: candidate, timing.COPY: copy}
+    bandwidth, tflops = peaks(torch.cuda.get_device_name(0))
+    dtype = getattr(torch, job["dtype"])
+    rows = []
+    for item in job["items"]:
+        inputs = [reference.make_inputs(item["params"], dtype, item["seed"] + k, "cuda") for k in range(INPUT_SETS)]
+        timer = CudaTimer(arms, inputs, job["positional_args"], job["outputs"])
+        compile_start = time.perf_counter()
+        for arm in arms:
+            for k in range(WARMUP_CALLS):
+                timer.call(arm, timer.prepare(k))
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - compile_start
+        estimate = statistics.median(timer.time_call(timing.BASELINE, item["case"], k).event_ms for k in range(5))
+        nbytes, flops = reference.cost(item["params"], dtype.itemsize, item["seed"])
+        floor = timing.roofline_floor_ms(nbytes, flops, bandwidth, tflops)
+        stats = timing.measure_workload(timer, item["case"], estimate, floor)
+        mismatch = timed_output_mismatch(timer, job["outputs"])
+        rows.append({"workload": item["case"], "baseline_ms": stats.baseline_ms, "candidate_ms": stats.candidate_ms,
+                     "speedup": stats.speedup, "noise_band": stats.noise_band, "tie": stats.tie,
+                     "flags": stats.flags, "invalid": stats.invalid or mismatch, "warmup_s": compile_s,
+                     "floor_ms": floor})
+        del timer, inputs
+        torch.cuda.empty_cache()
+    props = torch.cuda.get_device_properties(0)
+    return {"rows": rows, "device": {"name": props.name, "cuda": str(torch.version.cuda),
+                                     "capability": f"{props.major}.{props.minor}"}}
+
+
+def timed_output_mismatch(timer: CudaTimer, outputs: list[str]) -> str | None:
+    """Threat 16: the candidate's output in timing conditions must match the baseline's."""
+    inputs = timer.prepare(0)
+    timer.call(timing.CANDIDATE, inputs)
+    got = {n: inputs[n].clone() for n in outputs}
+    timer.call(timing.BASELINE, inputs)
+    for name in outputs:
+        want = inputs[name]
+        if not torch.isfinite(got[name]).all():
+            return f"{name} has non-finite values when called under timing conditions"
+        rel = float((got[name].float() - want.float()).norm() / want.float().norm().clamp_min(1e-30))
+        if rel > 2e-2:
+            return f"{name} differs from the baseline's by rel. L2 {rel:.3g} under timing conditions"
+    return None

@@ -1,0 +1,133 @@
+"""Run one verifier phase in a fresh, isolated child process.
+
+`python -I` (no user site, no PYTHON* variables), an environment built from scratch (no API
+keys, no LD_PRELOAD, no TRITON_*/CUDA_* debug switches except those set here), a fresh
+TRITON_CACHE_DIR, a temp cwd that holds only the kernel source, resource limits, and a
+wall-clock timeout that kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Variables a child may inherit: what Python, compilers and the GPU runtime need to work.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "SYSTEMROOT")
+
+
+@dataclass
+class ChildOutcome:
+    result: dict[str, Any] | None
+    returncode: int | None
+    timed_out: bool
+    wall_s: float
+    stderr_tail: str
+    failure: str | None = None  # why no usable result came back
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def clean_env(workdir: Path, interpret: bool) -> dict[str, str]:
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env.update({
+        "TRITON_CACHE_DIR": str(workdir / "triton-cache"),
+        "TRITON_HOME": str(workdir / "triton-home"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "TRITON_DEFAULT_FP_FUSION": "1",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+    })
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return env
+
+
+def _limits(memory_bytes: int | None) -> None:
+    os.setsid()  # own process group: a timeout kills everything the child started
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: float, interpret: bool,
+              memory_bytes: int | None = None, kernel_name: str = "kernel.py") -> ChildOutcome:
+    """Run `job` in a child. The kernel source (if any) is the only file copied in."""
+    with tempfile.TemporaryDirectory(prefix="kopt-eval-") as tmp:
+        root = Path(tmp)
+        cwd = root / "cwd"
+        cwd.mkdir()
+        result_path = root / "result.pt"
+        job = dict(job, result=str(result_path))
+        if kernel_source is not None:
+            kernel_path = cwd / kernel_name
+            kernel_path.write_text(kernel_source)
+            job["kernel"] = str(kernel_path)
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: _limits(memory_bytes), text=True)
+        timed_out = False
+        try:
+            output, _ = proc.communicate(json.dumps(job), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+            output, _ = proc.communicate()
+        wall_s = time.monotonic() - start
+        tail = (output or "")[-6000:]
+        if timed_out:
+            return ChildOutcome(None, proc.returncode, True, wall_s, tail,
+                                f"timed out after {timeout_s:.0f} s (the process group was killed)")
+        _kill_group(proc)  # anything the child left running in its group
+        if proc.returncode != 0:
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, describe_exit(proc.returncode))
+        if not result_path.is_file():
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "the process exited without a result")
+        import torch
+        try:
+            result = torch.load(result_path, weights_only=True)
+        except Exception as exc:  # a corrupt result file is a rejection, never a pass
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, f"unreadable result ({exc})")
+        if not isinstance(result, dict):
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "malformed result")
+        return ChildOutcome(result, proc.returncode, False, wall_s, tail)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {"SIGSEGV": " (segmentation fault: often an out-of-bounds load or store)",
+                "SIGKILL": " (killed: out of memory?)", "SIGABRT": " (aborted)"}.get(name, "")
+        return f"the process died with {name}{hint}"
+    return f"the process exited with status {code}"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def python_versions() -> dict[str, str]:
+    import platform
+
+    import torch
+    import triton
+    return {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__}
+

@@ -1,0 +1,170 @@
+"""A task: a directory with task.toml, baseline.py, reference.py and instruction.md.
+
+Tasks are data plus trusted code, loaded by path (built-in ones by name from kernels/).
+`kernels` is deliberately not an importable package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_TASKS = Path(__file__).resolve().parents[1] / "kernels"
+
+
+class TaskError(ValueError):
+    """A task that cannot be loaded: the message says what to fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tolerance(Strict):
+    rel_l2: float  # ||out - ref|| / ||ref|| over the whole output
+    atol: float  # elementwise: |out - ref| <= atol + rtol * |ref|
+    rtol: float
+    # bf16 on GPU: also require error <= factor x baseline error + one ulp at that magnitude
+    comparative_factor: float | None = None
+
+
+class Case(BaseModel):
+    """One input configuration; every key besides id/note is interpreted by reference.py."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    id: str
+    note: str = ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DeviceProfile(Strict):
+    dtypes: list[str]
+    seeds: int = Field(2, ge=1)  # public seeds per case; each is mixed with a per-run secret
+    hidden_cases: int = Field(0, ge=0)  # extra hold-out cases drawn per evaluation
+
+
+class Timeouts(Strict):
+    compile_s: float = 240.0
+    correctness_s: float = 300.0
+    timing_s: float = 900.0
+
+
+class TaskConfig(Strict):
+    name: str
+    description: str = ""
+    entry_point: str
+    editable_file: str = "kernel.py"
+    baseline: str = "baseline.py"
+    reference: str = "reference.py"
+    instruction: str = "instruction.md"
+    positional_args: int = Field(ge=0)  # leading inputs passed positionally, the rest by keyword
+    outputs: list[str]  # inputs written in place by the entry point
+    extra_imports: list[str] = Field(default_factory=list)  # extends the gate's allowlist
+    allow_inline_asm: bool = False
+    default_target: str = "sm_90"
+    cpu: DeviceProfile
+    gpu: DeviceProfile
+    tolerance: dict[str, Tolerance]
+    timeouts: Timeouts = Timeouts()
+    cases: list[Case]  # CPU correctness cases (interpreter)
+    workloads: list[Case]  # GPU workloads (correctness and timing)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskConfig":
+        for profile in (self.cpu, self.gpu):
+            missing = [d for d in profile.dtypes if d not in self.tolerance]
+            if missing:
+                raise ValueError(f"no [tolerance.{missing[0]}] for a dtype the task checks")
+        for group in (self.cases, self.workloads):
+            ids = [c.id for c in group]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"duplicate case ids in {ids}")
+        return self
+
+
+class Task:
+    """A loaded task: its config, its directory and a content hash of its files."""
+
+    def __init__(self, root: Path, config: TaskConfig):
+        self.root = root
+        self.config = config
+        self.hash = _hash_files(root, [ "task.toml", config.baseline, config.reference, config.instruction])
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def baseline_path(self) -> Path:
+        return self.root / self.config.baseline
+
+    @property
+    def reference_path(self) -> Path:
+        return self.root / self.config.reference
+
+    @property
+    def instruction_path(self) -> Path:
+        return self.root / self.config.instruction
+
+    def load_reference(self) -> ModuleType:
+        return load_module(self.reference_path, f"kopt_task_{self.name}_reference")
+
+
+def builtin_tasks() -> list[str]:
+    if not BUILTIN_TASKS.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_TASKS.iterdir() if (p / "task.toml").is_file())
+
+
+def load_task(name_or_path: str | Path) -> Task:
+    """Load a task by built-in name or by directory path, or raise TaskError saying what to do."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        root = candidate.resolve()
+    elif (BUILTIN_TASKS / str(name_or_path) / "task.toml").is_file():
+        root = (BUILTIN_TASKS / str(name_or_path)).resolve()
+    else:
+        known = ", ".join(builtin_tasks()) or "none"
+        raise TaskError(f"unknown task {str(name_or_path)!r}: give a built-in task name ({known}) "
+                        "or the path of a directory holding task.toml")
+    toml_path = root / "task.toml"
+    if not toml_path.is_file():
+        raise TaskError(f"{root} has no task.toml: a task directory needs task.toml, baseline.py, "
+                        "reference.py and instruction.md")
+    try:
+        raw = tomllib.loads(toml_path.read_text())
+        config = TaskConfig.model_validate(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskError(f"{toml_path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise TaskError(f"{toml_path}: {exc}") from None
+    for rel in (config.baseline, config.reference, config.instruction):
+        if not (root / rel).is_file():
+            raise TaskError(f"task {config.name!r} names {rel} but {root / rel} does not exist")
+    return Task(root, config)
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import a trusted Python file under a private module name (tasks are not packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _hash_files(root: Path, names: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,95 @@
+"""The Verdict: everything the verifier says about one kernel, as JSON-safe pydantic records.
+
+Fail closed: only `status == "ok"` means the kernel is correct (and, on GPU, timed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["ok", "rejected", "error"]
+INTERPRETER_LABEL = "interpreter (CPU)"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KernelResources(Record):
+    """One compiled Triton kernel for the target."""
+
+    name: str
+    num_warps: int
+    num_stages: int
+    shared_bytes: int
+    registers: int | None = None
+    spill_bytes: int | None = None
+    compile_s: float
+
+
+class CompileReport(Record):
+    target: str
+    shared_limit_bytes: int
+    kernels: list[KernelResources] = Field(default_factory=list)
+    ok: bool
+    error: str | None = None
+    wall_s: float = 0.0
+
+
+class CaseResult(Record):
+    """Correctness of one case at one dtype and seed (the seed itself stays secret)."""
+
+    case: str
+    dtype: str
+    hidden: bool = False
+    passed: bool
+    rel_l2: float | None = None
+    max_abs: float | None = None
+    reason: str | None = None
+    interpreter_s: float | None = None
+
+
+class WorkloadTiming(Record):
+    workload: str
+    label: str  # "gpu" or INTERPRETER_LABEL: never mix them up
+    baseline_ms: float
+    candidate_ms: float
+    speedup: float
+    tie: bool = False
+    flags: list[str] = Field(default_factory=list)
+
+
+class Timing(Record):
+    label: str
+    workloads: list[WorkloadTiming] = Field(default_factory=list)
+    geomean_speedup: float | None = None  # GPU only: the number people trust
+    interpreter_ratio: float | None = None  # CPU only: baseline/candidate interpreter wall time
+    noise_band: float | None = None  # A/A spread; |speedup - 1| inside it is a tie
+    notes: list[str] = Field(default_factory=list)
+
+
+class Verdict(Record):
+    status: Status
+    reason: str | None = None
+    task: str
+    task_hash: str
+    kernel_sha256: str
+    device: str
+    target: str
+    phase: str | None = None  # where it stopped: gate, compile, correctness, timing
+    cases: list[CaseResult] = Field(default_factory=list)
+    compile: CompileReport | None = None
+    timing: Timing | None = None
+    log_excerpt: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    wall_s: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def geomean(self) -> float | None:
+        return self.timing.geomean_speedup if self.timing else None
