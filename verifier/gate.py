@@ -42,6 +42,22 @@ BANNED_ATTRIBUTES = {
 }
 _ATTRIBUTE_RULE = {name: kind for kind, names in BANNED_ATTRIBUTES.items() for name in names}
 
+# Host code (functions that are not @triton.jit) may only validate arguments, allocate, view and
+# launch: anything else could compute the answer with torch instead of the Triton kernel.
+HOST_TORCH = frozenset({
+    "float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
+    "float8_e4m3fn", "float8_e5m2", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "full",
+    "full_like", "Tensor", "dtype", "device", "Size", "is_tensor", "cuda"})
+HOST_TORCH_CUDA = frozenset({"get_device_capability", "current_device", "get_device_properties", "is_available",
+                             "device_count"})
+HOST_METHODS = frozenset({
+    "shape", "stride", "size", "dtype", "device", "numel", "dim", "ndim", "is_contiguous", "contiguous",
+    "view", "reshape", "flatten", "unsqueeze", "squeeze", "transpose", "permute", "expand", "element_size",
+    "itemsize", "is_cuda", "is_floating_point", "new_empty", "new_zeros", "new_full", "zero_", "fill_", "to",
+    "multi_processor_count", "major", "minor", "items", "keys", "values", "get", "append", "format", "join",
+    "startswith", "endswith", "lower", "upper"})
+JIT_DECORATORS = frozenset({"triton.jit", "triton.autotune", "triton.heuristics"})
+
 TRITON_ALLOWED = frozenset({"jit", "cdiv", "next_power_of_2", "language", "Config", "autotune",
                             "heuristics", "constexpr"})
 INLINE_ASM = "inline_asm_elementwise"
@@ -75,6 +91,7 @@ class _Gate(ast.NodeVisitor):
         self.allow_inline_asm = allow_inline_asm
         self.aliases: dict[str, str] = {}  # local name -> module it is bound to
         self.violations: list[Violation] = []
+        self.in_jit = False
 
     def fail(self, node: ast.AST, rule: str, message: str) -> None:
         self.violations.append(Violation(getattr(node, "lineno", 0), rule, message))
@@ -82,7 +99,7 @@ class _Gate(ast.NodeVisitor):
     # ---- module level: imports, constants, function definitions, a docstring; nothing else
     def check_module(self, tree: ast.Module) -> None:
         for index, stmt in enumerate(tree.body):
-            if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef)):
+            if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self.visit(stmt)
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
                 value = stmt.value
@@ -166,7 +183,12 @@ class _Gate(ast.NodeVisitor):
         for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
             if not self.is_constant(default):
                 self.fail(default, "mutable-default", "default argument values must be constants")
+        names = {self.root_module(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list}
+        if names - JIT_DECORATORS:
+            self.fail(node, "decorator", "only @triton.jit, @triton.autotune and @triton.heuristics are allowed")
+        outer, self.in_jit = self.in_jit, self.in_jit or bool(names & JIT_DECORATORS)
         self.generic_visit(node)
+        self.in_jit = outer
 
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
         self.fail(node, "async", "async functions are not allowed")
@@ -230,6 +252,11 @@ class _Gate(ast.NodeVisitor):
         elif node.id.startswith("__"):
             self.fail(node, "dunder", f"{node.id} is not allowed")
 
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        if isinstance(node.op, ast.MatMult):
+            self.fail(node, "matmul", "the @ operator is not allowed: use tl.dot inside a Triton kernel")
+        self.generic_visit(node)
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.check_attribute_name(node, node.attr, self.root_module(node.value))
         self.generic_visit(node)
@@ -249,3 +276,15 @@ class _Gate(ast.NodeVisitor):
                           f"{', '.join(sorted(TRITON_ALLOWED))})")
         elif attr in _ATTRIBUTE_RULE:
             self.fail(node, "banned-attribute", f".{attr} is not allowed ({_ATTRIBUTE_RULE[attr]})")
+        elif self.in_jit or owner in {"math", "typing", "functools"}:
+            return
+        elif owner == "torch":
+            if attr not in HOST_TORCH:
+                self.fail(node, "host-torch", f"torch.{attr} is not allowed in host code: the host wrapper may only "
+                          "check arguments, allocate, view and launch; compute in the Triton kernel")
+        elif owner == "torch.cuda":
+            if attr not in HOST_TORCH_CUDA:
+                self.fail(node, "host-torch", f"torch.cuda.{attr} is not allowed")
+        elif owner is None and attr not in HOST_METHODS:
+            self.fail(node, "host-method", f".{attr}() is not allowed in host code (allowed: shape, stride, "
+                      "dtype, view/reshape, allocation, .to, ...): compute in the Triton kernel")

@@ -1,7 +1,7 @@
 """Run one verifier phase in a fresh, isolated child process.
 
-`python -I` (no user site, no PYTHON* variables), an environment built from scratch (no API
-keys, no LD_PRELOAD, no TRITON_*/CUDA_* debug switches except those set here), a fresh
+`python -I -B` (no user site, no PYTHON* variables, no bytecode), an environment built from
+scratch (no API keys, no LD_PRELOAD, no TRITON_*/CUDA_* debug switches except those set here), a fresh
 TRITON_CACHE_DIR, a temp cwd that holds only the kernel source, resource limits, and a
 wall-clock timeout that kills the whole process group.
 """
@@ -74,7 +74,7 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
             job["kernel"] = str(kernel_path)
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
+            [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             preexec_fn=lambda: _limits(memory_bytes), text=True)
         timed_out = False

@@ -1,0 +1,92 @@
+"""`kopt eval` as a user runs it: a real subprocess, exit codes, JSON verdicts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
+from tests.conftest import BASELINE, REPO
+
+
+def kopt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kopt.harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def baseline_verdict() -> tuple[int, Verdict]:
+    proc = kopt("eval", str(BASELINE), "--json")
+    return proc.returncode, Verdict.model_validate_json(proc.stdout)
+
+
+def test_baseline_passes_every_case_in_fp16_and_fp32(baseline_verdict):
+    code, verdict = baseline_verdict
+    assert code == 0 and verdict.status == "ok", verdict.reason
+    public = {(c.case, c.dtype) for c in verdict.cases if not c.hidden}
+    assert public == {(f"C{i}", d) for i in range(1, 10) for d in ("float16", "float32")}
+    assert any(c.hidden for c in verdict.cases)
+    assert all(c.passed for c in verdict.cases)
+    assert max(c.rel_l2 for c in verdict.cases if c.dtype == "float32") < 1e-5
+
+
+def test_cpu_timing_is_labelled_interpreter_never_gpu(baseline_verdict):
+    _, verdict = baseline_verdict
+    assert verdict.device == "cpu"
+    assert verdict.timing.label == INTERPRETER_LABEL and verdict.timing.geomean_speedup is None
+    assert all(w.label == INTERPRETER_LABEL for w in verdict.timing.workloads)
+    assert verdict.timing.interpreter_ratio > 0
+
+
+def test_baseline_compiles_for_sm90_with_resources(baseline_verdict):
+    _, verdict = baseline_verdict
+    report = verdict.compile
+    assert report.ok and report.target == "sm_90" and report.shared_limit_bytes == 232448
+    assert report.kernels and all(0 < k.registers <= 255 for k in report.kernels)
+    assert all(0 < k.shared_bytes <= report.shared_limit_bytes for k in report.kernels)
+    assert {k.num_warps for k in report.kernels} == {8}
+
+
+def test_human_output_names_the_label(tmp_path):
+    bad = tmp_path / "k.py"
+    bad.write_text("import os\n")
+    proc = kopt("eval", str(bad))
+    assert proc.returncode == 1
+    assert "REJECTED" in proc.stdout and "line 1: [import]" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "/no/such/kernel.py"], "not found"),
+    (["eval", str(BASELINE), "--task", "nope"], "unknown task"),
+    (["eval", str(BASELINE), "--target", "sm_42"], "unknown target"),
+])
+def test_bad_usage_exits_2_with_a_fix(args, message):
+    proc = kopt(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cuda_requested_without_a_gpu_is_a_usage_error():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = kopt("eval", str(BASELINE), "--device", "cuda")
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+
+
+def test_shared_memory_over_the_target_limit_is_rejected(tmp_path):
+    source = BASELINE.read_text()
+    for old, new in (("BLOCK_M_LARGE_D = 64", "BLOCK_M_LARGE_D = 128"), ("BLOCK_N_LARGE_D = 32", "BLOCK_N_LARGE_D = 128"),
+                     ("NUM_STAGES_LARGE_D = 1", "NUM_STAGES_LARGE_D = 3")):
+        assert old in source
+        source = source.replace(old, new)
+    big = tmp_path / "big.py"
+    big.write_text(source)
+    proc = kopt("eval", str(big), "--target", "sm_89", "--json")
+    verdict = Verdict.model_validate_json(proc.stdout)
+    assert proc.returncode == 1 and verdict.status == "rejected" and verdict.phase == "compile"
+    assert "shared memory" in verdict.reason and "101376" in verdict.reason
