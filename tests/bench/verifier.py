@@ -1,0 +1,42 @@
+"""Benchmark: wall time of a full CPU evaluation of the baseline, split by phase.
+
+    python tests/bench/verifier.py [--task extend_attention] [--target sm_90] [--repeat 1]
+
+Phases run in parallel child processes (compile, one correctness child per dtype, the
+baseline's interpreter timing), so their times add up to more than the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from kopt.verifier.evaluate import evaluate
+from kopt.verifier.task import load_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="extend_attention")
+    parser.add_argument("--target", default=None)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    task = load_task(args.task)
+    for run in range(args.repeat):
+        start = time.monotonic()
+        verdict = evaluate(Path(task.baseline_path), task, device="cpu", target=args.target)
+        total = time.monotonic() - start
+        print(f"run {run + 1}: status={verdict.status} cores={os.cpu_count()} total wall {total:.1f} s")
+        for phase, seconds in verdict.wall_s.items():
+            print(f"  {phase:<24} {seconds:6.1f} s")
+        runs = len(verdict.cases)
+        print(f"  case runs checked: {runs}, kernels compiled for {verdict.target}: "
+              f"{len(verdict.compile.kernels) if verdict.compile else 0}")
+        if verdict.reason:
+            print(f"  reason: {verdict.reason}")
+
+
+if __name__ == "__main__":
+    main()
