@@ -227,7 +227,8 @@ def gpu_check(task: Task, job: dict, items: list[dict], results: dict, tolerance
 def gpu_timing(task: Task, job: dict, source: str, verdict: Verdict) -> Timing:
     cfg = task.config
     items = [{"case": w.id, "params": w.params, "seed": mix_seed(secrets.randbits(62), w.id)} for w in cfg.workloads]
-    outcome = sandbox.run_phase(dict(job, phase="time", items=items, dtype=cfg.gpu.dtypes[0],
+    tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
+    outcome = sandbox.run_phase(dict(job, phase="time", items=items, dtype=cfg.gpu.dtypes[0], tolerances=tolerances,
                                      baseline=str(task.baseline_path)), source,
                                 timeout_s=cfg.timeouts.timing_s, interpret=False)
     verdict.wall_s["timing"] = outcome.wall_s

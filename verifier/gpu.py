@@ -35,6 +35,9 @@ class CudaTimer:
 
     def __init__(self, arms: dict[str, Callable], inputs: list[dict[str, Any]], positional: int, outputs: list[str]):
         self.arms, self.inputs, self.positional, self.outputs = arms, inputs, positional, outputs
+        # the first floating-point input (q for attention) gets new content before every call
+        self.fresh = next(n for n, v in inputs[0].items()
+                          if isinstance(v, torch.Tensor) and v.is_floating_point() and n not in outputs)
         l2 = torch.cuda.get_device_properties(0).L2_cache_size
         self.flush = torch.empty(max(256 << 20, 2 * l2), dtype=torch.uint8, device="cuda")
         self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -45,7 +48,7 @@ class CudaTimer:
 
     def prepare(self, index: int) -> dict[str, Any]:
         inputs = self.inputs[index % len(self.inputs)]
-        inputs["q_extend" if "q_extend" in inputs else next(iter(inputs))].normal_()  # fresh content
+        inputs[self.fresh].normal_()  # fresh content: nothing computed earlier can be replayed
         for name in self.outputs:
             inputs[name].fill_(float("nan"))
         self.flush.zero_()
@@ -85,7 +88,7 @@ def time_on_gpu(job: dict, load: Callable[[str, str], Any], launches: Any) -> di
         nbytes, flops = reference.cost(item["params"], dtype.itemsize, item["seed"])
         floor = timing.roofline_floor_ms(nbytes, flops, bandwidth, tflops)
         stats = timing.measure_workload(timer, item["case"], estimate, floor)
-        mismatch = timed_output_mismatch(timer, job["outputs"])
+        mismatch = timed_output_mismatch(timer, job["outputs"], job["tolerances"][job["dtype"]]["rel_l2"])
         rows.append({"workload": item["case"], "baseline_ms": stats.baseline_ms, "candidate_ms": stats.candidate_ms,
                      "speedup": stats.speedup, "noise_band": stats.noise_band, "tie": stats.tie,
                      "flags": stats.flags, "invalid": stats.invalid or mismatch, "warmup_s": compile_s,
@@ -97,7 +100,7 @@ def time_on_gpu(job: dict, load: Callable[[str, str], Any], launches: Any) -> di
                                      "capability": f"{props.major}.{props.minor}"}}
 
 
-def timed_output_mismatch(timer: CudaTimer, outputs: list[str]) -> str | None:
+def timed_output_mismatch(timer: CudaTimer, outputs: list[str], rel_l2: float) -> str | None:
     """Threat 16: the candidate's output in timing conditions must match the baseline's."""
     inputs = timer.prepare(0)
     timer.call(timing.CANDIDATE, inputs)
@@ -108,6 +111,6 @@ def timed_output_mismatch(timer: CudaTimer, outputs: list[str]) -> str | None:
         if not torch.isfinite(got[name]).all():
             return f"{name} has non-finite values when called under timing conditions"
         rel = float((got[name].float() - want.float()).norm() / want.float().norm().clamp_min(1e-30))
-        if rel > 2e-2:
+        if rel > 2 * rel_l2:
             return f"{name} differs from the baseline's by rel. L2 {rel:.3g} under timing conditions"
     return None

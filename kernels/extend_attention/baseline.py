@@ -7,8 +7,8 @@ optional sliding window and logit soft-capping:
 
     o[t, h] = softmax_j(cap(sm_scale * <q[t, h], k_j>)) @ v_j,   over visible j
 
-Semantics are those of /work/shared/EXTEND_ATTENTION.md (the drop-in signature of
-SGLang's `extend_attention_fwd`). Written from that spec.
+Semantics are those of the task contract (instruction.md): a drop-in for the signature
+of SGLang's `extend_attention_fwd`, written from that contract, not from SGLang's code.
 
 Structure: grid (B, Hq, cdiv(max_len_extend, BLOCK_M)); each program owns BLOCK_M
 query rows of one request and one query head, walks the prefix one BLOCK_N gather at a
@@ -26,9 +26,9 @@ BLOCK_M = 128
 BLOCK_N = 64
 NUM_WARPS = 8
 NUM_STAGES = 1
-# Tunables for padded head dims > 128 (192, 256).
+# Tunables for padded head dims > 128 (192, 256): 64x32 tiles spill least on sm_90.
 BLOCK_M_LARGE_D = 64
-BLOCK_N_LARGE_D = 64
+BLOCK_N_LARGE_D = 32
 NUM_WARPS_LARGE_D = 8
 NUM_STAGES_LARGE_D = 1
 
@@ -43,13 +43,13 @@ def _tanh(x):
 
 @triton.jit
 def _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC: tl.constexpr):
-    # s: [BLOCK_M, BLOCK_N] logits in log2 units, -inf where the key is not visible.
-    # Invariant: acc = sum_j 2^(s_j - m_i) v_j and l_i = sum_j 2^(s_j - m_i) over the
+    # s: [BLOCK_M, BLOCK_N] scaled (and capped) logits, -inf where the key is not visible.
+    # Invariant: acc = sum_j e^(s_j - m_i) v_j and l_i = sum_j e^(s_j - m_i) over the
     # keys seen so far; m_i = -inf (acc = l_i = 0) while a row has seen no visible key.
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # avoid (-inf) - (-inf)
-    alpha = tl.exp2(m_i - m_safe)  # rescale of the old partial sums
-    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp(m_i - m_safe)  # rescale of the old partial sums
+    p = tl.exp(s - m_safe[:, None])  # max subtracted before exp: accurate near the max
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
     return acc, m_new, l_i
@@ -88,18 +88,16 @@ def _fwd_kernel(
     mask_dq = offs_dq < LQ
     mask_dv = offs_dv < LV
 
+    # Row offsets of q/o/k_extend/v_extend are int32 (each holds < 2^31 elements); pool
+    # slots are widened to int64 below, since the KV pool can be larger.
     q_ptrs = Q + (q_start + offs_m)[:, None] * stride_qm + pid_h * stride_qh + offs_dq[None, :]
     q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_dq[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-    # Logits are kept in log2 units (s * log2(e)) so the softmax can use exp2.
-    log2e = 1.4426950408889634
-    qk_scale = sm_scale * log2e
     if USE_CAP:  # s = cap * tanh(sm_scale * qk / cap)
         cap_in = sm_scale / logit_cap
-        cap_out = logit_cap * log2e
 
     # ---- prefix keys, gathered from the pool: all visible except for the window ----
     lo = 0
@@ -113,9 +111,9 @@ def _fwd_kernel(
                     mask=mask_n[None, :] & mask_dq[:, None], other=0.0)
         qk = tl.dot(q, k, input_precision=DOT_PREC)
         if USE_CAP:
-            s = cap_out * _tanh(qk * cap_in)
+            s = logit_cap * _tanh(qk * cap_in)
         else:
-            s = qk * qk_scale
+            s = qk * sm_scale
         visible = mask_n[None, :]
         if USE_WINDOW:
             visible = visible & ((P + offs_m[:, None]) <= (offs_n[None, :] + window))
@@ -132,6 +130,8 @@ def _fwd_kernel(
     if IS_CAUSAL and not USE_MASK:  # keys past the tile's last row are never visible
         hi = tl.minimum(E, m_start + BLOCK_M)
     if USE_MASK:
+        # Request b's mask block is row-major [E, P+E]; only its extend columns are read.
+        # Offsets inside one block are int32 (a block holds < 2^31 entries).
         mask_base = custom_mask + tl.load(mask_indptr + pid_b) + P  # block row 0, column P
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -140,9 +140,9 @@ def _fwd_kernel(
                     + offs_dq[:, None], mask=mask_n[None, :] & mask_dq[:, None], other=0.0)
         qk = tl.dot(q, k, input_precision=DOT_PREC)
         if USE_CAP:
-            s = cap_out * _tanh(qk * cap_in)
+            s = logit_cap * _tanh(qk * cap_in)
         else:
-            s = qk * qk_scale
+            s = qk * sm_scale
         visible = mask_n[None, :] & mask_m[:, None]
         if USE_MASK:
             bits = tl.load(mask_base + (offs_m[:, None] * (P + E) + offs_n[None, :]),
