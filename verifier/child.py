@@ -163,6 +163,7 @@ def main() -> int:
         frames = [f for f in tb if f.filename == job.get("kernel")] or tb[-3:]
         where = "".join(f"  line {f.lineno} in {f.name}: {f.line}\n" for f in frames[-4:])
         result = {"error": f"{type(exc).__name__}: {str(exc)[:4000]}", "where": where}
+    result["nonce"] = job["nonce"]
     torch.save(result, result_path)
     return 0
 

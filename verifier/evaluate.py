@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,6 +121,8 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
     interpret = device == "cpu"
     memory = CPU_CHILD_MEMORY if device == "cpu" else None
 
+    cancel = threading.Event()
+
     def run_children() -> dict[str, Any]:
         tasks: dict[str, Callable[[], sandbox.ChildOutcome]] = {}
         compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
@@ -127,31 +130,41 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
         if device == "cpu":
             tasks["compile"] = lambda: sandbox.run_phase(
                 dict(job, phase="compile", target=target, items=compile_items, device="cpu"), source,
-                timeout_s=timeouts.compile_s, interpret=False, memory_bytes=memory)
+                timeout_s=timeouts.compile_s, interpret=False, memory_bytes=memory, cancel=cancel)
         for dtype in sorted({i["dtype"] for i in items}):
             mine = [i for i in items if i["dtype"] == dtype]
             tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
                 dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s,
-                interpret=interpret, memory_bytes=memory)
+                interpret=interpret, memory_bytes=memory, cancel=cancel)
         if device == "cpu":  # the baseline's interpreter times, same session, trusted code
             timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == items[0]["dtype"]]
             tasks["baseline"] = lambda: sandbox.run_phase(
                 dict(job, phase="run", items=timed, module="kopt_baseline"), task.baseline_path.read_text(),
-                timeout_s=timeouts.correctness_s, interpret=True, memory_bytes=memory)
+                timeout_s=timeouts.correctness_s, interpret=True, memory_bytes=memory, cancel=cancel)
         say(f"compiling and checking {len(items)} case runs in {len(tasks)} child processes")
+
+        def guarded(fn: Callable[[], sandbox.ChildOutcome]) -> sandbox.ChildOutcome:
+            outcome = fn()
+            if outcome.failure or (outcome.result or {}).get("error"):
+                cancel.set()  # fail fast: the verdict is already a rejection
+            return outcome
+
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            futures = {name: pool.submit(fn) for name, fn in tasks.items()}
+            futures = {name: pool.submit(guarded, fn) for name, fn in tasks.items()}
             return {name: f.result() for name, f in futures.items()}
 
     outcomes = run_children()
     for name, outcome in outcomes.items():
         verdict.wall_s[name] = outcome.wall_s
-    if "compile" in outcomes:
+    cancelled = {name for name, o in outcomes.items() if (o.failure or "").startswith("cancelled")}
+    if "compile" in outcomes and "compile" not in cancelled:
         verdict.compile = compile_report(outcomes["compile"], target)
         if not verdict.compile.ok:
             raise Rejected("compile", f"compile for {target}: {verdict.compile.error}", outcomes["compile"].stderr_tail)
+    # the phase that failed first, not one cancelled because of it
+    ordered = sorted(outcomes.items(), key=lambda kv: (kv[1].failure or "").startswith("cancelled"))
     results: dict[str, dict] = {}
-    for name, outcome in outcomes.items():
+    for name, outcome in ordered:
         if name.startswith("correctness"):
             for entry in outcome_result(outcome, name)["results"]:
                 results[entry["key"]] = entry

@@ -14,7 +14,9 @@ import resource
 import signal
 import subprocess
 import sys
+import secrets
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,36 +62,42 @@ def _limits(memory_bytes: int | None) -> None:
 
 
 def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: float, interpret: bool,
-              memory_bytes: int | None = None, kernel_name: str = "kernel.py") -> ChildOutcome:
-    """Run `job` in a child. The kernel source (if any) is the only file copied in."""
+              memory_bytes: int | None = None, kernel_name: str = "kernel.py",
+              cancel: threading.Event | None = None) -> ChildOutcome:
+    """Run `job` in a child. The kernel source (if any) is the only file copied in.
+
+    `cancel` set by another thread stops the child early (a sibling phase already failed).
+    """
     with tempfile.TemporaryDirectory(prefix="kopt-eval-") as tmp:
         root = Path(tmp)
         cwd = root / "cwd"
         cwd.mkdir()
         result_path = root / "result.pt"
-        job = dict(job, result=str(result_path))
+        nonce = secrets.token_hex(16)  # a result file without it was not written by our driver
+        job = dict(job, result=str(result_path), nonce=nonce)
         if kernel_source is not None:
             kernel_path = cwd / kernel_name
             kernel_path.write_text(kernel_source)
             job["kernel"] = str(kernel_path)
         start = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: _limits(memory_bytes), text=True)
-        timed_out = False
-        try:
-            output, _ = proc.communicate(json.dumps(job), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            output, _ = proc.communicate()
-        wall_s = time.monotonic() - start
-        tail = (output or "")[-6000:]
-        if timed_out:
+        with open(root / "output.log", "w+") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _limits(memory_bytes), text=True)
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+            stopped = _wait(proc, start + timeout_s, cancel)
+            _kill_group(proc)  # anything the child left running in its group
+            wall_s = time.monotonic() - start
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 6000))
+            tail = log.read()
+        if stopped == "timeout":
             return ChildOutcome(None, proc.returncode, True, wall_s, tail,
                                 f"timed out after {timeout_s:.0f} s (the process group was killed)")
-        _kill_group(proc)  # anything the child left running in its group
+        if stopped == "cancelled":
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "cancelled: another phase failed first")
         if proc.returncode != 0:
             return ChildOutcome(None, proc.returncode, False, wall_s, tail, describe_exit(proc.returncode))
         if not result_path.is_file():
@@ -99,9 +107,21 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
             result = torch.load(result_path, weights_only=True)
         except Exception as exc:  # a corrupt result file is a rejection, never a pass
             return ChildOutcome(None, proc.returncode, False, wall_s, tail, f"unreadable result ({exc})")
-        if not isinstance(result, dict):
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "malformed result")
+        if not isinstance(result, dict) or result.pop("nonce", None) != nonce:
+            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "malformed or forged result")
         return ChildOutcome(result, proc.returncode, False, wall_s, tail)
+
+
+def _wait(proc: subprocess.Popen, deadline: float, cancel: threading.Event | None) -> str | None:
+    while True:
+        try:
+            proc.wait(timeout=0.2)
+            return None
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                return "timeout"
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
 
 
 def describe_exit(code: int) -> str:
