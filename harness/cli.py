@@ -24,6 +24,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", default=None, help="AOT compile target on CPU, e.g. sm_80, sm_90, sm_100, gfx942")
     ev.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     ev.add_argument("--secret", type=int, default=None, help=argparse.SUPPRESS)  # reproduce an evaluation
+
+    run = sub.add_parser("run", help="start an optimisation run")
+    run.add_argument("--task", default="extend_attention", help="built-in task name or task directory")
+    run.add_argument("--model", default="builtin", help="builtin | openai:MODEL | anthropic:MODEL | replay:PATH")
+    run.add_argument("--base-url", default=None, help="API base URL (vLLM, SGLang, Ollama, Model Studio, ...)")
+    run.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    run.add_argument("--run-dir", default=None, help="run directory (default: workspaces/<time>-<task>)")
+    run.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    run.add_argument("--target", default=None, help="AOT compile target on the CPU path, e.g. sm_90")
+    run.add_argument("--max-hours", type=float, default=None)
+    run.add_argument("--max-tool-calls", type=int, default=None)
+    run.add_argument("--max-evals", type=int, default=None)
+    run.add_argument("--max-usd", type=float, default=None, help="needs --price-in/--price-out")
+    run.add_argument("--max-tokens", type=int, default=None)
+    run.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
+    run.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    run.add_argument("--approve", action="store_true", help="ask before each evaluation")
+
+    res = sub.add_parser("resume", help="continue a run exactly where it stopped")
+    res.add_argument("run_dir")
     return parser
 
 
@@ -31,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return cmd_eval(args)
-    return EXIT_USAGE
+    from kopt.harness.session import cmd_resume, cmd_run
+    if args.command == "run":
+        return cmd_run(args)
+    return cmd_resume(args)
 
 
 def usage_error(console: Console, message: str) -> int:

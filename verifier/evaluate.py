@@ -257,3 +257,21 @@ def gpu_timing(task: Task, job: dict, source: str, verdict: Verdict) -> Timing:
                   noise_band=max(r["noise_band"] for r in result["rows"]),
                   notes=["median of paired baseline/candidate ratios over interleaved rounds; L2 flushed; "
                          "fresh inputs per call"])
+
+
+def compile_only(source: str, task: Task, target: str | None = None) -> CompileReport:
+    """Gate + ahead-of-time compile for the target (registers, spills, shared memory), no checks."""
+    cfg = task.config
+    target = target or cfg.default_target
+    from kopt.verifier.compile import parse_target
+    limit = parse_target(target)[3]
+    violations = check_source(source, tuple(cfg.extra_imports), cfg.allow_inline_asm, cfg.editable_file)
+    if violations:
+        return CompileReport(target=target, shared_limit_bytes=limit, ok=False,
+                             error="static gate: " + "; ".join(map(str, violations[:5])))
+    items = [i for i in plan_items(task, "cpu", 0) if i["public_index"] == 0 and not i["hidden"]]
+    first = items[0]["dtype"] if items else None
+    items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["dtype"] == first]
+    outcome = sandbox.run_phase(dict(base_job(task, "cpu"), phase="compile", target=target, items=items), source,
+                                timeout_s=cfg.timeouts.compile_s, interpret=False, memory_bytes=CPU_CHILD_MEMORY)
+    return compile_report(outcome, target)

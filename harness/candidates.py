@@ -1,0 +1,105 @@
+"""Every evaluated source, immutable, with its Verdict: candidates/0001.py + 0001.json.
+
+Content-hash cache: the same source is never verified twice in a run. An evaluation that was
+interrupted (source written, verdict not) keeps its id and is verified on the next attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kopt.harness.trajectory import write_atomic
+from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
+
+
+@dataclass
+class Candidate:
+    id: int
+    sha256: str
+    verdict: Verdict | None
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.id:04d}"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is not None and self.verdict.passed
+
+
+def score(verdict: Verdict | None) -> tuple[float | None, str]:
+    """The number a candidate is ranked by, and what it is: a GPU geomean or an interpreter ratio."""
+    if verdict is None or not verdict.passed or verdict.timing is None:
+        return None, ""
+    if verdict.timing.geomean_speedup is not None:
+        return verdict.timing.geomean_speedup, "GPU geomean speedup"
+    return verdict.timing.interpreter_ratio, f"{INTERPRETER_LABEL} time ratio"
+
+
+class CandidateStore:
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / "candidates"
+        self.dir.mkdir(exist_ok=True)
+        self.run_dir = run_dir
+        self.items: dict[int, Candidate] = {}
+        self.by_sha: dict[str, int] = {}
+        self._best: Candidate | None = None
+        for py in sorted(self.dir.glob("[0-9][0-9][0-9][0-9].py")):
+            cid = int(py.stem)
+            meta_path = py.with_suffix(".json")
+            verdict, meta = None, {}
+            if meta_path.exists():
+                record = json.loads(meta_path.read_text())
+                verdict = Verdict.model_validate(record["verdict"])
+                meta = record.get("meta", {})
+            sha = hashlib.sha256(py.read_bytes()).hexdigest()
+            self.items[cid] = Candidate(cid, sha, verdict, meta)
+            self.by_sha[sha] = cid
+            self._consider(self.items[cid])
+
+    def _consider(self, candidate: Candidate) -> bool:
+        """Keep the running best (ties go to the earlier candidate); True if this one is it now."""
+        value = score(candidate.verdict)[0]
+        if value is None or (self._best is not None and value <= score(self._best.verdict)[0]):
+            return False
+        self._best = candidate
+        return True
+
+    def path(self, cid: int) -> Path:
+        return self.dir / f"{cid:04d}.py"
+
+    def snapshot(self, source: str) -> Candidate:
+        """The candidate holding this exact source: an existing one, or a new immutable file."""
+        sha = hashlib.sha256(source.encode()).hexdigest()
+        if sha in self.by_sha:
+            return self.items[self.by_sha[sha]]
+        cid = max(self.items, default=0) + 1
+        path = self.path(cid)
+        write_atomic(path, source)
+        os.chmod(path, 0o444)
+        self.items[cid] = Candidate(cid, sha, None, {})
+        self.by_sha[sha] = cid
+        return self.items[cid]
+
+    def record(self, cid: int, verdict: Verdict, meta: dict[str, Any]) -> None:
+        candidate = self.items[cid]
+        candidate.verdict, candidate.meta = verdict, meta
+        write_atomic(self.path(cid).with_suffix(".json"),
+                     json.dumps({"id": cid, "sha256": candidate.sha256, "meta": meta,
+                                 "verdict": verdict.model_dump(mode="json")}, indent=1))
+        if self._consider(candidate):
+            shutil.copyfile(self.path(cid), self.run_dir / "best.py")
+
+    def best(self) -> Candidate | None:
+        return self._best
+
+    def leaderboard(self, n: int = 5) -> list[Candidate]:
+        ranked = [c for c in self.items.values() if score(c.verdict)[0] is not None]
+        return sorted(ranked, key=lambda c: (-score(c.verdict)[0], c.id))[:n]

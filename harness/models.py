@@ -1,0 +1,56 @@
+"""Model specs (`builtin`, `openai:MODEL`, `anthropic:MODEL`, `replay:PATH`) to clients.
+
+Keys are read from the environment variable the run names, at start and at each resume;
+they are never written to run.json, the trajectory or a log, and never reach the verifier.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kopt.agent.model import Model, ModelError, Pricing, RetryHook
+from kopt.harness.workspace import RunConfig
+
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+PUBLIC_HOSTS = ("api.openai.com", "api.anthropic.com", "dashscope", "openrouter.ai")
+
+
+def check_spec(spec: str) -> None:
+    kind, _, rest = spec.partition(":")
+    if spec == "builtin":
+        return
+    if kind in ("openai", "anthropic", "replay") and rest:
+        return
+    raise ModelError(f"unknown model {spec!r}: use builtin, openai:MODEL, anthropic:MODEL or replay:PATH")
+
+
+def api_key(config: RunConfig, kind: str) -> str | None:
+    var = config.api_key_env or DEFAULT_KEY_ENV[kind]
+    key = os.environ.get(var)
+    base = config.base_url or ""
+    needs_key = kind == "anthropic" or not base or any(h in base for h in PUBLIC_HOSTS)
+    if not key and (needs_key or config.api_key_env):
+        raise ModelError(f"no API key: set the environment variable {var} (or name another one with --api-key-env)")
+    return key
+
+
+def build_model(config: RunConfig, on_retry: RetryHook | None = None, outage_budget_s: float | None = None) -> Model:
+    check_spec(config.model)
+    kind, _, rest = config.model.partition(":")
+    pricing = Pricing(config.price_input_per_mtok, config.price_output_per_mtok)
+    if config.model == "builtin":
+        from kopt.agent.builtin import BuiltinModel
+        return BuiltinModel(config.editable_file)
+    if kind == "replay":
+        from kopt.agent.replay import ReplayModel
+        return ReplayModel(Path(rest))
+    from kopt.agent.retry import RetryPolicy
+    retry = RetryPolicy() if outage_budget_s is None else RetryPolicy(outage_budget_s=outage_budget_s)
+    if kind == "openai":
+        from kopt.agent.openai import OpenAIModel
+        return OpenAIModel(rest, base_url=config.base_url or "https://api.openai.com/v1",
+                           api_key=api_key(config, kind), pricing=pricing, retry=retry, on_retry=on_retry)
+    from kopt.agent.anthropic import AnthropicModel
+    return AnthropicModel(rest, base_url=config.base_url or "https://api.anthropic.com",
+                          api_key=api_key(config, kind), pricing=pricing, retry=retry, on_retry=on_retry)

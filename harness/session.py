@@ -1,0 +1,111 @@
+"""`kopt run` and `kopt resume`: wire a task, a model, the verifier and a run directory together."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from kopt.agent.model import ModelError
+from kopt.harness.models import build_model, check_spec
+from kopt.harness.panel import RunPanel, print_summary
+from kopt.harness.run import Run, new_run_id
+from kopt.harness.workspace import Budgets, RunConfig, Workspace
+from kopt.verifier.compile import TargetError, parse_target
+from kopt.verifier.evaluate import compile_only, evaluate, mix_seed
+from kopt.verifier.task import Task, TaskError, load_task
+
+EXIT = {"finished": 0, "budget": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
+REPO_WORKSPACES = Path(__file__).resolve().parents[1] / "workspaces"
+
+
+def fail(message: str) -> int:
+    Console(stderr=True).print(f"[bold red]kopt: error:[/] {escape(message)}", highlight=False)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        check_spec(args.model)
+        task = load_task(args.task)
+        if args.target:
+            parse_target(args.target)
+    except (ModelError, TaskError, TargetError) as exc:
+        return fail(str(exc))
+    if args.max_usd is not None and not (args.price_in or args.price_out):
+        return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            return fail("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
+    run_id = f"{new_run_id()}-{task.name}"
+    root = Path(args.run_dir) if args.run_dir else REPO_WORKSPACES / run_id
+    config = RunConfig(run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
+                       model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                       price_input_per_mtok=args.price_in, price_output_per_mtok=args.price_out, device=args.device,
+                       target=args.target, approve=args.approve,
+                       budgets=Budgets(max_hours=args.max_hours, max_tool_calls=args.max_tool_calls,
+                                       max_evals=args.max_evals, max_usd=args.max_usd, max_tokens=args.max_tokens))
+    try:
+        ws = Workspace.create(root, config, task.baseline_path, task.instruction_path)
+    except FileExistsError as exc:
+        return fail(str(exc))
+    return execute(ws, task)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    try:
+        ws = Workspace.open(Path(args.run_dir))
+    except FileNotFoundError as exc:
+        return fail(str(exc))
+    task_dir = Path(ws.config.task)
+    try:
+        task = load_task(task_dir if task_dir.is_dir() else task_dir.name)  # moved machines: by name
+    except TaskError as exc:
+        return fail(f"the run's task is not available here: {exc}")
+    if task.hash != ws.config.task_hash:
+        return fail(f"task {task.name} changed since this run started (hash {task.hash[:12]} != "
+                    f"{ws.config.task_hash[:12]}): its verdicts would not be comparable; start a new run")
+    return execute(ws, task)
+
+
+def execute(ws: Workspace, task: Task) -> int:
+    console = Console()
+    config = ws.config
+
+    def evaluate_candidate(source: str, candidate_id: int):
+        return evaluate(source, task, device=config.device, target=config.target,
+                        secret=mix_seed(config.secret, "candidate", candidate_id))
+
+    def compile_candidate(source: str):
+        return compile_only(source, task, config.target)
+
+    approve = None
+    if config.approve:
+        def approve(candidate) -> bool:
+            answer = console.input(f"evaluate candidate {candidate.name}? [Y/n] ").strip().lower()
+            return answer in ("", "y", "yes")
+
+    with RunPanel(console) as panel:
+        holder: dict[str, Run] = {}
+        try:
+            model = build_model(config, on_retry=lambda event: holder["run"].model_retry(event))
+        except ModelError as exc:
+            return fail(str(exc))
+        run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve)
+        holder["run"] = run
+        if hasattr(model, "position"):  # replay: skip the responses this run already consumed
+            model.position = run.counters.model_responses
+        stop = run.execute()
+    if stop.reason == "already_ended":
+        console.print(f"run {config.run_id} already ended ({stop.detail}); nothing to resume.")
+        return 0
+    print_summary(console, run, stop.reason, stop.detail)
+    return EXIT.get(stop.reason, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(2)

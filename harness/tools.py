@@ -1,0 +1,251 @@
+"""The agent's tools, confined to the workspace. Misuse becomes an error message, never a crash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kopt.agent.messages import ToolCall, ToolSpec
+from kopt.harness.candidates import Candidate, CandidateStore, score
+from kopt.harness.workspace import NOTES, Forbidden, ToolError, Workspace
+from kopt.verifier.verdict import CompileReport, Verdict
+
+MAX_OUTPUT_CHARS = 60_000
+MAX_NOTE_CHARS = 20_000
+
+EvaluateFn = Callable[[str, int], Verdict]  # (source, candidate id) -> Verdict
+CompileFn = Callable[[str], CompileReport]
+RecordFn = Callable[..., None]  # record(kind, **data): evaluation and forbidden events
+
+
+def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
+    return ToolSpec(name=name, description=description, parameters={
+        "type": "object", "properties": properties, "required": required, "additionalProperties": False})
+
+
+STR, INT = {"type": "string"}, {"type": "integer"}
+SPECS = [
+    _spec("read_file", "Read a workspace file (the kernel, NOTES.md, instruction.md), optionally a 1-based "
+          "inclusive line range.", {"path": STR, "start_line": INT, "end_line": INT}, ["path"]),
+    _spec("write_file", "Replace the whole content of the kernel file or NOTES.md.",
+          {"path": STR, "content": STR}, ["path", "content"]),
+    _spec("edit_file", "Replace one exact, unique occurrence of `old` with `new` in the kernel file or NOTES.md.",
+          {"path": STR, "old": STR, "new": STR}, ["path", "old", "new"]),
+    _spec("evaluate", "Snapshot the kernel file as a candidate and run the verifier: static gate, compile, "
+          "correctness against the reference, timing against the baseline. Returns the verdict and leaderboard.",
+          {"note": {"type": "string", "description": "what this candidate tries"}}, []),
+    _spec("compile_report", "Compile the current kernel for the target GPU without checking it: registers, "
+          "spills and shared memory per kernel.", {}, []),
+    _spec("history", "All evaluated candidates: id, status, score, note.", {}, []),
+    _spec("revert", "Restore an evaluated candidate's source into the kernel file.", {"candidate": INT},
+          ["candidate"]),
+    _spec("notes", "Append text to NOTES.md (your notes survive context resets and resumes).", {"text": STR},
+          ["text"]),
+    _spec("finish", "End the run with a summary of what was achieved.", {"summary": STR}, ["summary"]),
+]
+MUTATING = {"write_file", "edit_file", "revert", "notes"}
+
+
+@dataclass
+class ToolOutcome:
+    content: str
+    is_error: bool = False
+    forbidden: str | None = None
+    finish: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def sha_of(path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+class ToolBox:
+    def __init__(self, ws: Workspace, store: CandidateStore, evaluate: EvaluateFn, compile_report: CompileFn,
+                 record: RecordFn, approve: Callable[[Candidate], bool] | None = None):
+        self.ws, self.store = ws, store
+        self._evaluate, self._compile, self._record, self._approve = evaluate, compile_report, record, approve
+        self.tool_index = 0  # tool calls so far, set by the caller for the candidate's metadata
+
+    def specs(self) -> list[ToolSpec]:
+        return list(SPECS)
+
+    def target_of(self, call: ToolCall) -> Any:
+        """The file a mutating call changes (for exact resume after an interruption), else None."""
+        if call.name not in MUTATING:
+            return None
+        if call.name in ("revert",):
+            return self.ws.kernel
+        if call.name == "notes":
+            return self.ws.notes
+        try:
+            return self.ws.resolve(call.parsed().get("path"), write=True)
+        except (ValueError, ToolError, Forbidden):
+            return None
+
+    def execute(self, call: ToolCall) -> ToolOutcome:
+        spec = next((s for s in SPECS if s.name == call.name), None)
+        if spec is None:
+            return ToolOutcome(f"unknown tool {call.name!r}; tools: {', '.join(s.name for s in SPECS)}", True)
+        try:
+            args = call.parsed()
+            self._check_args(spec, args)
+            return getattr(self, f"tool_{call.name}")(**args)
+        except Forbidden as exc:
+            self._record("forbidden", call_id=call.id, name=call.name, detail=str(exc))
+            return ToolOutcome(f"refused: {exc}. This attempt was recorded.", True, forbidden=str(exc))
+        except (ToolError, ValueError) as exc:
+            return ToolOutcome(f"error: {exc}", True)
+
+    @staticmethod
+    def _check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
+        props, required = spec.parameters["properties"], spec.parameters["required"]
+        unknown = sorted(set(args) - set(props))
+        if unknown:
+            raise ToolError(f"{spec.name} has no argument {unknown[0]!r}; it takes {', '.join(props) or 'none'}")
+        missing = [r for r in required if r not in args]
+        if missing:
+            raise ToolError(f"{spec.name} needs argument {missing[0]!r}")
+        for name, value in args.items():
+            want = props[name]["type"]
+            ok = isinstance(value, str) if want == "string" else isinstance(value, int) and not isinstance(value, bool)
+            if not ok and not (want == "integer" and value is None and name not in required):
+                raise ToolError(f"argument {name!r} of {spec.name} must be a {want}, got {type(value).__name__}")
+
+    # ---- the tools
+    def tool_read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutcome:
+        full = self.ws.resolve(path)
+        lines = full.read_text().splitlines()
+        lo = max(1, start_line or 1)
+        hi = min(len(lines), end_line or len(lines))
+        if lo > max(hi, 1) and lines:
+            raise ToolError(f"{path} has {len(lines)} lines; start_line {lo} is past the end")
+        body = "\n".join(lines[lo - 1:hi])
+        if len(body) > MAX_OUTPUT_CHARS:
+            body = body[:MAX_OUTPUT_CHARS] + "\n[... cut: read a smaller line range]"
+        return ToolOutcome(f"{path} (lines {lo}-{hi} of {len(lines)}):\n{body}")
+
+    def tool_write_file(self, path: str, content: str) -> ToolOutcome:
+        full = self.ws.resolve(path, write=True)
+        full.write_text(content)
+        return ToolOutcome(f"wrote {path} ({len(content.splitlines())} lines)")
+
+    def tool_edit_file(self, path: str, old: str, new: str) -> ToolOutcome:
+        full = self.ws.resolve(path, write=True)
+        text = full.read_text()
+        if not old:
+            raise ToolError("old must be non-empty text copied exactly from the file")
+        count = text.count(old)
+        if count == 0:
+            first = old.strip().splitlines()[0] if old.strip() else old
+            hint = [i + 1 for i, line in enumerate(text.splitlines()) if first.strip() and first.strip() in line]
+            where = f" (its first line appears at line {hint[0]}: check whitespace and the following lines)" if hint else ""
+            raise ToolError(f"old text not found in {path}{where}; read the file and copy the text exactly")
+        if count > 1:
+            raise ToolError(f"old text occurs {count} times in {path}; include more surrounding lines to make it unique")
+        line = text[:text.index(old)].count("\n") + 1
+        full.write_text(text.replace(old, new, 1))
+        return ToolOutcome(f"edited {path}: replaced {len(old.splitlines())} line(s) at line {line} with "
+                           f"{len(new.splitlines())} line(s)")
+
+    def tool_evaluate(self, note: str | None = None) -> ToolOutcome:
+        source = self.ws.kernel.read_text()
+        candidate = self.store.snapshot(source)
+        if candidate.verdict is not None:
+            return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
+                               + summarize(candidate, self.store), data={"candidate": candidate.id, "cached": True})
+        if self._approve is not None and not self._approve(candidate):
+            return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
+        verdict = self._evaluate(source, candidate.id)
+        meta = {"note": note or "", "tool_index": self.tool_index, "parent": self.parent_of(candidate)}
+        self.store.record(candidate.id, verdict, meta)
+        value, label = score(verdict)
+        self._record("evaluation", candidate=candidate.id, sha256=candidate.sha256, status=verdict.status,
+                     phase=verdict.phase, reason=(verdict.reason or "")[:2000], score=value, score_label=label,
+                     note=meta["note"], wall_s=round(sum(verdict.wall_s.values()), 3))
+        return ToolOutcome(summarize(candidate, self.store), is_error=not verdict.passed,
+                           data={"candidate": candidate.id, "cached": False})
+
+    def parent_of(self, candidate: Candidate) -> int | None:
+        """The most recent earlier candidate (the one the agent was editing from)."""
+        earlier = [c for c in self.store.items if c < candidate.id]
+        return max(earlier) if earlier else None
+
+    def tool_compile_report(self) -> ToolOutcome:
+        report = self._compile(self.ws.kernel.read_text())
+        return ToolOutcome(format_compile(report), is_error=not report.ok)
+
+    def tool_history(self) -> ToolOutcome:
+        items = sorted(self.store.items.values(), key=lambda c: c.id)
+        if not items:
+            return ToolOutcome("no candidates evaluated yet")
+        shown = items[-30:]
+        lines = [f"{len(items)} candidates" + (f" (last 30 shown)" if len(items) > 30 else "") + ":"]
+        for c in shown:
+            value, label = score(c.verdict)
+            status = c.verdict.status if c.verdict else "interrupted"
+            lines.append(f"  {c.name} {status:<8} " + (f"{value:.4f} " if value is not None else "") +
+                         (c.meta.get("note") or "") + ("" if c.passed or not c.verdict else f" [{(c.verdict.reason or '')[:120]}]"))
+        lines.append(leaderboard_text(self.store))
+        return ToolOutcome("\n".join(lines))
+
+    def tool_revert(self, candidate: int) -> ToolOutcome:
+        if candidate not in self.store.items:
+            raise ToolError(f"no candidate {candidate}; evaluated: {', '.join(map(str, sorted(self.store.items))) or 'none'}")
+        self.ws.kernel.write_text(self.store.path(candidate).read_text())
+        return ToolOutcome(f"restored candidate {candidate:04d} into {self.ws.config.editable_file}")
+
+    def tool_notes(self, text: str) -> ToolOutcome:
+        if len(text) > MAX_NOTE_CHARS:
+            raise ToolError(f"a note may hold at most {MAX_NOTE_CHARS} characters; summarise")
+        with open(self.ws.notes, "a") as f:
+            f.write(text.rstrip("\n") + "\n")
+        return ToolOutcome(f"appended {len(text)} characters to {NOTES}")
+
+    def tool_finish(self, summary: str) -> ToolOutcome:
+        return ToolOutcome("run finished", finish=summary or "(no summary)")
+
+
+def format_compile(report: CompileReport) -> str:
+    if not report.ok:
+        return f"compile for {report.target} failed: {report.error}"
+    rows = [f"compiled for {report.target} (shared memory limit {report.shared_limit_bytes} B):"]
+    for k in report.kernels:
+        rows.append(f"  {k.name}: {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
+                    f"spill {k.spill_bytes} B, shared {k.shared_bytes} B")
+    return "\n".join(rows)
+
+
+def summarize(candidate: Candidate, store: CandidateStore) -> str:
+    v = candidate.verdict
+    assert v is not None
+    lines = [f"candidate {candidate.name}: {v.status.upper()}" + (f" in {v.phase}" if v.phase else "")]
+    if v.reason:
+        lines.append(f"reason: {v.reason[:3000]}")
+    failing = [c for c in v.cases if not c.passed][:5]
+    for c in failing:
+        lines.append(f"  failed: {'hidden case' if c.hidden else c.case} {c.dtype}: {(c.reason or '')[:300]}")
+    if v.compile and v.compile.ok:
+        lines.append(format_compile(v.compile))
+    if v.timing and v.passed:
+        t = v.timing
+        if t.geomean_speedup is not None:
+            lines.append(f"GPU geomean speedup {t.geomean_speedup:.4f}x (noise band +-{t.noise_band:.1%}): " +
+                         ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
+        elif t.interpreter_ratio is not None:
+            lines.append(f"{t.label} time ratio baseline/candidate {t.interpreter_ratio:.4f} (NOT a GPU speedup; "
+                         "no GPU here)")
+    if v.log_excerpt and not v.passed:
+        lines.append("log excerpt:\n" + v.log_excerpt[-1500:])
+    lines.append(leaderboard_text(store))
+    return "\n".join(lines)
+
+
+def leaderboard_text(store: CandidateStore) -> str:
+    board = store.leaderboard()
+    if not board:
+        return "leaderboard: no passing candidate yet"
+    label = score(board[0].verdict)[1]
+    return f"leaderboard ({label}): " + "; ".join(
+        f"{c.name} {score(c.verdict)[0]:.4f}" + (f" ({c.meta.get('note')[:60]})" if c.meta.get("note") else "")
+        for c in board)

@@ -1,0 +1,123 @@
+"""A run directory (workspaces/<run-id>/) and the agent's confinement to it.
+
+The agent may read its kernel, NOTES.md and instruction.md, and change only the kernel and
+NOTES.md. Anything else it names is either a typo (an error message) or an attempt to reach
+what it must not touch (refused and recorded as a forbidden action).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kopt.harness.trajectory import write_atomic
+
+NOTES = "NOTES.md"
+INSTRUCTION = "instruction.md"
+RUN_JSON = "run.json"
+STOP_FILE = "STOP"
+# Names the agent must never read or write: the record of the run, the verifier's inputs.
+OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candidates/*", "best.py", "report.html",
+              "reference.py", "task.toml", "baseline.py", "verifier", "verifier/*", "*.pt", "*.pyc", "__pycache__*",
+              ".*")
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_hours: float | None = None  # wall time of the run (elapsed, excluding downtime between resumes)
+    max_tool_calls: int | None = None
+    max_evals: int | None = None
+    max_usd: float | None = None  # needs prices: input/output USD per million tokens
+    max_tokens: int | None = None  # input + output tokens over all model calls
+
+
+class RunConfig(BaseModel):
+    """Frozen at run creation, written to run.json; resume reads it back unchanged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    run_id: str
+    task: str  # absolute path of the task directory
+    task_hash: str
+    editable_file: str
+    model: str  # builtin | openai:MODEL | anthropic:MODEL | replay:PATH
+    base_url: str | None = None
+    api_key_env: str | None = None  # the variable's name; the key itself is never stored
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    device: str = "auto"
+    target: str | None = None
+    budgets: Budgets = Budgets()
+    approve: bool = False
+    secret: int = Field(default_factory=lambda: secrets.randbits(62))  # mixed into every evaluation's seeds
+    created: float = Field(default_factory=time.time)
+
+
+class Forbidden(Exception):
+    """An attempt to reach outside what the agent may touch."""
+
+
+class ToolError(Exception):
+    """Misuse the model can fix: the message goes back to it."""
+
+
+class Workspace:
+    def __init__(self, root: Path, config: RunConfig):
+        self.root = root
+        self.config = config
+
+    @property
+    def kernel(self) -> Path:
+        return self.root / self.config.editable_file
+
+    @property
+    def notes(self) -> Path:
+        return self.root / NOTES
+
+    @classmethod
+    def create(cls, root: Path, config: RunConfig, baseline: Path, instruction: Path) -> "Workspace":
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(f"{root} already exists and is not empty: use `kopt resume {root}` or another --run-dir")
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(baseline, root / config.editable_file)
+        shutil.copyfile(instruction, root / INSTRUCTION)
+        (root / NOTES).write_text("# Notes\n")
+        (root / "candidates").mkdir()
+        write_atomic(root / RUN_JSON, config.model_dump_json(indent=2))
+        return cls(root, config)
+
+    @classmethod
+    def open(cls, root: Path) -> "Workspace":
+        path = root / RUN_JSON
+        if not path.is_file():
+            raise FileNotFoundError(f"{root} is not a kopt run directory (no {RUN_JSON})")
+        return cls(root, RunConfig.model_validate(json.loads(path.read_text())))
+
+    def readable(self) -> list[str]:
+        return [self.config.editable_file, NOTES, INSTRUCTION]
+
+    def resolve(self, path: object, write: bool = False) -> Path:
+        """The file a tool may use, or Forbidden / ToolError saying why not."""
+        if not isinstance(path, str) or not path.strip():
+            raise ToolError("path must be a non-empty string, e.g. " + repr(self.config.editable_file))
+        pure = PurePosixPath(path.strip())
+        if pure.is_absolute() or path.strip().startswith("~"):
+            raise Forbidden(f"absolute path {path!r}: only files inside the workspace may be used")
+        if ".." in pure.parts:
+            raise Forbidden(f"path {path!r} leaves the workspace")
+        name = pure.as_posix()
+        allowed = [self.config.editable_file, NOTES] if write else self.readable()
+        if name not in allowed:
+            if any(fnmatch.fnmatch(name, pattern) for pattern in OFF_LIMITS) or (self.root / name).exists():
+                raise Forbidden(f"{name} is off-limits to the agent")
+            what = "change" if write else "read"
+            raise ToolError(f"no such file {name!r}: you can {what} {', '.join(allowed)}")
+        full = self.root / name
+        if full.is_symlink() or full.resolve().parent != self.root.resolve():
+            raise Forbidden(f"{name} is a link out of the workspace")
+        return full
