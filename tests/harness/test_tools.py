@@ -1,0 +1,117 @@
+"""The agent's tools: confinement, forbidden-action recording, edit semantics, bad arguments."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kopt.harness.candidates import CandidateStore
+from kopt.harness.tools import ToolBox
+from tests.harness.helpers import FakeVerifier, call, make_workspace
+
+
+@pytest.fixture
+def box(tmp_path):
+    ws = make_workspace(tmp_path / "run")
+    events = []
+    fake = FakeVerifier()
+    tools = ToolBox(ws, CandidateStore(ws.root), fake.evaluate, fake.compile,
+                    lambda kind, **data: events.append((kind, data)))
+    tools.events, tools.fake = events, fake
+    return tools
+
+
+def run(box, name, **args):
+    return box.execute(call(name, args))
+
+
+def test_read_kernel_with_line_range(box):
+    out = run(box, "read_file", path="kernel.py", start_line=1, end_line=3)
+    assert not out.is_error and out.content.startswith("kernel.py (lines 1-3 of")
+    assert out.content.count("\n") == 3
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../run.json", "candidates/../../x", "~/.ssh/id_rsa",
+                                  "trajectory.jsonl", "run.json", "state.json", "candidates/0001.py",
+                                  "reference.py", "verifier/gate.py", ".git/config"])
+def test_escapes_are_refused_and_recorded(box, path):
+    out = run(box, "read_file", path=path)
+    assert out.is_error and out.forbidden and "refused" in out.content
+    assert box.events[-1][0] == "forbidden" and box.events[-1][1]["name"] == "read_file"
+
+
+def test_symlink_out_of_the_workspace_is_refused(box, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    os.remove(box.ws.notes)
+    os.symlink(secret, box.ws.notes)
+    out = run(box, "read_file", path="NOTES.md")
+    assert out.forbidden and "link" in out.content and "top secret" not in out.content
+
+
+def test_only_kernel_and_notes_are_writable(box):
+    assert not run(box, "write_file", path="NOTES.md", content="hello\n").is_error
+    refused = run(box, "write_file", path="instruction.md", content="do less")
+    assert refused.forbidden
+    typo = run(box, "write_file", path="kernle.py", content="x")
+    assert typo.is_error and not typo.forbidden and "kernel.py" in typo.content
+
+
+def test_edit_file_exact_unique_replacement(box):
+    box.ws.kernel.write_text("A = 1\nB = 2\nB = 2\n")
+    assert not run(box, "edit_file", path="kernel.py", old="A = 1\n", new="A = 3\n").is_error
+    assert box.ws.kernel.read_text() == "A = 3\nB = 2\nB = 2\n"
+    missing = run(box, "edit_file", path="kernel.py", old="C = 1", new="C = 2")
+    assert missing.is_error and "not found" in missing.content
+    twice = run(box, "edit_file", path="kernel.py", old="B = 2", new="B = 4")
+    assert twice.is_error and "2 times" in twice.content
+    assert box.ws.kernel.read_text() == "A = 3\nB = 2\nB = 2\n"
+
+
+@pytest.mark.parametrize("tool_call, message", [
+    (call("read_file", raw='{"path": "kernel.py"'), "not valid JSON"),
+    (call("read_file", raw='["kernel.py"]'), "must be a JSON object"),
+    (call("read_fle", {"path": "kernel.py"}), "unknown tool"),
+    (call("read_file", {}), "needs argument 'path'"),
+    (call("read_file", {"path": "kernel.py", "mode": "r"}), "no argument 'mode'"),
+    (call("read_file", {"path": 3}), "must be a string"),
+    (call("revert", {"candidate": "1"}), "must be a integer"),
+    (call("revert", {"candidate": 99}), "no candidate 99"),
+])
+def test_bad_calls_become_error_messages(box, tool_call, message):
+    out = box.execute(tool_call)
+    assert out.is_error and message in out.content
+
+
+def test_evaluate_snapshots_caches_and_reverts(box):
+    box.ws.kernel.write_text("# FAST\n")
+    first = run(box, "evaluate", note="one")
+    assert "candidate 0001: OK" in first.content and "leaderboard" in first.content
+    again = run(box, "evaluate", note="same source")
+    assert "already has this exact source" in again.content
+    assert len(box.fake.calls) == 1  # the same source is never verified twice
+    box.ws.kernel.write_text("# BROKEN\n")
+    bad = run(box, "evaluate")
+    assert bad.is_error and "REJECTED" in bad.content and "wrong result" in bad.content
+    assert (box.ws.root / "candidates" / "0002.py").read_text() == "# BROKEN\n"
+    assert (box.ws.root / "best.py").read_text() == "# FAST\n"
+    assert not run(box, "revert", candidate=1).is_error
+    assert box.ws.kernel.read_text() == "# FAST\n"
+    kinds = [k for k, _ in box.events]
+    assert kinds == ["evaluation", "evaluation"]
+    assert oct(os.stat(box.ws.root / "candidates" / "0001.py").st_mode & 0o777) == "0o444"
+
+
+def test_notes_append_and_finish(box):
+    run(box, "notes", text="tried BLOCK_N=512: slower")
+    assert "tried BLOCK_N=512" in box.ws.notes.read_text()
+    done = run(box, "finish", summary="done")
+    assert done.finish == "done"
+
+
+def test_store_reloads_from_disk(box):
+    box.ws.kernel.write_text("# FAST FAST\n")
+    run(box, "evaluate")
+    store = CandidateStore(box.ws.root)
+    assert store.best().id == 1 and store.items[1].verdict.passed
