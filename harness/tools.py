@@ -151,7 +151,7 @@ class ToolBox:
     def tool_evaluate(self, note: str | None = None) -> ToolOutcome:
         source = self.ws.kernel.read_text()
         candidate = self.store.snapshot(source)
-        if candidate.verdict is not None:
+        if candidate.verdict is not None and candidate.verdict.status != "error":  # an infra error may be retried
             return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
                                + summarize(candidate, self.store), data={"candidate": candidate.id, "cached": True})
         if self._approve is not None and not self._approve(candidate):

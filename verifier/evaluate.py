@@ -102,6 +102,11 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
     except Rejected as exc:
         verdict.status, verdict.phase, verdict.reason = exc.status, exc.phase, exc.reason
         verdict.log_excerpt = (exc.log or "")[-3000:] or None
+    except Exception as exc:  # the verifier's own failure: an error verdict, never a pass, never a crash
+        import traceback
+        verdict.status, verdict.phase = "error", "verifier"
+        verdict.reason = f"the verifier failed: {type(exc).__name__}: {exc}"
+        verdict.log_excerpt = traceback.format_exc()[-3000:]
     return verdict
 
 
