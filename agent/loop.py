@@ -1,4 +1,4 @@
-"""The tool-calling loop: limits, one model turn, its tool calls, repeat.
+"""The tool-calling loop: limits, compaction, one model turn, its tool calls, repeat.
 
 Control flow ends through `Stop`; a model's malformed tool call comes back to it as an error
 message (the tools decide), never as a crash. The loop knows nothing about kernels.
@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol
 
-from kopt.agent.messages import Message, ModelResponse, ToolCall, ToolMessage, ToolSpec, UserMessage
+from kopt.agent.context import Compaction, Context, transcript
+from kopt.agent.messages import (Message, ModelResponse, SystemMessage, ToolCall, ToolMessage, ToolSpec,
+                                 UserMessage)
 from kopt.agent.model import Model, ModelError, ModelUnavailable
 
 NUDGE = ("You replied without calling a tool. Keep working through the tools; call finish(summary) when you "
          "are done.")
+SUMMARY_PROMPT = ("You are compacting the memory of a long-running optimisation agent. Summarise the transcript "
+                  "below in at most 300 words: what was tried, what worked and what failed and why, the current "
+                  "state of the file, and what looked promising next. Facts only.")
 
 
 class Stop(Exception):
@@ -45,13 +50,18 @@ class Recorder(Protocol):
 
     def tool_result(self, call: ToolCall, outcome: Any, duration_s: float) -> None: ...
 
+    def compaction(self, compaction: Compaction, usage: Any) -> None: ...
+
 
 class Agent:
-    def __init__(self, model: Model, tools: Tools, recorder: Recorder, context: list[Message],
-                 check_limits: Callable[[], None]):
+    def __init__(self, model: Model, tools: Tools, recorder: Recorder, context: Context,
+                 before_request: Callable[["Agent"], None], status: Callable[[], str | None] = lambda: None,
+                 summarize: bool = True):
         self.model, self.tools, self.recorder = model, tools, recorder
         self.context = context
-        self.check_limits = check_limits  # raises Stop
+        self.before_request = before_request  # limits and policies; raises Stop
+        self.status = status
+        self.summarize = summarize
 
     def run(self) -> Stop:
         try:
@@ -60,11 +70,19 @@ class Agent:
         except Stop as stop:
             return stop
 
+    def say(self, text: str) -> None:
+        """A user message from the harness (stall warnings, redesign requests), recorded."""
+        message = UserMessage(content=text)
+        self.recorder.user_message(message)
+        self.context.append(message)
+
     def step(self) -> None:
-        self.check_limits()
-        self.recorder.model_request(self.context)
+        self.before_request(self)
+        self.compact()
+        request = self.context.request(self.status())
+        self.recorder.model_request(request)
         try:
-            response = self.model.complete(self.context, self.tools.specs())
+            response = self.model.complete(request, self.tools.specs())
         except ModelError as exc:
             raise Stop("model_error", str(exc)) from None
         except ModelUnavailable as exc:
@@ -72,12 +90,27 @@ class Agent:
         self.recorder.model_response(response)
         self.context.append(response.message)
         if not response.message.tool_calls:
-            nudge = UserMessage(content=NUDGE)
-            self.recorder.user_message(nudge)
-            self.context.append(nudge)
+            self.say(NUDGE)
             return
         for call in response.message.tool_calls:
             self.run_tool(call)
+
+    def compact(self) -> None:
+        plan = self.context.plan_compaction()
+        if plan is None:
+            return
+        usage = None
+        if self.summarize:
+            dropped = self.context.window[:plan.drop]
+            earlier = f"Earlier summary:\n{self.context.summary}\n\n" if self.context.summary else ""
+            try:
+                reply = self.model.complete([SystemMessage(content=SUMMARY_PROMPT),
+                                             UserMessage(content=earlier + transcript(dropped))], [])
+                plan.summary, usage = (reply.message.content or "").strip()[:6000] or None, reply.usage
+            except (ModelError, ModelUnavailable):
+                plan.summary = None  # the status block still carries the facts
+        self.recorder.compaction(plan, usage)
+        self.context.apply(plan)
 
     def run_tool(self, call: ToolCall) -> None:
         self.recorder.tool_call(call)

@@ -40,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, default=None)
     run.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
     run.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    run.add_argument("--max-failed-evals-in-row", type=int, default=20)
+    run.add_argument("--max-model-errors-in-row", type=int, default=None,
+                     help="consecutive failed model attempts (each retry counts)")
+    run.add_argument("--outage-hours", type=float, default=2.0,
+                     help="keep retrying a failing provider this long before stopping (resumable)")
+    run.add_argument("--context-tokens", type=int, default=None, help="request size limit (default: fitted to the model)")
+    run.add_argument("--stall-warn", type=int, default=5, help="evaluations without improvement before a warning")
+    run.add_argument("--stall-redesign", type=int, default=10,
+                     help="evaluations without improvement before the context restarts from the best candidate")
+    run.add_argument("--max-redesigns", type=int, default=3, help="redesigns without progress before the run ends")
     run.add_argument("--approve", action="store_true", help="ask before each evaluation")
 
     res = sub.add_parser("resume", help="continue a run exactly where it stopped")

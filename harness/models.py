@@ -16,6 +16,23 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 PUBLIC_HOSTS = ("api.openai.com", "api.anthropic.com", "dashscope", "openrouter.ai")
 
 
+# Context windows by model-name fragment (tokens); requests are kept well inside them.
+CONTEXT_WINDOWS = (("claude", 200_000), ("qwen3", 128_000), ("qwen", 32_000), ("gpt-4.1", 1_000_000),
+                   ("gpt-5", 400_000), ("gpt-4o", 128_000), ("o3", 200_000), ("o4", 200_000), ("llama", 128_000),
+                   ("deepseek", 128_000), ("glm", 128_000), ("kimi", 128_000))
+
+
+def default_context_tokens(spec: str) -> int:
+    """The context limit a run uses unless --context-tokens says otherwise."""
+    kind, _, name = spec.partition(":")
+    if spec == "builtin" or kind == "replay":
+        return 32_000
+    for fragment, window in CONTEXT_WINDOWS:
+        if fragment in name.lower():
+            return int(window * 0.8)
+    return 64_000 if kind == "openai" else 160_000
+
+
 def check_spec(spec: str) -> None:
     kind, _, rest = spec.partition(":")
     if spec == "builtin":

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from collections import deque
+
+from kopt.agent.context import Compaction, Context
 from kopt.agent.loop import Agent, Stop
 from kopt.agent.messages import (MESSAGES, AssistantMessage, Message, ModelResponse, SystemMessage, ToolCall,
                                  ToolMessage, UserMessage)
@@ -24,7 +27,9 @@ from kopt.harness.tools import ToolBox, ToolOutcome, sha_of
 from kopt.harness.trajectory import Event, write_atomic
 from kopt.harness.workspace import STOP_FILE, RunConfig, Workspace
 
-TERMINAL = {"finished", "budget", "model_error"}  # a run that ended so is not resumed
+TERMINAL = {"finished", "budget", "model_error", "stalled"}
+RECENT_EVALUATIONS = 15
+NOTES_IN_STATUS_CHARS = 3000  # a run that ended so is not resumed
 SYSTEM_PROMPT = """You are a GPU kernel engineer optimising a Triton kernel, working unattended through tools.
 Your editable file is {editable}. Change only it (and NOTES.md, your notes, which survive resets).
 Workflow: read the kernel, form a hypothesis, edit, evaluate. `evaluate` runs a verifier you cannot see or
@@ -62,6 +67,10 @@ class Counters:
             self.input_tokens += usage["input_tokens"]
             self.output_tokens += usage["output_tokens"]
             self.cost_usd += usage["cost_usd"]
+        elif event.type == "compaction" and d.get("usage"):
+            self.input_tokens += d["usage"]["input_tokens"]
+            self.output_tokens += d["usage"]["output_tokens"]
+            self.cost_usd += d["usage"]["cost_usd"]
         elif event.type == "forbidden":
             self.forbidden += 1
         elif event.type == "model_retry":
@@ -69,11 +78,51 @@ class Counters:
 
 
 @dataclass
+class Progress:
+    """What the stall policy and the failure budgets look at, derived from events."""
+
+    best: float | None = None
+    since_improvement: int = 0
+    redesigns: int = 0
+    redesigns_without_progress: int = 0
+    warned: bool = False
+    failed_in_row: int = 0
+    model_errors_in_row: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVALUATIONS))
+
+    def apply(self, event: Event) -> None:
+        d = event.data
+        if event.type == "evaluation":
+            value = d.get("score")
+            self.failed_in_row = 0 if d["status"] == "ok" else self.failed_in_row + 1
+            if value is not None and (self.best is None or value > self.best):
+                self.best, self.since_improvement, self.redesigns_without_progress = value, 0, 0
+                self.warned = False
+            else:
+                self.since_improvement += 1
+            outcome = f"{value:.4f}" if value is not None else f"{d['status']}: {d.get('reason', '')[:140]}"
+            self.recent.append(f"{d['candidate']:04d} {outcome}" + (f" [{d['note'][:100]}]" if d.get("note") else ""))
+        elif event.type == "model_retry":
+            self.model_errors_in_row += 1
+        elif event.type == "model_response":
+            self.model_errors_in_row = 0
+        elif event.type == "stall_warning":
+            self.warned = True
+        elif event.type == "redesign":
+            self.redesigns += 1
+            self.redesigns_without_progress += 1
+            self.since_improvement, self.warned = 0, False
+
+
+@dataclass
 class Rebuilt:
     """What the log says: the context, the counters, a cut-off tool call, how the last session ended."""
 
-    context: list[Message] = field(default_factory=list)
+    head: list[Message] = field(default_factory=list)
+    window: list[Message] = field(default_factory=list)
+    summary: str | None = None
     counters: Counters = field(default_factory=Counters)
+    progress: Progress = field(default_factory=Progress)
     pending: list[tuple[ToolCall, str | None]] = field(default_factory=list)  # (call, pre-call sha)
     end_reason: str | None = None
     finished: bool = False
@@ -81,32 +130,39 @@ class Rebuilt:
 
 
 def rebuild(events: list[Event]) -> Rebuilt:
+    """Replay the log: the same head, window and summary the agent had, and the counters."""
     state = Rebuilt()
     started: dict[str, str | None] = {}  # tool call id -> pre-call sha, until its result arrives
     open_calls: list[ToolCall] = []
     for event in events:
         state.counters.apply(event)
+        state.progress.apply(event)
         d = event.data
         if event.type == "run_start":
-            state.context = list(MESSAGES.validate_python(d["messages"]))
+            state.head = list(MESSAGES.validate_python(d["messages"]))
         elif event.type == "model_response":
             message = AssistantMessage.model_validate(d["response"]["message"])
-            state.context.append(message)
+            state.window.append(message)
             open_calls = list(message.tool_calls)
         elif event.type == "user_message":
-            state.context.append(UserMessage(content=d["content"]))
+            state.window.append(UserMessage(content=d["content"]))
         elif event.type == "tool_call":
             started[d["call"]["id"]] = d.get("pre_sha")
         elif event.type == "tool_result":
             started.pop(d["call_id"], None)
+            open_calls = [c for c in open_calls if c.id != d["call_id"]]
+            state.window.append(ToolMessage(tool_call_id=d["call_id"], name=d["name"], content=d["content"],
+                                            is_error=d["is_error"]))
             if d["name"] == "finish" and not d["is_error"]:
                 state.finished = True  # even if the crash came before run_end was written
-            open_calls = [c for c in open_calls if c.id != d["call_id"]]
-            state.context.append(ToolMessage(tool_call_id=d["call_id"], name=d["name"], content=d["content"],
-                                             is_error=d["is_error"]))
+        elif event.type == "compaction":
+            state.window = state.window[d["drop"]:]
+            state.summary = d.get("summary") or state.summary
+        elif event.type == "redesign":
+            state.window, state.summary = [], None
         elif event.type == "run_end":
             state.end_reason = d["reason"]
-        elif event.type in ("run_resume",):
+        elif event.type == "run_resume":
             state.end_reason = None
     state.pending = [(c, started.get(c.id)) for c in open_calls]
     state.last = events[-1] if events else None
@@ -115,12 +171,15 @@ def rebuild(events: list[Event]) -> Rebuilt:
 
 class Run:
     def __init__(self, ws: Workspace, model: Model, evaluate: Callable, compile_report: Callable,
-                 on_event: Callable[[Event, "Run"], None] | None = None, approve: Callable | None = None):
+                 on_event: Callable[[Event, "Run"], None] | None = None, approve: Callable | None = None,
+                 context_tokens: int = 32_000, summarize: bool = True):
         self.ws, self.model = ws, model
         self.path = ws.root / trajectory.TRAJECTORY
         events, _ = trajectory.read(self.path)  # drops a torn last line
         self.state = rebuild(events)
         self.counters = self.state.counters
+        self.progress = self.state.progress
+        self.context_tokens, self.summarize = context_tokens, summarize
         last = self.state.last
         self.writer = trajectory.Writer(self.path, next_seq=(last.seq + 1) if last else 0,
                                         elapsed_offset_s=last.elapsed_s if last else 0.0)
@@ -135,6 +194,7 @@ class Run:
     def record(self, kind: str, **data: Any) -> Event:
         event = self.writer.append(kind, **data)
         self.counters.apply(event)
+        self.progress.apply(event)
         self.last_event = event
         if self.on_event:
             self.on_event(event, self)
@@ -163,21 +223,92 @@ class Run:
         self.checkpoint()
 
     def model_retry(self, event: RetryEvent) -> None:
+        """Called by the client before each wait: an outage is recorded, and can be interrupted."""
         self.record("model_retry", index=self.counters.model_requests - 1, **asdict(event))
+        self.checkpoint()
+        self.check_stop()
+        limit = self.ws.config.budgets.max_model_errors_in_row
+        if limit is not None and self.progress.model_errors_in_row >= limit:
+            raise Stop("budget", f"max_model_errors_in_row reached ({self.progress.model_errors_in_row})")
 
-    # ---- budgets and stop requests: checked before every model call
-    def check_limits(self) -> None:
+    def compaction(self, compaction: Compaction, usage: Any) -> None:
+        self.record("compaction", drop=compaction.drop, tokens_before=compaction.tokens_before,
+                    tokens_after=compaction.tokens_after, summary=compaction.summary,
+                    usage=usage.model_dump() if usage is not None else None)
+
+    # ---- budgets, stop requests and the stall policy: checked before every model call
+    def check_stop(self) -> None:
         if self.stop_requested:
             raise Stop("interrupted", self.stop_requested)
         if (self.ws.root / STOP_FILE).exists():
             raise Stop("interrupted", f"{STOP_FILE} file in the run directory")
-        b, c = self.ws.config.budgets, self.counters
+
+    def before_request(self, agent: Agent) -> None:
+        self.check_stop()
+        b, c, p = self.ws.config.budgets, self.counters, self.progress
         checks = [("max_hours", b.max_hours, self.writer.elapsed_s / 3600.0),
                   ("max_tool_calls", b.max_tool_calls, c.tool_calls), ("max_evals", b.max_evals, c.evaluations),
-                  ("max_usd", b.max_usd, c.cost_usd), ("max_tokens", b.max_tokens, c.input_tokens + c.output_tokens)]
+                  ("max_usd", b.max_usd, c.cost_usd), ("max_tokens", b.max_tokens, c.input_tokens + c.output_tokens),
+                  ("max_failed_evals_in_row", b.max_failed_evals_in_row, p.failed_in_row)]
         for name, limit, used in checks:
             if limit is not None and used >= limit:
                 raise Stop("budget", f"{name} reached ({used:.4g} of {limit:g})")
+        self.apply_stall_policy(agent)
+
+    def apply_stall_policy(self, agent: Agent) -> None:
+        policy, p = self.ws.config.stall, self.progress
+        best = self.store.best()
+        if p.since_improvement >= policy.redesign_after:
+            if p.redesigns_without_progress >= policy.max_redesigns:
+                raise Stop("stalled", f"{p.redesigns_without_progress} redesigns without improving on the best")
+            if best is not None:
+                self.ws.kernel.write_text(self.store.path(best.id).read_text())
+            self.record("redesign", number=p.redesigns + 1, best=best.id if best else None,
+                        since_improvement=p.since_improvement)
+            agent.context.reset()
+            tried = "\n".join(f"- {line}" for line in p.recent)
+            agent.say(f"Redesign {p.redesigns}: {policy.redesign_after} evaluations in a row did not improve on the "
+                      "best candidate. Your earlier context was cleared and the kernel file was reset to "
+                      f"{'candidate %04d' % best.id if best else 'the baseline'}. Recent attempts:\n{tried}\n"
+                      "Take a substantially different approach from these; read the kernel first.")
+        elif p.since_improvement >= policy.warn_after and not p.warned:
+            self.record("stall_warning", since_improvement=p.since_improvement)
+            agent.say(f"{p.since_improvement} evaluations without improving on the best candidate. Step back: "
+                      "check your notes and the compile report, and consider a different kind of change. After "
+                      f"{policy.redesign_after} your context restarts from the best candidate.")
+
+    def status_text(self) -> str:
+        """Regenerated for every request: what the agent must not lose when old turns are compacted."""
+        c, b, p = self.counters, self.ws.config.budgets, self.progress
+        lines = ["[Run status, regenerated every turn]",
+                 f"Elapsed {self.writer.elapsed_s / 60:.1f} min; tool calls {c.tool_calls}; evaluations "
+                 f"{c.evaluations} ({c.failed_evaluations} did not pass)."]
+        left = [f"{name} {limit - used:g}" for name, limit, used in (
+            ("evaluations", b.max_evals, c.evaluations), ("tool calls", b.max_tool_calls, c.tool_calls),
+            ("hours", b.max_hours, round(self.writer.elapsed_s / 3600, 2)), ("USD", b.max_usd, round(c.cost_usd, 4)))
+            if limit is not None]
+        if left:
+            lines.append("Budget left: " + ", ".join(left) + ".")
+        best = self.store.best()
+        if best is not None:
+            from kopt.harness.tools import leaderboard_text
+            value, label = score(best.verdict)
+            lines.append(f"Best: candidate {best.id:04d}, {label} {value:.4f}.")
+            t = best.verdict.timing
+            if t is not None and t.geomean_speedup is not None:
+                lines.append("  per workload: " + ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
+            lines.append(leaderboard_text(self.store))
+        else:
+            lines.append("No passing candidate yet.")
+        if p.recent:
+            lines.append("Recent evaluations (oldest first):\n" + "\n".join(f"  {r}" for r in p.recent))
+        if p.since_improvement:
+            lines.append(f"Evaluations since the last improvement: {p.since_improvement} (warning at "
+                         f"{self.ws.config.stall.warn_after}, context restart at {self.ws.config.stall.redesign_after}).")
+        notes = self.ws.notes.read_text() if self.ws.notes.exists() else ""
+        if notes.strip() and notes.strip() != "# Notes":
+            lines.append("NOTES.md (end):\n" + notes[-NOTES_IN_STATUS_CHARS:])
+        return "\n".join(lines)
 
     def checkpoint(self) -> None:
         best = self.store.best()
@@ -196,20 +327,22 @@ class Run:
             self.writer.close()
             return stop
         if self.fresh:
-            context: list[Message] = [
+            head: list[Message] = [
                 SystemMessage(content=SYSTEM_PROMPT.format(editable=self.ws.config.editable_file)),
                 UserMessage(content=self.ws.root.joinpath("instruction.md").read_text())]
             self.record("run_start", config=self.ws.config.model_dump(mode="json", exclude={"secret"}),
-                        messages=[m.model_dump() for m in context], model=self.model.name)
+                        messages=[m.model_dump() for m in head], model=self.model.name,
+                        context_tokens=self.context_tokens)
+            context = Context(self.context_tokens, head)
         else:
-            context = self.state.context
+            context = Context(self.context_tokens, self.state.head, self.state.window, self.state.summary)
             stop_file = self.ws.root / STOP_FILE
             consumed = stop_file.exists()
             if consumed:
                 stop_file.unlink()
             self.record("run_resume", tool_calls=self.counters.tool_calls, evaluations=self.counters.evaluations,
                         pending=[c.id for c, _ in self.state.pending], removed_stop_file=consumed)
-        agent = Agent(self.model, self.tools, self, context, self.check_limits)
+        agent = Agent(self.model, self.tools, self, context, self.before_request, self.status_text, self.summarize)
         handlers = self._install_signals()
         try:
             try:

@@ -6,19 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from kopt.agent.model import ModelError
-from kopt.harness.models import build_model, check_spec
+from kopt.harness.models import build_model, check_spec, default_context_tokens
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
-from kopt.harness.workspace import Budgets, RunConfig, Workspace
+from kopt.harness.workspace import Budgets, RunConfig, StallPolicy, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed
 from kopt.verifier.task import Task, TaskError, load_task
 
-EXIT = {"finished": 0, "budget": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
+EXIT = {"finished": 0, "budget": 0, "stalled": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
 REPO_WORKSPACES = Path(__file__).resolve().parents[1] / "workspaces"
 
 
@@ -43,17 +44,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             return fail("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
     run_id = f"{new_run_id()}-{task.name}"
     root = Path(args.run_dir) if args.run_dir else REPO_WORKSPACES / run_id
-    config = RunConfig(run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
-                       model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-                       price_input_per_mtok=args.price_in, price_output_per_mtok=args.price_out, device=args.device,
-                       target=args.target, approve=args.approve,
-                       budgets=Budgets(max_hours=args.max_hours, max_tool_calls=args.max_tool_calls,
-                                       max_evals=args.max_evals, max_usd=args.max_usd, max_tokens=args.max_tokens))
+    try:
+        config = make_config(args, task, run_id)
+    except ValidationError as exc:
+        return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     try:
         ws = Workspace.create(root, config, task.baseline_path, task.instruction_path)
     except FileExistsError as exc:
         return fail(str(exc))
     return execute(ws, task)
+
+
+def make_config(args: argparse.Namespace, task: Task, run_id: str) -> RunConfig:
+    return RunConfig(
+        run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
+        model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, price_input_per_mtok=args.price_in,
+        price_output_per_mtok=args.price_out, device=args.device, target=args.target, approve=args.approve,
+        context_tokens=args.context_tokens, outage_hours=args.outage_hours,
+        stall=StallPolicy(warn_after=args.stall_warn, redesign_after=args.stall_redesign,
+                          max_redesigns=args.max_redesigns),
+        budgets=Budgets(max_hours=args.max_hours, max_tool_calls=args.max_tool_calls, max_evals=args.max_evals,
+                        max_usd=args.max_usd, max_tokens=args.max_tokens,
+                        max_failed_evals_in_row=args.max_failed_evals_in_row,
+                        max_model_errors_in_row=args.max_model_errors_in_row))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -92,10 +105,14 @@ def execute(ws: Workspace, task: Task) -> int:
     with RunPanel(console) as panel:
         holder: dict[str, Run] = {}
         try:
-            model = build_model(config, on_retry=lambda event: holder["run"].model_retry(event))
+            model = build_model(config, on_retry=lambda event: holder["run"].model_retry(event),
+                                outage_budget_s=config.outage_hours * 3600)
         except ModelError as exc:
             return fail(str(exc))
-        run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve)
+        offline = config.model == "builtin" or config.model.startswith("replay:")
+        run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+                  context_tokens=config.context_tokens or default_context_tokens(config.model),
+                  summarize=not offline)
         holder["run"] = run
         if hasattr(model, "position"):  # replay: skip the responses this run already consumed
             model.position = run.counters.model_responses

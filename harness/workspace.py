@@ -35,6 +35,17 @@ class Budgets(BaseModel):
     max_evals: int | None = None
     max_usd: float | None = None  # needs prices: input/output USD per million tokens
     max_tokens: int | None = None  # input + output tokens over all model calls
+    max_failed_evals_in_row: int | None = 20  # consecutive evaluations that did not pass
+    max_model_errors_in_row: int | None = None  # consecutive failed model attempts (each retry counts)
+
+
+class StallPolicy(BaseModel):
+    """What happens when evaluations stop improving on the best candidate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warn_after: int = Field(5, ge=1)  # evaluations without improvement before the agent is told
+    redesign_after: int = Field(10, ge=1)  # ... before its context restarts from the best candidate
+    max_redesigns: int = Field(3, ge=0)  # redesigns without progress before the run ends as stalled
 
 
 class RunConfig(BaseModel):
@@ -53,6 +64,9 @@ class RunConfig(BaseModel):
     device: str = "auto"
     target: str | None = None
     budgets: Budgets = Budgets()
+    stall: StallPolicy = StallPolicy()
+    context_tokens: int | None = None  # None: fitted to the model (see harness.models)
+    outage_hours: float = 2.0  # how long a failing provider is retried before the run stops (resumable)
     approve: bool = False
     secret: int = Field(default_factory=lambda: secrets.randbits(62))  # mixed into every evaluation's seeds
     created: float = Field(default_factory=time.time)
