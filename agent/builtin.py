@@ -15,7 +15,7 @@ from kopt.agent.messages import AssistantMessage, Message, ModelResponse, ToolCa
 
 TUNABLE = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*(?:BLOCK|WARPS|STAGES)[A-Z0-9_]*|BLOCK[A-Z0-9_]*)"
                      r" = (?P<value>\d+)\b.*$", re.MULTILINE)
-LEADER = re.compile(r"^leaderboard \([^)]*\): (?P<id>\d{4}) ", re.MULTILINE)
+LEADER = re.compile(r"^leaderboard \(.*?\): (?P<id>\d{4}) ", re.MULTILINE)  # the label may hold "(CPU)"
 CANDIDATE = re.compile(r"^candidate (?P<id>\d{4}): ", re.MULTILINE)
 
 

@@ -29,7 +29,8 @@ from kopt.harness.workspace import STOP_FILE, RunConfig, Workspace
 
 TERMINAL = {"finished", "budget", "model_error", "stalled"}
 RECENT_EVALUATIONS = 15
-NOTES_IN_STATUS_CHARS = 3000  # a run that ended so is not resumed
+NOTES_IN_STATUS_CHARS = 3000
+CHECKPOINT_EVERY_S = 5.0  # a run that ended so is not resumed
 SYSTEM_PROMPT = """You are a GPU kernel engineer optimising a Triton kernel, working unattended through tools.
 Your editable file is {editable}. Change only it (and NOTES.md, your notes, which survive resets).
 Workflow: read the kernel, form a hypothesis, edit, evaluate. `evaluate` runs a verifier you cannot see or
@@ -126,6 +127,7 @@ class Rebuilt:
     pending: list[tuple[ToolCall, str | None]] = field(default_factory=list)  # (call, pre-call sha)
     end_reason: str | None = None
     finished: bool = False
+    evaluated: set[int] = field(default_factory=set)  # candidates with an evaluation event
     last: Event | None = None
 
 
@@ -155,6 +157,8 @@ def rebuild(events: list[Event]) -> Rebuilt:
                                             is_error=d["is_error"]))
             if d["name"] == "finish" and not d["is_error"]:
                 state.finished = True  # even if the crash came before run_end was written
+        elif event.type == "evaluation":
+            state.evaluated.add(d["candidate"])
         elif event.type == "compaction":
             state.window = state.window[d["drop"]:]
             state.summary = d.get("summary") or state.summary
@@ -184,9 +188,11 @@ class Run:
         self.writer = trajectory.Writer(self.path, next_seq=(last.seq + 1) if last else 0,
                                         elapsed_offset_s=last.elapsed_s if last else 0.0)
         self.store = CandidateStore(ws.root)
-        self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.record, approve)
+        self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.record, approve,
+                             logged=self.state.evaluated)
         self.on_event = on_event
         self.stop_requested: str | None = None
+        self.checkpointed = 0.0
         self.last_event: Event | None = last
         self.fresh = last is None
 
@@ -220,7 +226,8 @@ class Run:
         self.record("tool_result", call_id=call.id, name=call.name, content=outcome.content,
                     is_error=outcome.is_error, duration_s=round(duration_s, 4),
                     outcome="forbidden" if outcome.forbidden else "error" if outcome.is_error else "ok")
-        self.checkpoint()
+        if call.name == "evaluate" or time.monotonic() - self.checkpointed >= CHECKPOINT_EVERY_S:
+            self.checkpoint()  # derived data: the log alone is enough to resume, so not on every step
 
     def model_retry(self, event: RetryEvent) -> None:
         """Called by the client before each wait: an outage is recorded, and can be interrupted."""
@@ -305,12 +312,13 @@ class Run:
         if p.since_improvement:
             lines.append(f"Evaluations since the last improvement: {p.since_improvement} (warning at "
                          f"{self.ws.config.stall.warn_after}, context restart at {self.ws.config.stall.redesign_after}).")
-        notes = self.ws.notes.read_text() if self.ws.notes.exists() else ""
+        notes = tail(self.ws.notes, NOTES_IN_STATUS_CHARS)  # the tail only: NOTES.md grows all run long
         if notes.strip() and notes.strip() != "# Notes":
-            lines.append("NOTES.md (end):\n" + notes[-NOTES_IN_STATUS_CHARS:])
+            lines.append("NOTES.md (end):\n" + notes)
         return "\n".join(lines)
 
     def checkpoint(self) -> None:
+        self.checkpointed = time.monotonic()
         best = self.store.best()
         value, label = score(best.verdict) if best else (None, "")
         write_atomic(self.ws.root / "state.json", json.dumps({
@@ -323,6 +331,8 @@ class Run:
         if self.state.end_reason in TERMINAL:
             return Stop("already_ended", self.state.end_reason)
         if self.state.finished:  # finish was recorded but the run died before run_end
+            self.record("run_resume", tool_calls=self.counters.tool_calls, evaluations=self.counters.evaluations,
+                        pending=[], removed_stop_file=False)
             stop = self._end(Stop("finished", "recorded before an interruption"))
             self.writer.close()
             return stop
@@ -385,9 +395,13 @@ class Run:
         return previous
 
 
-def resumable_summary(ws: Workspace) -> dict[str, Any]:
-    state = ws.root / "state.json"
-    return json.loads(state.read_text()) if state.exists() else {}
+def tail(path: Path, max_chars: int) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - max_chars))
+        return f.read().decode(errors="replace")
 
 
 def new_run_id() -> str:

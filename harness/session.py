@@ -14,6 +14,7 @@ from kopt.agent.model import ModelError
 from kopt.harness.models import build_model, check_spec, default_context_tokens
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
+from kopt.harness.trajectory import CorruptTrajectory
 from kopt.harness.workspace import Budgets, RunConfig, StallPolicy, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed
@@ -110,9 +111,12 @@ def execute(ws: Workspace, task: Task) -> int:
         except ModelError as exc:
             return fail(str(exc))
         offline = config.model == "builtin" or config.model.startswith("replay:")
-        run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
-                  context_tokens=config.context_tokens or default_context_tokens(config.model),
-                  summarize=not offline)
+        try:
+            run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+                      context_tokens=config.context_tokens or default_context_tokens(config.model),
+                      summarize=not offline)
+        except CorruptTrajectory as exc:
+            return fail(str(exc))
         holder["run"] = run
         if hasattr(model, "position"):  # replay: skip the responses this run already consumed
             model.position = run.counters.model_responses

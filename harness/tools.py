@@ -62,8 +62,9 @@ def sha_of(path) -> str | None:
 
 class ToolBox:
     def __init__(self, ws: Workspace, store: CandidateStore, evaluate: EvaluateFn, compile_report: CompileFn,
-                 record: RecordFn, approve: Callable[[Candidate], bool] | None = None):
+                 record: RecordFn, approve: Callable[[Candidate], bool] | None = None, logged: set[int] | None = None):
         self.ws, self.store = ws, store
+        self.logged = logged if logged is not None else set()  # candidates whose evaluation event is in the log
         self._evaluate, self._compile, self._record, self._approve = evaluate, compile_report, record, approve
         self.tool_index = 0  # tool calls so far, set by the caller for the candidate's metadata
 
@@ -151,18 +152,22 @@ class ToolBox:
     def tool_evaluate(self, note: str | None = None) -> ToolOutcome:
         source = self.ws.kernel.read_text()
         candidate = self.store.snapshot(source)
-        if candidate.verdict is not None and candidate.verdict.status != "error":  # an infra error may be retried
+        done = candidate.verdict is not None and candidate.verdict.status != "error"  # an infra error may be retried
+        if done and candidate.id in self.logged:
             return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
                                + summarize(candidate, self.store), data={"candidate": candidate.id, "cached": True})
-        if self._approve is not None and not self._approve(candidate):
-            return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
-        verdict = self._evaluate(source, candidate.id)
-        meta = {"note": note or "", "tool_index": self.tool_index, "parent": self.parent_of(candidate)}
-        self.store.record(candidate.id, verdict, meta)
+        if not done:  # (a verdict on disk whose event a crash cut off is logged now, not verified again)
+            if self._approve is not None and not self._approve(candidate):
+                return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
+            verdict = self._evaluate(source, candidate.id)
+            meta = {"note": note or "", "tool_index": self.tool_index, "parent": self.parent_of(candidate)}
+            self.store.record(candidate.id, verdict, meta)
+        verdict, meta = candidate.verdict, candidate.meta
         value, label = score(verdict)
         self._record("evaluation", candidate=candidate.id, sha256=candidate.sha256, status=verdict.status,
                      phase=verdict.phase, reason=(verdict.reason or "")[:2000], score=value, score_label=label,
-                     note=meta["note"], wall_s=round(sum(verdict.wall_s.values()), 3))
+                     note=meta.get("note", ""), wall_s=round(sum(verdict.wall_s.values()), 3))
+        self.logged.add(candidate.id)
         return ToolOutcome(summarize(candidate, self.store), is_error=not verdict.passed,
                            data={"candidate": candidate.id, "cached": False})
 

@@ -36,22 +36,36 @@ class Event:
         return cls(seq, kind, t, elapsed, obj)
 
 
+class CorruptTrajectory(ValueError):
+    """A line other than the last is unreadable: resuming would silently lose the events after it."""
+
+
 def read(path: Path, repair: bool = True) -> tuple[list[Event], int]:
-    """All complete events and the byte length they occupy; a torn tail is dropped (and cut)."""
+    """All complete events and the byte length they occupy.
+
+    Only the last line can be torn by a crash (no newline, or cut JSON): it is dropped and, with
+    repair, cut from the file. An unreadable line anywhere else raises CorruptTrajectory and
+    the file is left untouched: dropping everything after it would lose recorded work.
+    """
     if not path.exists():
         return [], 0
     events: list[Event] = []
     good = 0
     with open(path, "rb") as f:
         data = f.read()
-    for line in data.splitlines(keepends=True):
+    lines = data.splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        last = number == len(lines)
         if not line.endswith(b"\n"):
-            break
+            break  # only the last line can lack its newline
         try:
-            obj = json.loads(line)
-            events.append(Event.from_obj(obj))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a torn or corrupt line ends the valid log
+            events.append(Event.from_obj(json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            if last:
+                break
+            raise CorruptTrajectory(f"{path}: line {number} of {len(lines)} is not a valid event; the "
+                                    f"{len(lines) - number} events after it are intact. Repair or remove that "
+                                    "line by hand, then resume.") from None
         good += len(line)
     if repair and good < len(data):
         with open(path, "r+b") as f:

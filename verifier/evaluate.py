@@ -96,6 +96,7 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
                       kernel_sha256=hashlib.sha256(source.encode()).hexdigest(), device=device, target=target,
                       versions=sandbox.python_versions())
     secret = secrets.randbits(62) if secret is None else secret
+    sandbox.sweep_stale_dirs()
     try:
         _evaluate(source, task, device, target, secret, verdict, say)
         verdict.status, verdict.phase = "ok", None

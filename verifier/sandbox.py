@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -25,6 +26,26 @@ from typing import Any
 # Variables a child may inherit: what Python, compilers and the GPU runtime need to work.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "SYSTEMROOT")
+
+
+TEMP_PREFIX = "kopt-eval-"
+
+
+def sweep_stale_dirs() -> int:
+    """Remove evaluation temp dirs whose kopt process is gone (killed before it could clean up)."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        except PermissionError:
+            pass
+    return removed
 
 
 @dataclass
@@ -53,8 +74,21 @@ def clean_env(workdir: Path, interpret: bool) -> dict[str, str]:
     return env
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the child is killed if kopt dies (even by SIGKILL), so no evaluation outlives it."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _limits(memory_bytes: int | None) -> None:
     os.setsid()  # own process group: a timeout kills everything the child started
+    _die_with_parent()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
     if memory_bytes:
@@ -68,7 +102,7 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
 
     `cancel` set by another thread stops the child early (a sibling phase already failed).
     """
-    with tempfile.TemporaryDirectory(prefix="kopt-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         root = Path(tmp)
         cwd = root / "cwd"
         cwd.mkdir()

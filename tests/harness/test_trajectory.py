@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kopt.harness import trajectory
 
 
@@ -40,12 +42,22 @@ def test_torn_last_line_is_dropped_and_cut(tmp_path):
     assert [json.loads(line)["type"] for line in path.read_text().splitlines()] == ["a", "c"]
 
 
-def test_garbage_line_ends_the_valid_log(tmp_path):
+def test_a_corrupt_line_before_the_end_refuses_instead_of_cutting(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text('{"seq":0,"type":"a","time":1,"elapsed_s":0}\nnot json\n{"seq":2,"type":"c","time":1,"elapsed_s":0}\n')
-    events, _ = trajectory.read(path, repair=False)
-    assert [e.type for e in events] == ["a"]
+    text = ('{"seq":0,"type":"a","time":1,"elapsed_s":0}\nnot json\n'
+            '{"seq":2,"type":"c","time":1,"elapsed_s":0}\n')
+    path.write_text(text)
+    with pytest.raises(trajectory.CorruptTrajectory, match="line 2 of 3"):
+        trajectory.read(path)
+    assert path.read_text() == text  # nothing after it was thrown away
     assert [e.type for e in trajectory.iter_events(path)] == ["a"]
+
+
+def test_an_unparsable_last_line_is_a_torn_write(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"seq":0,"type":"a","time":1,"elapsed_s":0}\n{"seq":1,"ty\n')
+    events, size = trajectory.read(path)
+    assert [e.type for e in events] == ["a"] and path.stat().st_size == size
 
 
 def test_write_atomic_replaces_whole_file(tmp_path):
