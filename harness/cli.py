@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("resume", help="continue a run exactly where it stopped")
     res.add_argument("run_dir")
+
+    from kopt.harness.views import add_parsers  # status, history, report, compare, export
+    add_parsers(sub)
     return parser
 
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return cmd_eval(args)
+    from kopt.harness.views import COMMANDS, run_command
+    if args.command in COMMANDS:
+        return run_command(args)
     from kopt.harness.session import cmd_resume, cmd_run
     if args.command == "run":
         return cmd_run(args)

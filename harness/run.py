@@ -55,7 +55,7 @@ class Counters:
 
     def apply(self, event: Event) -> None:
         d = event.data
-        if event.type == "tool_call":
+        if event.type == "tool_call" and not d.get("retry"):  # a call redone after a crash counts once
             self.tool_calls += 1
         elif event.type == "evaluation":
             self.evaluations += 1
@@ -128,47 +128,58 @@ class Rebuilt:
     end_reason: str | None = None
     finished: bool = False
     evaluated: set[int] = field(default_factory=set)  # candidates with an evaluation event
+    started: set[str] = field(default_factory=set)  # tool calls with a tool_call event but no result
     last: Event | None = None
 
 
 def rebuild(events: list[Event]) -> Rebuilt:
-    """Replay the log: the same head, window and summary the agent had, and the counters."""
+    """Replay the log: the same head, window and summary the agent had, and the counters.
+
+    The window is kept as raw records and only its final contents become messages: a long run
+    compacts away most of what it ever said, so resume time stays proportional to the log.
+    """
     state = Rebuilt()
     started: dict[str, str | None] = {}  # tool call id -> pre-call sha, until its result arrives
-    open_calls: list[ToolCall] = []
+    open_calls: list[dict] = []
+    window: list[tuple[str, dict]] = []
     for event in events:
         state.counters.apply(event)
         state.progress.apply(event)
         d = event.data
-        if event.type == "run_start":
+        kind = event.type
+        if kind == "run_start":
             state.head = list(MESSAGES.validate_python(d["messages"]))
-        elif event.type == "model_response":
-            message = AssistantMessage.model_validate(d["response"]["message"])
-            state.window.append(message)
-            open_calls = list(message.tool_calls)
-        elif event.type == "user_message":
-            state.window.append(UserMessage(content=d["content"]))
-        elif event.type == "tool_call":
+        elif kind == "model_response":
+            message = d["response"]["message"]
+            window.append(("assistant", message))
+            open_calls = list(message.get("tool_calls") or [])
+        elif kind == "user_message":
+            window.append(("user", d))
+        elif kind == "tool_call":
             started[d["call"]["id"]] = d.get("pre_sha")
-        elif event.type == "tool_result":
+        elif kind == "tool_result":
             started.pop(d["call_id"], None)
-            open_calls = [c for c in open_calls if c.id != d["call_id"]]
-            state.window.append(ToolMessage(tool_call_id=d["call_id"], name=d["name"], content=d["content"],
-                                            is_error=d["is_error"]))
+            open_calls = [c for c in open_calls if c["id"] != d["call_id"]]
+            window.append(("tool", d))
             if d["name"] == "finish" and not d["is_error"]:
                 state.finished = True  # even if the crash came before run_end was written
-        elif event.type == "evaluation":
+        elif kind == "evaluation":
             state.evaluated.add(d["candidate"])
-        elif event.type == "compaction":
-            state.window = state.window[d["drop"]:]
+        elif kind == "compaction":
+            window = window[d["drop"]:]
             state.summary = d.get("summary") or state.summary
-        elif event.type == "redesign":
-            state.window, state.summary = [], None
-        elif event.type == "run_end":
+        elif kind == "redesign":
+            window, state.summary = [], None
+        elif kind == "run_end":
             state.end_reason = d["reason"]
-        elif event.type == "run_resume":
+        elif kind == "run_resume":
             state.end_reason = None
-    state.pending = [(c, started.get(c.id)) for c in open_calls]
+    state.window = [AssistantMessage.model_validate(d) if role == "assistant" else
+                    UserMessage(content=d["content"]) if role == "user" else
+                    ToolMessage(tool_call_id=d["call_id"], name=d["name"], content=d["content"], is_error=d["is_error"])
+                    for role, d in window]
+    state.pending = [(ToolCall.model_validate(c), started.get(c["id"])) for c in open_calls]
+    state.started = set(started)
     state.last = events[-1] if events else None
     return state
 
@@ -193,6 +204,7 @@ class Run:
         self.on_event = on_event
         self.stop_requested: str | None = None
         self.checkpointed = 0.0
+        self.retrying = self.state.started  # calls cut off by a crash: redone, not counted again
         self.last_event: Event | None = last
         self.fresh = last is None
 
@@ -217,10 +229,12 @@ class Run:
         self.record("user_message", content=message.content)
 
     def tool_call(self, call: ToolCall) -> None:
+        retry = call.id in self.retrying
         target = self.tools.target_of(call)
-        self.tools.tool_index = self.counters.tool_calls + 1
-        self.record("tool_call", index=self.counters.tool_calls + 1, call=call.model_dump(),
-                    pre_sha=sha_of(target) if target is not None else None)
+        index = self.counters.tool_calls + (0 if retry else 1)
+        self.tools.tool_index = index
+        self.record("tool_call", index=index, call=call.model_dump(),
+                    pre_sha=sha_of(target) if target is not None else None, **({"retry": True} if retry else {}))
 
     def tool_result(self, call: ToolCall, outcome: ToolOutcome, duration_s: float) -> None:
         self.record("tool_result", call_id=call.id, name=call.name, content=outcome.content,

@@ -15,7 +15,7 @@ from kopt.harness.models import build_model, check_spec, default_context_tokens
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
 from kopt.harness.trajectory import CorruptTrajectory
-from kopt.harness.workspace import Budgets, RunConfig, StallPolicy, Workspace
+from kopt.harness.workspace import Budgets, RunConfig, RunLocked, StallPolicy, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed
 from kopt.verifier.task import Task, TaskError, load_task
@@ -87,6 +87,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def execute(ws: Workspace, task: Task) -> int:
+    try:
+        lock = ws.lock()
+    except RunLocked as exc:
+        return fail(str(exc))
+    try:
+        return _execute(ws, task)
+    finally:
+        lock.close()
+
+
+def _execute(ws: Workspace, task: Task) -> int:
     console = Console()
     config = ws.config
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from kopt.agent.messages import ToolCall, ToolSpec
 from kopt.harness.candidates import Candidate, CandidateStore, score
+from kopt.harness.trajectory import write_atomic
 from kopt.harness.workspace import NOTES, Forbidden, ToolError, Workspace
 from kopt.verifier.verdict import CompileReport, Verdict
 
@@ -128,7 +129,7 @@ class ToolBox:
 
     def tool_write_file(self, path: str, content: str) -> ToolOutcome:
         full = self.ws.resolve(path, write=True)
-        full.write_text(content)
+        write_atomic(full, content)
         return ToolOutcome(f"wrote {path} ({len(content.splitlines())} lines)")
 
     def tool_edit_file(self, path: str, old: str, new: str) -> ToolOutcome:
@@ -145,7 +146,7 @@ class ToolBox:
         if count > 1:
             raise ToolError(f"old text occurs {count} times in {path}; include more surrounding lines to make it unique")
         line = text[:text.index(old)].count("\n") + 1
-        full.write_text(text.replace(old, new, 1))
+        write_atomic(full, text.replace(old, new, 1))
         return ToolOutcome(f"edited {path}: replaced {len(old.splitlines())} line(s) at line {line} with "
                            f"{len(new.splitlines())} line(s)")
 
@@ -197,7 +198,7 @@ class ToolBox:
     def tool_revert(self, candidate: int) -> ToolOutcome:
         if candidate not in self.store.items:
             raise ToolError(f"no candidate {candidate}; evaluated: {', '.join(map(str, sorted(self.store.items))) or 'none'}")
-        self.ws.kernel.write_text(self.store.path(candidate).read_text())
+        write_atomic(self.ws.kernel, self.store.path(candidate).read_text())
         return ToolOutcome(f"restored candidate {candidate:04d} into {self.ws.config.editable_file}")
 
     def tool_notes(self, text: str) -> ToolOutcome:

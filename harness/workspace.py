@@ -7,12 +7,16 @@ what it must not touch (refused and recorded as a forbidden action).
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import json
+import os
 import secrets
 import shutil
+import tempfile
 import time
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +26,7 @@ NOTES = "NOTES.md"
 INSTRUCTION = "instruction.md"
 RUN_JSON = "run.json"
 STOP_FILE = "STOP"
+LOCK_FILE = ".lock"
 # Names the agent must never read or write: the record of the run, the verifier's inputs.
 OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candidates/*", "best.py", "report.html",
               "reference.py", "task.toml", "baseline.py", "verifier", "verifier/*", "*.pt", "*.pyc", "__pycache__*",
@@ -76,6 +81,10 @@ class Forbidden(Exception):
     """An attempt to reach outside what the agent may touch."""
 
 
+class RunLocked(Exception):
+    """Another process holds the run directory."""
+
+
 class ToolError(Exception):
     """Misuse the model can fix: the message goes back to it."""
 
@@ -95,15 +104,31 @@ class Workspace:
 
     @classmethod
     def create(cls, root: Path, config: RunConfig, baseline: Path, instruction: Path) -> "Workspace":
-        if root.exists() and any(root.iterdir()):
+        """Built in a sibling temp dir and renamed into place: a crash leaves no half-made run."""
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise FileExistsError(f"{root} already exists and is not empty: use `kopt resume {root}` or another --run-dir")
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(baseline, root / config.editable_file)
-        shutil.copyfile(instruction, root / INSTRUCTION)
-        (root / NOTES).write_text("# Notes\n")
-        (root / "candidates").mkdir()
-        write_atomic(root / RUN_JSON, config.model_dump_json(indent=2))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        shutil.copyfile(baseline, staging / config.editable_file)
+        shutil.copyfile(instruction, staging / INSTRUCTION)
+        (staging / NOTES).write_text("# Notes\n")
+        (staging / "candidates").mkdir()
+        write_atomic(staging / RUN_JSON, config.model_dump_json(indent=2))
+        if root.exists():
+            root.rmdir()  # empty, checked above
+        os.rename(staging, root)
         return cls(root, config)
+
+    def lock(self) -> Any:
+        """Hold the run directory for this process: a second `kopt resume` of a live run refuses."""
+        handle = open(self.root / LOCK_FILE, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunLocked(f"{self.root} is in use by another kopt process (its run is live); stop it first "
+                            f"(Ctrl-C, or touch {self.root / STOP_FILE})") from None
+        return handle
 
     @classmethod
     def open(cls, root: Path) -> "Workspace":

@@ -36,14 +36,41 @@ class Launches:
         import triton.runtime.interpreter as interp
         import triton.runtime.jit as jit
         self.files: list[str] = []
+        self.inside = 0  # > 0 while Triton itself runs (the interpreter reads tensors on the host)
         for cls in (jit.JITFunction, interp.InterpretedFunction):
             original = cls.run
 
             def run(fn, *args, grid, warmup, _original=original, **kwargs):
                 self.files.append(fn.fn.__code__.co_filename)
-                return _original(fn, *args, grid=grid, warmup=warmup or force_warmup, **kwargs)
+                self.inside += 1
+                try:
+                    return _original(fn, *args, grid=grid, warmup=warmup or force_warmup, **kwargs)
+                finally:
+                    self.inside -= 1
 
             cls.run = run
+
+
+class HostSyncError(RuntimeError):
+    pass
+
+
+def sync_trap(launches: Launches):
+    """A torch dispatch mode that refuses reading a tensor's value on the host in the entry point's
+    own code (.item(), bool(t), int(t), `if t:` all become aten._local_scalar_dense): a host sync,
+    and a way to branch on tensor contents such as the verifier's poison."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    banned = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+
+    class Trap(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in banned and not launches.inside:
+                raise HostSyncError("the entry point read a tensor value on the host (.item(), bool(t), int(t), "
+                                    "float(t) or `if t:`): a host synchronisation, not allowed in the call")
+            return func(*args, **(kwargs or {}))
+
+    return Trap()
 
 
 def load_candidate(path: str, name: str) -> Any:
@@ -89,7 +116,8 @@ def run_one(fn: Callable, inputs: dict[str, Any], job: dict, launches: Launches,
     n_launch = len(launches.files)
     sync(device)
     start = time.perf_counter()
-    returned = fn(*args, **kwargs)
+    with sync_trap(launches):
+        returned = fn(*args, **kwargs)
     sync(device)
     wall_s = time.perf_counter() - start
     problems = []

@@ -33,7 +33,7 @@ BANNED_ATTRIBUTES = {
                            "set_stream", "ExternalStream", "current_stream", "default_stream",
                            "make_graphed_callables", "cudart"},
     "host synchronisation": {"synchronize", "item", "tolist", "cpu", "numpy"},
-    "caching": {"lru_cache", "cache", "cached_property", "data_ptr", "storage", "untyped_storage",
+    "caching": {"lru_cache", "cache", "cached_property", "get_type_hints", "get_annotations", "data_ptr", "storage", "untyped_storage",
                 "set_", "resize_", "share_memory_", "pin_memory"},
     "torch compute instead of a Triton kernel": {
         "nn", "matmul", "mm", "bmm", "baddbmm", "addmm", "addbmm", "einsum", "softmax",
@@ -61,6 +61,12 @@ JIT_DECORATORS = frozenset({"triton.jit", "triton.autotune", "triton.heuristics"
 TRITON_ALLOWED = frozenset({"jit", "cdiv", "next_power_of_2", "language", "Config", "autotune",
                             "heuristics", "constexpr"})
 INLINE_ASM = "inline_asm_elementwise"
+# triton.language re-exports modules (tl.core holds builtins, inspect, os through knobs...): only these
+# submodules may be named, and no attribute that is a module may be reached through tl.
+TL_SUBMODULES = frozenset({"triton.language.math", "triton.language.extra", "triton.language.extra.libdevice",
+                           "triton.language.extra.cuda", "triton.language.extra.hip"})
+TL_EXTRA = "triton.language.extra."
+TL_BANNED = frozenset({"core", "semantic", "standard", "target_info", "random", "module", "pkgutil"})
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class _Gate(ast.NodeVisitor):
 
     # ---- imports
     def import_allowed(self, module: str) -> bool:
-        return module in self.allowed_imports or module.startswith("triton.language.")
+        return module in self.allowed_imports or module in TL_SUBMODULES or module.startswith(TL_EXTRA)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -180,15 +186,38 @@ class _Gate(ast.NodeVisitor):
 
     # ---- functions
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+        args = node.args
+        for default in args.defaults + [d for d in args.kw_defaults if d is not None]:
             if not self.is_constant(default):
                 self.fail(default, "mutable-default", "default argument values must be constants")
+        annotations = [a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs
+                       + [args.vararg, args.kwarg] if a is not None and a.annotation is not None]
+        for annotation in annotations + ([node.returns] if node.returns else []):
+            if not self.is_annotation(annotation):
+                self.fail(annotation, "annotation", "annotations may only name types (an annotation object "
+                          "lives as long as the function: it could carry state between calls)")
         names = {self.root_module(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list}
         if names - JIT_DECORATORS:
             self.fail(node, "decorator", "only @triton.jit, @triton.autotune and @triton.heuristics are allowed")
+        # decorators, defaults and annotations run on the host, in the enclosing context
+        for child in node.decorator_list + args.defaults + [d for d in args.kw_defaults if d] + annotations:
+            self.visit(child)
         outer, self.in_jit = self.in_jit, self.in_jit or bool(names & JIT_DECORATORS)
-        self.generic_visit(node)
+        for stmt in node.body:
+            self.visit(stmt)
         self.in_jit = outer
+
+    def is_annotation(self, node: ast.AST) -> bool:
+        if isinstance(node, (ast.Name, ast.Attribute)) or (isinstance(node, ast.Constant) and
+                                                            isinstance(node.value, (str, type(None)))):
+            return True
+        if isinstance(node, ast.Subscript):
+            return self.is_annotation(node.value) and self.is_annotation(node.slice)
+        if isinstance(node, ast.Tuple):
+            return all(self.is_annotation(e) for e in node.elts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return self.is_annotation(node.left) and self.is_annotation(node.right)
+        return False
 
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
         self.fail(node, "async", "async functions are not allowed")
@@ -262,29 +291,34 @@ class _Gate(ast.NodeVisitor):
         self.generic_visit(node)
 
     def check_attribute_name(self, node: ast.AST, attr: str, owner: str | None) -> None:
+        kind = _ATTRIBUTE_RULE.get(attr)
         if attr.startswith("_"):
             self.fail(node, "private", f"private or dunder attribute .{attr} is not allowed")
         elif attr == INLINE_ASM:
             if not self.allow_inline_asm:
                 self.fail(node, "inline-asm", "tl.inline_asm_elementwise needs a human review; this "
                           "task does not allow it")
-        elif owner == "triton.language" or (owner or "").startswith("triton.language."):
-            return
+        elif owner is not None and owner.startswith("triton.language"):
+            if attr in TL_BANNED or kind == "modules":
+                self.fail(node, "triton-api", f"{owner}.{attr} is not allowed (it reaches Python modules)")
         elif owner == "triton":
             if attr not in TRITON_ALLOWED:
                 self.fail(node, "triton-api", f"triton.{attr} is not allowed (allowed: "
                           f"{', '.join(sorted(TRITON_ALLOWED))})")
-        elif attr in _ATTRIBUTE_RULE:
-            self.fail(node, "banned-attribute", f".{attr} is not allowed ({_ATTRIBUTE_RULE[attr]})")
+        elif kind is not None:
+            self.fail(node, "banned-attribute", f".{attr} is not allowed ({kind})")
+        elif owner is not None and owner.split(".")[0] == "torch":
+            self.check_torch(node, owner, attr)  # host or not: a decorator's lambda runs on the host
         elif self.in_jit or owner in {"math", "typing", "functools"}:
             return
-        elif owner == "torch":
-            if attr not in HOST_TORCH:
-                self.fail(node, "host-torch", f"torch.{attr} is not allowed in host code: the host wrapper may only "
-                          "check arguments, allocate, view and launch; compute in the Triton kernel")
-        elif owner == "torch.cuda":
-            if attr not in HOST_TORCH_CUDA:
-                self.fail(node, "host-torch", f"torch.cuda.{attr} is not allowed")
         elif owner is None and attr not in HOST_METHODS:
             self.fail(node, "host-method", f".{attr}() is not allowed in host code (allowed: shape, stride, "
                       "dtype, view/reshape, allocation, .to, ...): compute in the Triton kernel")
+
+    def check_torch(self, node: ast.AST, owner: str, attr: str) -> None:
+        allowed = {"torch": HOST_TORCH, "torch.cuda": HOST_TORCH_CUDA, "torch.Tensor": HOST_METHODS}.get(owner)
+        if allowed is None:
+            self.fail(node, "host-torch", f"{owner} is not allowed")
+        elif attr not in allowed:
+            self.fail(node, "host-torch", f"{owner}.{attr} is not allowed: the host wrapper may only check "
+                      "arguments, allocate, view and launch; compute in the Triton kernel")

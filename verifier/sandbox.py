@@ -29,6 +29,7 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES",
 
 
 TEMP_PREFIX = "kopt-eval-"
+STALE_AFTER_S = 2 * 3600
 
 
 def sweep_stale_dirs() -> int:
@@ -40,9 +41,14 @@ def sweep_stale_dirs() -> int:
             continue
         try:
             os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
+        except ProcessLookupError:  # and untouched for a while: /tmp may be shared with other pid namespaces
+            try:
+                idle_s = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if idle_s > STALE_AFTER_S:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
         except PermissionError:
             pass
     return removed

@@ -147,8 +147,18 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     index_dtype = {"int32": torch.int32, "int64": torch.int64}[case.get("index_dtype", "int64" if seed % 2 else "int32")]
     max_len = case.get("max_len_extend", max(e for _, e in lengths))
     on = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
+    q_in, k_in, v_in = on(q), on(k_ext), on(v_ext)
+    if seed % 2:  # strided views, as a fused QKV projection hands them over: never assume contiguity
+        if lq == lv:
+            packed = torch.cat([q_in, k_in, v_in], dim=1)
+            q_in, k_in, v_in = packed[:, :hq], packed[:, hq:hq + hkv], packed[:, hq + hkv:]
+        else:
+            wide = torch.zeros(n_ext, hq, lq + 16, dtype=dtype, device=device)
+            wide[..., :lq] = q_in
+            q_in = wide[..., :lq]
+    sm_scale = (None, scale, 0.7 * scale)[seed % 3]  # the default, the same value passed, and another one
     return {
-        "q_extend": on(q), "k_extend": on(k_ext), "v_extend": on(v_ext),
+        "q_extend": q_in, "k_extend": k_in, "v_extend": v_in,
         "o_extend": torch.empty(n_ext, hq, lv, dtype=dtype, device=device),
         "k_buffer": on(k_buf), "v_buffer": on(v_buf),
         "qo_indptr": qo.to(torch.int32).to(device), "kv_indptr": kv.to(torch.int32).to(device),
@@ -158,7 +168,7 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         "mask_indptr": (torch.tensor([0] + [e * (p + e) for p, e in lengths]).cumsum(0).to(device)
                         if masks else None),
         "max_len_extend": int(max_len),
-        "sm_scale": None if "q_scale" in case or seed % 2 else scale,
+        "sm_scale": sm_scale,
         "logit_cap": float(case.get("logit_cap", 0.0)),
         "sliding_window_size": int(window),
     }
@@ -205,23 +215,26 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     """Hidden cases drawn per evaluation: shapes and options the agent never sees."""
     gen = torch.Generator().manual_seed(seed)
     pick = lambda xs: xs[int(torch.randint(0, len(xs), (1,), generator=gen))]  # noqa: E731
+    prefixes = [0, 1, 3, 31, 63, 64, 65, 127, 129, 255, 257, 511, 700]
+    extends = [1, 2, 3, 31, 64, 65, 129]
     cases = []
     for i in range(count):
         hkv = pick([1, 2])
-        group = pick([1, 3, 4, 5])
-        d = pick([32, 64, 64, 80, 96])
-        edges = [0, 1, 3, 31, 63, 64, 65, 127, 129]
-        n = pick([1, 2, 3])
-        requests = [[pick(edges), max(1, pick(edges) // 2)] for _ in range(n)]
+        group = pick([1, 2, 4, 7])
+        d = pick([32, 64, 80, 96, 128])
+        requests = [[pick(prefixes), pick(extends)] for _ in range(pick([1, 2]))]
         case: dict[str, Any] = {"heads": [hkv * group, hkv], "head_dim": d, "requests": requests}
-        option = i % 4
+        option = (i + seed) % 5  # every option comes up across evaluations
         if option == 1:
             case["custom_mask"] = True
         elif option == 2:
-            case["sliding_window"] = pick([1, 8, 33])
+            case["sliding_window"] = pick([1, 8, 33, 100])
         elif option == 3:
             case["logit_cap"] = pick([5.0, 20.0])
-            case["causal"] = pick([True, False])
+        elif option == 4:
+            case["causal"] = False
+        if pick([0, 1, 2]) == 0:
+            case["max_len_extend"] = max(e for _, e in requests) + pick([1, 17, 200])
         cases.append(case)
     return cases
 

@@ -1,0 +1,319 @@
+"""Reading run directories after the fact or while a run writes them: status, history, compare.
+
+Everything comes from the run directory's own files (run.json, trajectory.jsonl, candidates/),
+never from the paths run.json names, so a run copied from another machine reads the same.
+The log is streamed with `trajectory.iter_events`, which stops at a torn last line and never
+repairs it: reading is safe while `kopt run` appends.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kopt.harness.candidates import score
+from kopt.harness.run import Counters
+from kopt.harness.trajectory import TRAJECTORY, Event, iter_events
+from kopt.harness.workspace import RUN_JSON, STOP_FILE
+from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
+
+RECENT_EVENTS = 8
+QUIET_S = 900.0  # no run_end and no event for this long (plus a retry's announced wait): stopped, not running
+REACH = 0.9  # compare: effort to reach this fraction of the run's best score
+
+
+@dataclass
+class Evaluation:
+    """One evaluation event and where in the run it happened."""
+
+    index: int  # 1-based, over every evaluation event (failed ones included)
+    candidate: int
+    elapsed_s: float
+    tool_calls: int  # tool calls so far, the evaluate call included
+    status: str
+    phase: str | None
+    reason: str
+    score: float | None
+    label: str
+    note: str
+    new_best: bool = False  # raised the best-so-far (ties keep the earlier one, as the run does)
+
+
+@dataclass
+class RunView:
+    """What a run directory says, read in one pass over its log."""
+
+    root: Path
+    config: dict[str, Any]
+    counters: Counters = field(default_factory=Counters)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    best: Evaluation | None = None
+    redesigns: int = 0
+    stall_warnings: int = 0
+    resumes: int = 0
+    forbidden: list[str] = field(default_factory=list)
+    failed_in_row: int = 0
+    end: tuple[str, str] | None = None  # (reason, detail) of a run_end after the last start/resume
+    first: Event | None = None
+    last: Event | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    events: list[Event] | None = None  # every event, when asked for (the report's transcript)
+
+    @property
+    def run_id(self) -> str:
+        return self.config.get("run_id") or self.root.name
+
+    @property
+    def model(self) -> str:
+        return self.config.get("model", "?")
+
+    @property
+    def task(self) -> str:
+        return Path(self.config.get("task", "?")).name  # an absolute path on the machine that ran it
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.last.elapsed_s if self.last else 0.0
+
+    @property
+    def label(self) -> str:
+        """What the scores are: 'GPU geomean speedup', the interpreter's ratio, or '' before any pass."""
+        return next((e.label for e in self.evaluations if e.label), "")
+
+    @property
+    def kind(self) -> str:
+        """GPU or interpreter (CPU): the two are never compared with each other."""
+        if self.label:
+            return "GPU" if INTERPRETER_LABEL not in self.label else INTERPRETER_LABEL
+        return INTERPRETER_LABEL if self.config.get("device") == "cpu" else "unknown"
+
+    def state(self, now: float | None = None) -> tuple[str, str]:
+        """('ended', why) | ('running', ...) | ('stopped', ...) | ('not started', ...), from files alone."""
+        if self.end is not None:
+            return "ended", f"{self.end[0]}" + (f": {self.end[1]}" if self.end[1] else "")
+        if self.last is None:
+            return "not started", "no event in the trajectory yet"
+        quiet = (now or time.time()) - self.last.time
+        wait = float(self.last.data.get("wait_s") or 0) if self.last.type == "model_retry" else 0.0
+        stopping = " (STOP file present: stopping)" if (self.root / STOP_FILE).exists() else ""
+        if quiet <= QUIET_S + wait:
+            return "running", f"last event {quiet:.0f} s ago{stopping}"
+        return "stopped", (f"no run_end and no event for {quiet / 60:.0f} min: killed or crashed; "
+                           f"`kopt resume {self.root}` continues it")
+
+    def budgets_left(self) -> list[tuple[str, float, float]]:
+        """(budget, limit, used) for every budget run.json sets."""
+        b, c = self.config.get("budgets") or {}, self.counters
+        used = {"max_hours": self.elapsed_s / 3600, "max_tool_calls": c.tool_calls, "max_evals": c.evaluations,
+                "max_usd": c.cost_usd, "max_tokens": c.input_tokens + c.output_tokens,
+                "max_failed_evals_in_row": self.failed_in_row}
+        return [(name, b[name], value) for name, value in used.items() if b.get(name) is not None]
+
+
+def read_config(root: Path) -> dict[str, Any]:
+    path = root / RUN_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a kopt run directory (no {RUN_JSON})")
+    return json.loads(path.read_text())
+
+
+def load(root: Path, keep_events: bool = False) -> RunView:
+    """Read a run directory: config and one pass over the complete events of its log."""
+    root = Path(root)
+    view = RunView(root, read_config(root), events=[] if keep_events else None)
+    path = root / TRAJECTORY
+    if path.exists():
+        for event in iter_events(path):
+            apply(view, event)
+    return view
+
+
+def apply(view: RunView, event: Event) -> None:
+    view.counters.apply(event)
+    view.first = view.first or event
+    view.last = event
+    if event.type != "model_request":
+        view.recent.append(event)
+    if view.events is not None:
+        view.events.append(event)
+    d, kind = event.data, event.type
+    if kind == "evaluation":
+        value = d.get("score")
+        e = Evaluation(len(view.evaluations) + 1, d["candidate"], event.elapsed_s, view.counters.tool_calls,
+                       d.get("status", "?"), d.get("phase"), d.get("reason") or "", value, d.get("score_label") or "",
+                       d.get("note") or "")
+        if value is not None and (view.best is None or value > view.best.score):
+            e.new_best, view.best = True, e
+        view.evaluations.append(e)
+        view.failed_in_row = 0 if e.status == "ok" else view.failed_in_row + 1
+    elif kind == "redesign":
+        view.redesigns += 1
+    elif kind == "stall_warning":
+        view.stall_warnings += 1
+    elif kind == "forbidden":
+        view.forbidden.append(f"{d.get('name')}: {d.get('detail')}")
+    elif kind == "run_resume":
+        view.resumes += 1
+        view.end = None
+    elif kind == "run_start":
+        view.end = None
+    elif kind == "run_end":
+        view.end = (d.get("reason", "?"), d.get("detail", ""))
+
+
+# ---- history: every candidate
+
+@dataclass
+class CandidateRow:
+    id: int
+    parent: int | None
+    elapsed_s: float | None  # run time at its evaluation event (None: its event was never written)
+    tool_index: int | None  # tool calls so far at its evaluation
+    status: str  # ok | rejected | error | interrupted (source snapshotted, no verdict)
+    phase: str | None
+    reason: str
+    score: float | None
+    label: str
+    workloads: dict[str, float]  # per-workload speedup (an interpreter ratio on CPU)
+    max_registers: int | None
+    total_spill_bytes: int | None
+    max_shared_bytes: int | None
+    note: str
+    new_best: bool  # raised the best-so-far when it was evaluated
+    best: bool  # the run's best
+
+
+def read_candidate(path: Path) -> tuple[Verdict | None, dict[str, Any]]:
+    """A candidate's verdict and meta; (None, {}) if not written yet or unreadable (another version's schema)."""
+    try:
+        record = json.loads(path.read_text())
+        return Verdict.model_validate(record["verdict"]), record.get("meta") or {}
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None, {}
+
+
+def history(view: RunView) -> list[CandidateRow]:
+    last_eval = {e.candidate: e for e in view.evaluations}  # a re-verified infra error: its latest event
+    best_id = view.best.candidate if view.best else None
+    new_best = {e.candidate for e in view.evaluations if e.new_best}
+    rows = []
+    for py in sorted((view.root / "candidates").glob("[0-9][0-9][0-9][0-9].py")):
+        cid = int(py.stem)
+        verdict, meta = read_candidate(py.with_suffix(".json"))
+        e = last_eval.get(cid)
+        value, label = score(verdict)
+        kernels = verdict.compile.kernels if verdict and verdict.compile else []
+        registers = [k.registers for k in kernels if k.registers is not None]
+        spills = [k.spill_bytes for k in kernels if k.spill_bytes is not None]
+        status = verdict.status if verdict else (e.status if e else "interrupted")
+        rows.append(CandidateRow(
+            cid, meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
+            status, verdict.phase if verdict else (e.phase if e else None),
+            (verdict.reason if verdict else (e.reason if e else "")) or "",
+            value if verdict else (e.score if e else None), label or (e.label if e else ""),
+            {w.workload: w.speedup for w in verdict.timing.workloads} if verdict and verdict.timing else {},
+            max(registers) if registers else None, sum(spills) if spills else None,
+            max(k.shared_bytes for k in kernels) if kernels else None,
+            meta.get("note") or (e.note if e else ""), cid in new_best, cid == best_id))
+    return rows
+
+
+# ---- compare: repeated runs per (model, task)
+
+@dataclass
+class RunMetrics:
+    """One run's figures for `kopt compare`.
+
+    Reaching: scores are positive time ratios (baseline / candidate), higher is better, and a
+    run's best may be below 1 (it never beat the baseline). The target is `reach * best` on
+    that same ratio scale, i.e. within 10% of the best multiplicatively for reach = 0.9, which
+    means the same thing whether the best is 0.5 or 3.0. evals_to_reach is the 1-based index of
+    the first evaluation event (failed ones count) whose score is >= the target;
+    tool_calls_to_reach is the tool-call count at that evaluation (its evaluate call
+    included). A run with no passing evaluation has no best and reaches nothing (None).
+    """
+
+    run_dir: str
+    run_id: str
+    model: str
+    task: str
+    kind: str
+    best_score: float | None
+    evaluations: int
+    tool_calls: int
+    evals_to_reach: int | None
+    tool_calls_to_reach: int | None
+    elapsed_s: float
+    tokens: int
+    cost_usd: float
+    failed_by_phase: dict[str, int]  # evaluations that did not pass, by phase (or status when no phase)
+    forbidden: int
+    redesigns: int
+    end: str  # run_end reason, or the state of a run without one
+
+
+def metrics(view: RunView, reach: float = REACH) -> RunMetrics:
+    best = view.best.score if view.best else None
+    hit = next((e for e in view.evaluations if best is not None and e.score is not None and e.score >= reach * best),
+               None)
+    failed = Counter(e.phase or e.status for e in view.evaluations if e.status != "ok")
+    c = view.counters
+    return RunMetrics(str(view.root), view.run_id, view.model, view.task, view.kind, best, c.evaluations, c.tool_calls,
+                      hit.index if hit else None, hit.tool_calls if hit else None, round(view.elapsed_s, 3),
+                      c.input_tokens + c.output_tokens, c.cost_usd, dict(sorted(failed.items())), c.forbidden,
+                      view.redesigns, view.end[0] if view.end else view.state()[0])
+
+
+@dataclass
+class Spread:
+    median: float | None
+    min: float | None
+    max: float | None
+    values: list[float | None]  # one per run, in the order given; None: not applicable to that run
+
+
+def spread(values: list[float | None]) -> Spread:
+    known = [v for v in values if v is not None]
+    if not known:
+        return Spread(None, None, None, values)
+    return Spread(statistics.median(known), min(known), max(known), values)
+
+
+NUMERIC = ("best_score", "evals_to_reach", "tool_calls_to_reach", "evaluations", "tool_calls", "elapsed_s",
+           "tokens", "cost_usd", "forbidden", "redesigns")
+
+
+@dataclass
+class Group:
+    model: str
+    task: str
+    kind: str  # GPU or interpreter (CPU): runs of the two kinds are never pooled
+    runs: list[RunMetrics]
+    stats: dict[str, Spread]
+    failed_by_phase: dict[str, Spread]  # runs without a failure of that phase count 0
+    ends: dict[str, int]
+
+
+def compare(views: list[RunView], reach: float = REACH) -> list[Group]:
+    by_key: dict[tuple[str, str, str], list[RunMetrics]] = {}
+    for view in views:
+        m = metrics(view, reach)
+        by_key.setdefault((m.model, m.task, m.kind), []).append(m)
+    groups = []
+    for (model, task, kind), runs in sorted(by_key.items()):
+        phases = sorted({p for r in runs for p in r.failed_by_phase})
+        groups.append(Group(model, task, kind, runs, {k: spread([getattr(r, k) for r in runs]) for k in NUMERIC},
+                            {p: spread([r.failed_by_phase.get(p, 0) for r in runs]) for p in phases},
+                            dict(Counter(r.end for r in runs))))
+    return groups
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj if isinstance(obj, (dict, list)) else asdict(obj), indent=1, default=str)

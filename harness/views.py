@@ -1,0 +1,195 @@
+"""`kopt status | history | report | compare | export`: the terminal side of harness.inspect.
+
+Printing happens here (the CLI's side); harness.inspect, report and atif only read and compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console, Group as RichGroup
+from rich.markup import escape
+from rich.table import Table
+
+COMMANDS = ("status", "history", "report", "compare", "export")
+WATCH_EVERY_S = 2.0
+
+
+def add_parsers(sub) -> None:
+    st = sub.add_parser("status", help="where a run stands, from its files (safe while it runs)")
+    st.add_argument("run_dir")
+    st.add_argument("--watch", action="store_true", help=f"refresh every {WATCH_EVERY_S:g} s until Ctrl-C")
+    hi = sub.add_parser("history", help="every candidate of a run: time, tool calls, status, score, workloads")
+    hi.add_argument("run_dir")
+    hi.add_argument("--json", action="store_true", help="print JSON for scripts")
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    rep.add_argument("run_dir")
+    rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    cmp = sub.add_parser("compare", help="median and spread over repeated runs, per model and task")
+    cmp.add_argument("run_dirs", nargs="+")
+    cmp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    cmp.add_argument("--reach", type=float, default=0.9,
+                     help="effort is counted up to the first evaluation scoring >= REACH x the run's best")
+    ex = sub.add_parser("export", help="export a run's trajectory (ATIF)")
+    ex.add_argument("run_dir")
+    ex.add_argument("--atif", action="store_true", required=True, help="Agent Trajectory Interchange Format (Harbor)")
+    ex.add_argument("-o", "--output", required=True, help="JSON file to write")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    commands = {"status": cmd_status, "history": cmd_history, "report": cmd_report, "compare": cmd_compare,
+                "export": cmd_export}
+    try:
+        return commands[args.command](args)
+    except FileNotFoundError as exc:
+        Console(stderr=True).print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+
+
+def wide_console() -> Console:
+    """Tables keep their columns when piped (a pipe has no width; rich would assume 80)."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def clock(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
+# ---- status
+
+def status_table(view) -> RichGroup:
+    from kopt.harness.panel import describe
+    c, best = view.counters, view.best
+    state, why = view.state()
+    colour = {"running": "green", "ended": "blue"}.get(state, "yellow")
+    table = Table(title=f"kopt run {view.run_id}  ({view.model} on {view.task})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("state", f"[{colour}]{state}[/]: {escape(why)}")
+    table.add_row("elapsed", clock(view.elapsed_s))
+    table.add_row("tool calls", str(c.tool_calls))
+    table.add_row("evaluations", f"{c.evaluations} ({c.failed_evaluations} did not pass)")
+    table.add_row("best", f"candidate {best.candidate:04d}: {best.score:.4f} {escape(best.label)}; found at "
+                          f"{clock(best.elapsed_s)}, tool call {best.tool_calls}, evaluation {best.index}"
+                  if best else "no passing candidate yet")
+    for name, limit, used in view.budgets_left():
+        table.add_row(f"budget {name}", f"{max(limit - used, 0):.4g} left ({used:.4g} of {limit:g} used)")
+    table.add_row("tokens / cost", f"{c.input_tokens + c.output_tokens:,} / ${c.cost_usd:.4f}")
+    extras = [("redesigns", view.redesigns), ("stall warnings", view.stall_warnings), ("model retries", c.retries),
+              ("forbidden attempts", c.forbidden), ("resumes", view.resumes)]
+    for name, value in extras:
+        if value:
+            table.add_row(name, str(value))
+    recent = Table(title="last events", show_header=False, box=None)
+    for event in view.recent:
+        recent.add_row(f"{event.elapsed_s:9.1f}s", escape(describe(event)))
+    return RichGroup(table, recent)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kopt.harness.inspect import load
+    console = Console()
+    root = Path(args.run_dir)
+    if not args.watch:
+        console.print(status_table(load(root)))
+        return 0
+    from rich.live import Live
+    with Live(status_table(load(root)), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(WATCH_EVERY_S)
+                live.update(status_table(load(root)), refresh=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# ---- history
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from kopt.harness.inspect import history, load
+    view = load(Path(args.run_dir))
+    rows = history(view)
+    if args.json:
+        print(json.dumps({"run_id": view.run_id, "model": view.model, "task": view.task, "score_label": view.label,
+                          "candidates": [asdict(r) for r in rows]}, indent=1))
+        return 0
+    console = wide_console()
+    interpreter = "interpreter" in view.label
+    table = Table(title=f"{len(rows)} candidates of run {view.run_id}; score: {view.label or 'none passed yet'}"
+                        + (" (NOT a GPU speedup)" if interpreter else ""), caption="* raised the best so far; "
+                  "BEST the run's best. Workloads: " + ("interpreter ratios" if interpreter else "GPU speedups"))
+    for col in ("id", "parent", "time", "tool call", "status", "score", "workloads", "regs/spill/smem", "note"):
+        table.add_column(col, justify="right" if col in ("id", "parent", "tool call", "score") else "left")
+    for r in rows:
+        mark = " BEST" if r.best else " *" if r.new_best else ""
+        what = r.note + (f" [{r.phase or r.status}: {r.reason[:160]}]" if r.status != "ok" else "")
+        table.add_row(f"{r.id:04d}{mark}", "-" if r.parent is None else f"{r.parent:04d}",
+                      "-" if r.elapsed_s is None else clock(r.elapsed_s), fmt(r.tool_index),
+                      r.status, fmt(r.score), " ".join(f"{k} {v:.3f}" for k, v in r.workloads.items()),
+                      f"{fmt(r.max_registers)}/{fmt(r.total_spill_bytes)}/{fmt(r.max_shared_bytes)}", escape(what),
+                      style="bold green" if r.best else "red" if r.status not in ("ok",) else None)
+    console.print(table)
+    return 0
+
+
+# ---- report, export
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kopt.harness.report import write
+    started = time.monotonic()
+    out = write(Path(args.run_dir), Path(args.output) if args.output else None)
+    Console().print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from kopt.harness.atif import write
+    except ImportError:
+        Console(stderr=True).print("[bold red]kopt: error:[/] ATIF export needs the atif package: "
+                                   "pip install 'kopt[export]'")
+        return 2
+    out = write(Path(args.run_dir), Path(args.output))
+    Console().print(f"wrote {out} (ATIF)")
+    return 0
+
+
+# ---- compare
+
+METRIC_NAMES = {"best_score": "best score", "evals_to_reach": "evaluations to reach {reach:g} x best",
+                "tool_calls_to_reach": "tool calls to reach {reach:g} x best", "evaluations": "evaluations",
+                "tool_calls": "tool calls", "elapsed_s": "wall time (s)", "tokens": "tokens (in + out)",
+                "cost_usd": "cost (USD)", "forbidden": "forbidden actions attempted", "redesigns": "redesigns"}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from kopt.harness.inspect import compare, load
+    groups = compare([load(Path(d)) for d in args.run_dirs], args.reach)
+    if args.json:
+        print(json.dumps({"reach": args.reach, "groups": [asdict(g) for g in groups]}, indent=1))
+        return 0
+    console = wide_console()
+    for g in groups:
+        table = Table(title=f"{g.model} on {g.task} ({g.kind}): {len(g.runs)} runs", caption="runs: " + ", ".join(
+            r.run_id for r in g.runs))
+        for col in ("", "median", "min - max", "values (per run)"):
+            table.add_column(col)
+        rows = [(METRIC_NAMES[k].format(reach=args.reach), s) for k, s in g.stats.items()]
+        rows += [(f"failed evaluations: {phase}", s) for phase, s in g.failed_by_phase.items()]
+        for name, s in rows:
+            table.add_row(name, fmt(s.median), f"{fmt(s.min)} - {fmt(s.max)}", ", ".join(fmt(v) for v in s.values))
+        table.add_row("how runs ended", "", "", ", ".join(f"{reason} x{n}" for reason, n in g.ends.items()))
+        console.print(table)
+    if not groups:
+        console.print("no runs")
+    return 0
