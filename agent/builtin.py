@@ -1,84 +1,295 @@
-"""`builtin`: the offline default model. A deterministic search driven through the same tools.
+"""`builtin`: the offline default model, a deterministic search driven through the same tools.
 
-It tunes the integer configuration constants it finds in the editable file (names holding
-BLOCK, WARPS or STAGES), one change at a time: read, edit, evaluate, keep it if it becomes
-the leaderboard's best, revert otherwise, and finish when no untried change is left. Its
-state is derived from the conversation alone, so a resumed run continues exactly.
+What it tunes comes from outside (the harness reads it from the task): integer constants of
+the editable file (`NAME = value` lines) with their legal values and constraints, and named
+source rewrites. It does coordinate descent around the incumbent: one neighbouring value of
+one constant, or one rewrite, at a time; it compiles first and skips a change whose compile
+report fails or spills far more than the incumbent; it evaluates, keeps a change only when it
+beats the incumbent by a margin, and finishes when no untried change is left.
+
+Its memory is NOTES.md (a line per tried change), read at the start of every context, so it
+carries on after compaction, a redesign or a resume; every decision is a function of the
+messages it is shown. The same scores give the same tool calls.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 from kopt.agent.messages import AssistantMessage, Message, ModelResponse, ToolCall, ToolMessage, ToolSpec
 
-TUNABLE = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*(?:BLOCK|WARPS|STAGES)[A-Z0-9_]*|BLOCK[A-Z0-9_]*)"
-                     r" = (?P<value>\d+)\b.*$", re.MULTILINE)
-LEADER = re.compile(r"^leaderboard \(.*?\): (?P<id>\d{4}) ", re.MULTILINE)  # the label may hold "(CPU)"
-CANDIDATE = re.compile(r"^candidate (?P<id>\d{4}): ", re.MULTILINE)
+NOTE = "builtin tried "
+TRIED = re.compile(r"^builtin tried (?P<key>\S+) => (?P<outcome>.*)$", re.MULTILINE)
+STATUS = re.compile(r"^candidate (?P<id>\d{4}): (?P<status>OK|REJECTED|ERROR)", re.MULTILINE)
+SCORE = re.compile(r"(?:GPU geomean speedup|time ratio baseline/candidate) (?P<score>[0-9.]+)")
+SPILL = re.compile(r"spill (?P<bytes>\d+|None) B")
+OUTCOME = re.compile(r"^candidate (?P<id>\d{4}) (?P<status>ok|rejected|error)(?: (?P<score>[0-9.]+))?(?: spill (?P<spill>\d+))?")
 
 
-def variants(name: str, value: int) -> list[int]:
-    if "WARPS" in name:
-        return [w for w in (4, 8, 2) if w != value]
-    if "STAGES" in name:
-        return [s for s in (value + 1, value - 1) if 1 <= s <= 4]
-    return [v for v in (value * 2, value // 2) if 16 <= v <= 256]
+@dataclass(frozen=True)
+class Tunable:
+    name: str
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    apply: Callable[[str], str | None]
+
+
+@dataclass
+class Tried:
+    key: str
+    candidate: int | None
+    status: str  # ok / rejected / error / pruned
+    score: float | None
+    spill: int
+
+
+def spill_total(text: str) -> int:
+    return sum(int(m.group("bytes")) for m in SPILL.finditer(text) if m.group("bytes") != "None")
 
 
 class BuiltinModel:
     name = "builtin"
 
-    def __init__(self, editable: str = "kernel.py"):
+    def __init__(self, editable: str = "kernel.py", tunables: list[Tunable] | None = None,
+                 constraints: list[str] | None = None, rewrites: list[Rewrite] | None = None,
+                 margin: float = 0.02, spill_slack_bytes: int = 256, note: str = ""):
         self.editable = editable
-        self.calls = 0
+        self.tunables = tunables or []
+        self.constraints = constraints or []
+        self.rewrites = rewrites or []
+        self.margin, self.spill_slack = margin, spill_slack_bytes
+        self.note = note  # said once in NOTES.md at the start (e.g. what the CPU path measures)
 
+    # ---- the model interface
     def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ModelResponse:
-        name, args, text = self.decide(messages)
-        self.calls += 1
-        call = ToolCall(id=f"builtin-{sum(isinstance(m, AssistantMessage) for m in messages) + 1}", name=name,
-                        arguments=json.dumps(args))
-        return ModelResponse(message=AssistantMessage(content=text, tool_calls=[call]), model=self.name)
+        calls, text = self.decide(messages)
+        # ids are unique and stable: the request (which holds the run's counters) decides them
+        digest = hashlib.sha256("".join(m.model_dump_json() for m in messages).encode()).hexdigest()[:12]
+        tool_calls = [ToolCall(id=f"builtin-{digest}-{i}", name=name, arguments=json.dumps(args))
+                      for i, (name, args) in enumerate(calls)]
+        return ModelResponse(message=AssistantMessage(content=text, tool_calls=tool_calls), model=self.name)
 
-    def decide(self, messages: list[Message]) -> tuple[str, dict, str]:
-        calls = [(m.tool_calls[0], None) for m in messages if isinstance(m, AssistantMessage) and m.tool_calls]
-        results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
-        history = [(call, results.get(call.id)) for call, _ in calls]
-        if not history:
-            return "read_file", {"path": self.editable}, "Reading the kernel to find its configuration."
-        last, result = history[-1]
-        evaluations = [r for c, r in history if c.name == "evaluate" and r is not None]
-        if last.name == "read_file" and not evaluations:
-            return "evaluate", {"note": "starting configuration"}, "Measuring the starting point."
-        if last.name == "evaluate":
-            best = self.best_id(result)
-            this = CANDIDATE.search(result.content) if result else None
-            if len(evaluations) > 1 and best and this and this.group("id") != best:
-                return "revert", {"candidate": int(best)}, f"Not better than candidate {best}; reverting."
-            return "read_file", {"path": self.editable}, "Reading the current kernel."
-        if last.name in ("revert", "edit_file") and result is not None and result.is_error:
-            return "read_file", {"path": self.editable}, "Re-reading after an error."
-        if last.name == "revert":
-            return "read_file", {"path": self.editable}, "Reading the current kernel."
-        if last.name == "edit_file":
-            note = json.loads(last.arguments).get("new", "").strip()
-            return "evaluate", {"note": note}, f"Evaluating {note}."
-        if last.name == "read_file" and result is not None:
-            tried = {json.loads(c.arguments).get("new", "").strip() for c, _ in history if c.name == "edit_file"}
-            text = result.content.split("\n", 1)[1] if "\n" in result.content else ""
-            for match in TUNABLE.finditer(text):
-                name, value = match.group("name"), int(match.group("value"))
-                for new in variants(name, value):
-                    line = f"{name} = {new}"
-                    if line not in tried:
-                        return ("edit_file", {"path": self.editable, "old": f"{name} = {value}\n", "new": f"{line}\n"},
-                                f"Trying {line} (was {value}).")
-            best = self.best_id(evaluations[-1]) if evaluations else None
-            return "finish", {"summary": f"Tried every single-constant change; best candidate {best}."}, "Done."
-        return "finish", {"summary": "nothing left to do"}, "Done."
+    # ---- the policy
+    def decide(self, messages: list[Message]) -> tuple[list[tuple[str, dict]], str]:
+        turns = self.turns(messages)
+        notes_read = [i for i, (c, r) in enumerate(turns) if c.name == "read_file" and
+                      json.loads(c.arguments).get("path") == "NOTES.md" and r is not None and not r.is_error]
+        if not notes_read:
+            return [("read_file", {"path": "NOTES.md"})], "Reading my notes: what has been tried."
+        memory = self.memory(turns, notes_read[-1])
+        last, result = turns[-1]
+        if last.name == "evaluate" and result is not None:
+            key = json.loads(last.arguments).get("note", "")
+            return [("notes", {"text": f"{NOTE}{key} => {self.outcome(result.content)}"})], f"Recording {key}."
+        if last.name == "compile_report" and result is not None:
+            key = self.pending_key(messages)
+            incumbent = self.incumbent(memory)
+            limit = max(self.spill_slack, 4 * incumbent.spill) if incumbent else None
+            spill = spill_total(result.content)
+            if result.is_error or (limit is not None and spill > limit):
+                why = result.content.splitlines()[0][:160] if result.is_error else f"spills {spill} B (limit {limit} B)"
+                calls = [("notes", {"text": f"{NOTE}{key} => pruned: {why}"})]
+                if incumbent and incumbent.candidate:
+                    calls.append(("revert", {"candidate": incumbent.candidate}))
+                return calls, f"Skipping {key}: {why}."
+            return [("evaluate", {"note": key})], f"Evaluating {key}."
+        if not memory:  # nothing measured yet: the starting point first
+            text = self.kernel_text(turns)
+            if text is None:
+                return [("read_file", {"path": self.editable})], "Reading the kernel."
+            intro = [("notes", {"text": self.note})] if self.note and self.note not in self.notes_text(turns) else []
+            return intro + [("evaluate", {"note": self.key(self.values(text), ())})], "Measuring the starting point."
+        incumbent = self.incumbent(memory)
+        if incumbent is None:
+            return [("finish", {"summary": "the starting kernel does not pass the verifier; nothing to tune"})], "Stop."
+        at_incumbent = self.current_key(turns) == incumbent.key
+        if not at_incumbent:
+            return [("revert", {"candidate": incumbent.candidate})], f"Back to candidate {incumbent.candidate:04d}."
+        text = self.kernel_text(turns, since_mutation=True)
+        if text is None:
+            return [("read_file", {"path": self.editable})], "Reading the current kernel."
+        target = self.next_change(text, incumbent, {t.key for t in memory})
+        if target is None:
+            return [("finish", {"summary": self.summary(memory, incumbent)})], "Search space exhausted."
+        key, new_text = target
+        edits = edits_between(text, new_text)
+        if not edits:
+            return [("notes", {"text": f"{NOTE}{key} => pruned: no change to the source"})], "No-op change."
+        return [("edit_file", {"path": self.editable, "old": old, "new": new}) for old, new in edits] + \
+               [("compile_report", {})], f"Trying {key}."
+
+    # ---- reading the conversation
+    @staticmethod
+    def pending_key(messages: list[Message]) -> str:
+        """The configuration being tried: announced in the text of the turn that made the edits."""
+        for m in reversed(messages):
+            if isinstance(m, AssistantMessage) and m.content and m.content.startswith("Trying "):
+                return m.content[len("Trying "):].rstrip(".")
+        return "unknown"
 
     @staticmethod
-    def best_id(result: ToolMessage | None) -> str | None:
-        match = LEADER.search(result.content) if result else None
-        return match.group("id") if match else None
+    def turns(messages: list[Message]) -> list[tuple[ToolCall, ToolMessage | None]]:
+        results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+        return [(c, results.get(c.id)) for m in messages if isinstance(m, AssistantMessage) for c in m.tool_calls]
+
+    @staticmethod
+    def notes_text(turns) -> str:
+        reads = [r.content for c, r in turns if c.name == "read_file" and r is not None and "NOTES.md" in c.arguments]
+        written = [json.loads(c.arguments).get("text", "") for c, r in turns if c.name == "notes"]
+        return "\n".join(reads + written)
+
+    def memory(self, turns, notes_at: int) -> list[Tried]:
+        text = turns[notes_at][1].content + "\n" + "\n".join(
+            json.loads(c.arguments).get("text", "") for c, r in turns[notes_at + 1:] if c.name == "notes")
+        tried = {}
+        for m in TRIED.finditer(text):
+            outcome = OUTCOME.match(m.group("outcome"))
+            if outcome:
+                tried[m.group("key")] = Tried(m.group("key"), int(outcome.group("id")), outcome.group("status"),
+                                              float(outcome.group("score")) if outcome.group("score") else None,
+                                              int(outcome.group("spill") or 0))
+            else:
+                tried[m.group("key")] = Tried(m.group("key"), None, "pruned", None, 0)
+        return list(tried.values())
+
+    def incumbent(self, memory: list[Tried]) -> Tried | None:
+        best = None
+        for t in memory:  # in the order tried: a later one must beat the incumbent by the margin
+            if t.score is not None and (best is None or t.score > best.score * (1 + self.margin)):
+                best = t
+        return best
+
+    @staticmethod
+    def outcome(content: str) -> str:
+        status = STATUS.search(content)
+        if status is None:
+            return "error: " + content.splitlines()[0][:120]
+        score = SCORE.search(content)
+        parts = [f"candidate {status.group('id')} {status.group('status').lower()}"]
+        if score and status.group("status") == "OK":
+            parts.append(score.group("score"))
+        parts.append(f"spill {spill_total(content)}")
+        return " ".join(parts)
+
+    def kernel_text(self, turns, since_mutation: bool = False) -> str | None:
+        for c, r in reversed(turns):
+            if since_mutation and c.name in ("edit_file", "revert", "write_file"):
+                return None
+            if c.name == "read_file" and json.loads(c.arguments).get("path") == self.editable and r is not None:
+                if r.is_error or "\n" not in r.content:
+                    return None
+                return r.content.split("\n", 1)[1]
+        return None
+
+    def current_key(self, turns) -> str | None:
+        """The key of the kernel file now: after a revert, that candidate's; after an evaluation, its note."""
+        for c, r in reversed(turns):
+            if c.name == "revert" and r is not None and not r.is_error:
+                cid = json.loads(c.arguments).get("candidate")
+                return self._key_of_candidate(turns, cid)
+            if c.name == "evaluate":
+                return json.loads(c.arguments).get("note")
+            if c.name in ("edit_file", "write_file"):
+                return None
+        return None
+
+    def _key_of_candidate(self, turns, cid) -> str | None:
+        notes_at = max((i for i, (c, r) in enumerate(turns) if c.name == "read_file" and "NOTES.md" in c.arguments),
+                       default=None)
+        if notes_at is None:
+            return None
+        for t in self.memory(turns, notes_at):
+            if t.candidate == cid:
+                return t.key
+        return None
+
+    # ---- the search space
+    def values(self, text: str) -> dict[str, int]:
+        found = {}
+        for t in self.tunables:
+            m = re.search(rf"^{re.escape(t.name)} = (\d+)\b", text, re.MULTILINE)
+            if m:
+                found[t.name] = int(m.group(1))
+        return found
+
+    @staticmethod
+    def key(values: dict[str, int], rewrites: tuple[str, ...]) -> str:
+        return ",".join(f"{k}={v}" for k, v in values.items()) + "".join(f"+{r}" for r in rewrites)
+
+    @staticmethod
+    def parse_key(key: str) -> tuple[dict[str, int], tuple[str, ...]]:
+        head, *rewrites = key.split("+")
+        values = dict((k, int(v)) for k, v in (part.split("=") for part in head.split(",") if part))
+        return values, tuple(rewrites)
+
+    def allowed(self, values: dict[str, int]) -> bool:
+        for expr in self.constraints:
+            try:
+                if not eval(expr, {"__builtins__": {}}, dict(values)):  # task data, trusted
+                    return False
+            except NameError:
+                continue  # a constraint on a constant this kernel does not have
+        return True
+
+    def next_change(self, text: str, incumbent: Tried, tried: set[str]) -> tuple[str, str] | None:
+        values, rewrites = self.parse_key(incumbent.key)
+        for t in self.tunables:
+            if t.name not in values:
+                continue
+            legal = sorted(t.values)
+            here = values[t.name]
+            higher = [v for v in legal if v > here][:1]
+            lower = [v for v in legal if v < here][-1:]
+            for v in higher + lower:
+                trial = dict(values, **{t.name: v})
+                key = self.key(trial, rewrites)
+                if key in tried or not self.allowed(trial):
+                    continue
+                new = re.sub(rf"^{re.escape(t.name)} = {here}\b", f"{t.name} = {v}", text, count=1, flags=re.MULTILINE)
+                return key, new
+        for rewrite in self.rewrites:
+            if rewrite.name in rewrites:
+                continue
+            key = self.key(values, rewrites + (rewrite.name,))
+            if key in tried:
+                continue
+            new = rewrite.apply(text)
+            if new is not None:
+                return key, new
+        return None
+
+    @staticmethod
+    def summary(memory: list[Tried], incumbent: Tried) -> str:
+        evaluated = sum(t.candidate is not None for t in memory)
+        pruned = sum(t.status == "pruned" for t in memory)
+        return (f"Coordinate search done: {len(memory)} configurations tried ({evaluated} evaluated, {pruned} pruned "
+                f"by the compile report). Best: candidate {incumbent.candidate:04d} ({incumbent.key}), score "
+                f"{incumbent.score:.4f}.")
+
+
+def edits_between(old: str, new: str) -> list[tuple[str, str]]:
+    """One exact, unique search/replace pair (what edit_file takes) that turns `old` into `new`:
+    from the first changed line to the last, grown by context lines until it is unique."""
+    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    changes = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not changes:
+        return []
+    i1, j1 = changes[0][1], changes[0][3]
+    i2, j2 = changes[-1][2], changes[-1][4]
+    lo, hi = i1, i2
+    while True:
+        before = "".join(a[lo:hi])
+        if (before and old.count(before) == 1) or (lo == 0 and hi == len(a)):
+            break
+        lo, hi = max(0, lo - 1), min(len(a), hi + 1)
+    after = "".join(a[lo:i1]) + "".join(b[j1:j2]) + "".join(a[i2:hi])
+    return [(before, after)]

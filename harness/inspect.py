@@ -58,10 +58,8 @@ class RunView:
     redesigns: int = 0
     stall_warnings: int = 0
     resumes: int = 0
-    forbidden: list[str] = field(default_factory=list)
     failed_in_row: int = 0
     end: tuple[str, str] | None = None  # (reason, detail) of a run_end after the last start/resume
-    first: Event | None = None
     last: Event | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     events: list[Event] | None = None  # every event, when asked for (the report's transcript)
@@ -92,6 +90,10 @@ class RunView:
         """GPU or interpreter (CPU): the two are never compared with each other."""
         if self.label:
             return "GPU" if INTERPRETER_LABEL not in self.label else INTERPRETER_LABEL
+        for path in sorted((self.root / "candidates").glob("[0-9][0-9][0-9][0-9].json"))[:1]:  # none passed
+            verdict, _ = read_candidate(path)
+            if verdict is not None:
+                return INTERPRETER_LABEL if verdict.device == "cpu" else "GPU"
         return INTERPRETER_LABEL if self.config.get("device") == "cpu" else "unknown"
 
     def state(self, now: float | None = None) -> tuple[str, str]:
@@ -117,11 +119,21 @@ class RunView:
         return [(name, b[name], value) for name, value in used.items() if b.get(name) is not None]
 
 
+class NotARun(Exception):
+    """The directory holds no readable run.json."""
+
+
 def read_config(root: Path) -> dict[str, Any]:
     path = root / RUN_JSON
     if not path.is_file():
-        raise FileNotFoundError(f"{root} is not a kopt run directory (no {RUN_JSON})")
-    return json.loads(path.read_text())
+        raise NotARun(f"{root} is not a kopt run directory (no {RUN_JSON})")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise NotARun(f"{path} is unreadable: {exc}") from None
+    if not isinstance(config, dict):
+        raise NotARun(f"{path} does not hold a run configuration")
+    return config
 
 
 def load(root: Path, keep_events: bool = False) -> RunView:
@@ -137,7 +149,6 @@ def load(root: Path, keep_events: bool = False) -> RunView:
 
 def apply(view: RunView, event: Event) -> None:
     view.counters.apply(event)
-    view.first = view.first or event
     view.last = event
     if event.type != "model_request":
         view.recent.append(event)
@@ -157,8 +168,6 @@ def apply(view: RunView, event: Event) -> None:
         view.redesigns += 1
     elif kind == "stall_warning":
         view.stall_warnings += 1
-    elif kind == "forbidden":
-        view.forbidden.append(f"{d.get('name')}: {d.get('detail')}")
     elif kind == "run_resume":
         view.resumes += 1
         view.end = None
@@ -176,7 +185,7 @@ class CandidateRow:
     parent: int | None
     elapsed_s: float | None  # run time at its evaluation event (None: its event was never written)
     tool_index: int | None  # tool calls so far at its evaluation
-    status: str  # ok | rejected | error | interrupted (source snapshotted, no verdict)
+    status: str  # ok | rejected | error | evaluating | interrupted (source snapshotted, no verdict)
     phase: str | None
     reason: str
     score: float | None
@@ -204,7 +213,10 @@ def history(view: RunView) -> list[CandidateRow]:
     best_id = view.best.candidate if view.best else None
     new_best = {e.candidate for e in view.evaluations if e.new_best}
     rows = []
-    for py in sorted((view.root / "candidates").glob("[0-9][0-9][0-9][0-9].py")):
+    sources = sorted((view.root / "candidates").glob("[0-9][0-9][0-9][0-9].py"))
+    # a source without a verdict: being verified now, or cut off by a crash
+    unjudged = "evaluating" if view.state()[0] == "running" else "interrupted"
+    for py in sources:
         cid = int(py.stem)
         verdict, meta = read_candidate(py.with_suffix(".json"))
         e = last_eval.get(cid)
@@ -212,7 +224,7 @@ def history(view: RunView) -> list[CandidateRow]:
         kernels = verdict.compile.kernels if verdict and verdict.compile else []
         registers = [k.registers for k in kernels if k.registers is not None]
         spills = [k.spill_bytes for k in kernels if k.spill_bytes is not None]
-        status = verdict.status if verdict else (e.status if e else "interrupted")
+        status = verdict.status if verdict else e.status if e else unjudged if py == sources[-1] else "interrupted"
         rows.append(CandidateRow(
             cid, meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
             status, verdict.phase if verdict else (e.phase if e else None),

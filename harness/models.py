@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kopt.agent.model import Model, ModelError, Pricing, RetryHook
 from kopt.harness.workspace import RunConfig
+from kopt.verifier.task import Task
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 PUBLIC_HOSTS = ("api.openai.com", "api.anthropic.com", "dashscope", "openrouter.ai")
@@ -52,13 +53,30 @@ def api_key(config: RunConfig, kind: str) -> str | None:
     return key
 
 
-def build_model(config: RunConfig, on_retry: RetryHook | None = None, outage_budget_s: float | None = None) -> Model:
+CPU_NOTE = ("builtin: no GPU here, so scores are Triton-interpreter time ratios (CPU), not GPU speed; changes "
+            "are also pruned by the compile report for the target GPU (failures, large register spills).")
+
+
+def builtin_for(task: Task, device: str) -> Model:
+    """The built-in policy, given what the task declares it may tune and rewrite."""
+    from kopt.agent.builtin import BuiltinModel, Rewrite, Tunable
+    cfg = task.config
+    on_cpu = device == "cpu"
+    return BuiltinModel(cfg.editable_file, [Tunable(t.name, tuple(t.values)) for t in cfg.tunables],
+                        list(cfg.constraints), [Rewrite(name, fn) for name, fn in task.load_rewrites()],
+                        margin=0.05 if on_cpu else 0.02, note=CPU_NOTE if on_cpu else "")
+
+
+def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook | None = None,
+                outage_budget_s: float | None = None, device: str = "cpu") -> Model:
     check_spec(config.model)
     kind, _, rest = config.model.partition(":")
     pricing = Pricing(config.price_input_per_mtok, config.price_output_per_mtok)
     if config.model == "builtin":
-        from kopt.agent.builtin import BuiltinModel
-        return BuiltinModel(config.editable_file)
+        if task is None:
+            from kopt.agent.builtin import BuiltinModel
+            return BuiltinModel(config.editable_file)
+        return builtin_for(task, device)
     if kind == "replay":
         from kopt.agent.replay import ReplayModel
         return ReplayModel(Path(rest))

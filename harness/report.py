@@ -13,6 +13,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from kopt.harness.trajectory import Event
 from kopt.verifier.verdict import INTERPRETER_LABEL
 
 TRANSCRIPT_HEAD, TRANSCRIPT_TAIL = 300, 300  # messages inlined from each end of a longer transcript
-MESSAGE_CHARS = 20_000  # per message; the rest stays in trajectory.jsonl
+MESSAGE_CHARS = 10_000  # per message; the rest stays in trajectory.jsonl
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1300px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
@@ -59,7 +60,7 @@ def svg(figure) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: small and searchable
         figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)  # RDF boilerplate
 
 
 def progress_plots(view: RunView) -> list[tuple[str, str]]:
@@ -67,10 +68,11 @@ def progress_plots(view: RunView) -> list[tuple[str, str]]:
 
     ylabel = score_name(view.label)
     plots = []
-    axes = [("wall time (min)", lambda e: e.elapsed_s / 60), ("evaluations", lambda e: e.index),
-            ("tool calls", lambda e: e.tool_calls)]
-    for xlabel, x_of in axes:
-        fig = Figure(figsize=(5.6, 3.6))
+    axes = [("wall time (min)", lambda e: e.elapsed_s / 60, view.elapsed_s / 60),
+            ("evaluations", lambda e: e.index, len(view.evaluations)),
+            ("tool calls", lambda e: e.tool_calls, view.counters.tool_calls)]
+    for xlabel, x_of, x_end in axes:  # the best-so-far line runs on to the end of the run
+        fig = Figure(figsize=(4.3, 3.2))
         ax = fig.add_subplot()
         passed = [e for e in view.evaluations if e.score is not None]
         failed = [e for e in view.evaluations if e.score is None]
@@ -80,9 +82,10 @@ def progress_plots(view: RunView) -> list[tuple[str, str]]:
             xs.append(x_of(e))
             best.append(running)
         if passed:
-            ax.scatter([x_of(e) for e in passed], [e.score for e in passed], s=10, color="#999", label="candidate")
-            ax.step(xs + [x_of(view.evaluations[-1])], best + [best[-1]], where="post", color="#1a7f37",
-                    linewidth=2, label="best so far")
+            ax.scatter([x_of(e) for e in passed], [e.score for e in passed], s=16 if len(passed) < 100 else 5,
+                       color="#666", label="candidate")
+            ax.step(xs + [x_end], best + [best[-1]], where="post", color="#1a7f37",
+                    linewidth=2, label="best so far", zorder=4)
         if failed:
             ax.scatter([x_of(e) for e in failed], [0.02] * len(failed), marker="x", s=14, color="#c33",
                        transform=ax.get_xaxis_transform(), label="did not pass")
@@ -92,7 +95,7 @@ def progress_plots(view: RunView) -> list[tuple[str, str]]:
         ax.set_title(f"best so far vs {xlabel.split(' (')[0]}", fontsize=10)
         ax.grid(alpha=0.3)
         if passed or failed:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
         plots.append((f"best so far against {xlabel}", svg(fig)))
     return plots
 
@@ -168,7 +171,10 @@ def lineage_section(rows: list[CandidateRow]) -> str:
     while node is not None and node not in chain:
         chain.append(node)
         node = parents.get(node)
-    path = " &rarr; ".join(f"{c:04d}" for c in reversed(chain))
+    chain_ids = [f"{c:04d}" for c in reversed(chain)]
+    if len(chain_ids) > 30:  # a long run's chain: its ends
+        chain_ids = chain_ids[:10] + [f"... ({len(chain_ids) - 30} more) ..."] + chain_ids[-20:]
+    path = " &rarr; ".join(chain_ids)
     body = []
     for r in rows:
         css = "best" if r.best else "chain" if r.id in chain else "fail" if r.status != "ok" else ""
@@ -241,6 +247,16 @@ def message_html(event: Event) -> str:
         return (f"<div class='msg tool'><div class=role>tool result {stamp}</div><details><summary><b>"
                 f"{esc(d['name'])}</b> &rarr; {esc(d.get('outcome', ''))}: {esc(first)}</summary>"
                 f"<pre>{clip(d.get('content') or '')}</pre></details></div>")
+    if event.type == "compaction":
+        summary = (f"<details><summary>summary</summary><pre>{clip(d['summary'])}</pre></details>"
+                   if d.get("summary") else "")
+        return (f"<div class='msg event'>{stamp} context compacted: {d.get('drop')} messages dropped "
+                f"({d.get('tokens_before')} &rarr; {d.get('tokens_after')} tokens){summary}</div>")
+    if event.type == "redesign":
+        best = d.get("best")
+        return (f"<div class='msg event'>{stamp} <b>redesign {d.get('number')}</b>: context restarted from "
+                f"{'candidate %04d' % best if best else 'the baseline'} after {d.get('since_improvement')} "
+                "evaluations without improvement</div>")
     if event.type == "user_message":
         return f"<div class='msg user'><div class=role>user {stamp}</div><pre>{clip(d.get('content', ''))}</pre></div>"
     return f"<div class='msg event'>{stamp} {esc(describe(event))}</div>"

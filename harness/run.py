@@ -103,6 +103,8 @@ class Progress:
                 self.since_improvement += 1
             outcome = f"{value:.4f}" if value is not None else f"{d['status']}: {d.get('reason', '')[:140]}"
             self.recent.append(f"{d['candidate']:04d} {outcome}" + (f" [{d['note'][:100]}]" if d.get("note") else ""))
+        elif event.type == "evaluation_cached":
+            self.since_improvement += 1
         elif event.type == "model_retry":
             self.model_errors_in_row += 1
         elif event.type == "model_response":

@@ -17,7 +17,7 @@ from kopt.harness.run import Run, new_run_id
 from kopt.harness.trajectory import CorruptTrajectory
 from kopt.harness.workspace import Budgets, RunConfig, RunLocked, StallPolicy, Workspace
 from kopt.verifier.compile import TargetError, parse_target
-from kopt.verifier.evaluate import compile_only, evaluate, mix_seed
+from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
 from kopt.verifier.task import Task, TaskError, load_task
 
 EXIT = {"finished": 0, "budget": 0, "stalled": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
@@ -117,8 +117,8 @@ def _execute(ws: Workspace, task: Task) -> int:
     with RunPanel(console) as panel:
         holder: dict[str, Run] = {}
         try:
-            model = build_model(config, on_retry=lambda event: holder["run"].model_retry(event),
-                                outage_budget_s=config.outage_hours * 3600)
+            model = build_model(config, task, on_retry=lambda event: holder["run"].model_retry(event),
+                                outage_budget_s=config.outage_hours * 3600, device=resolve_device(config.device))
         except ModelError as exc:
             return fail(str(exc))
         offline = config.model == "builtin" or config.model.startswith("replay:")

@@ -155,6 +155,7 @@ class ToolBox:
         candidate = self.store.snapshot(source)
         done = candidate.verdict is not None and candidate.verdict.status != "error"  # an infra error may be retried
         if done and candidate.id in self.logged:
+            self._record("evaluation_cached", candidate=candidate.id)  # repeating itself: the stall policy counts it
             return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
                                + summarize(candidate, self.store), data={"candidate": candidate.id, "cached": True})
         if not done:  # (a verdict on disk whose event a crash cut off is logged now, not verified again)

@@ -42,11 +42,12 @@ def add_parsers(sub) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from kopt.harness.inspect import NotARun
     commands = {"status": cmd_status, "history": cmd_history, "report": cmd_report, "compare": cmd_compare,
                 "export": cmd_export}
     try:
         return commands[args.command](args)
-    except FileNotFoundError as exc:
+    except NotARun as exc:
         Console(stderr=True).print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
         return 2
 
@@ -58,6 +59,10 @@ def wide_console() -> Console:
 
 def fmt(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def amount(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
 
 
 def clock(seconds: float) -> str:
@@ -82,7 +87,7 @@ def status_table(view) -> RichGroup:
                           f"{clock(best.elapsed_s)}, tool call {best.tool_calls}, evaluation {best.index}"
                   if best else "no passing candidate yet")
     for name, limit, used in view.budgets_left():
-        table.add_row(f"budget {name}", f"{max(limit - used, 0):.4g} left ({used:.4g} of {limit:g} used)")
+        table.add_row(f"budget {name}", f"{amount(max(limit - used, 0))} left ({amount(used)} of {amount(limit)} used)")
     table.add_row("tokens / cost", f"{c.input_tokens + c.output_tokens:,} / ${c.cost_usd:.4f}")
     extras = [("redesigns", view.redesigns), ("stall warnings", view.stall_warnings), ("model retries", c.retries),
               ("forbidden attempts", c.forbidden), ("resumes", view.resumes)]
@@ -123,22 +128,26 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": view.run_id, "model": view.model, "task": view.task, "score_label": view.label,
                           "candidates": [asdict(r) for r in rows]}, indent=1))
         return 0
-    console = wide_console()
     interpreter = "interpreter" in view.label
-    table = Table(title=f"{len(rows)} candidates of run {view.run_id}; score: {view.label or 'none passed yet'}"
-                        + (" (NOT a GPU speedup)" if interpreter else ""), caption="* raised the best so far; "
-                  "BEST the run's best. Workloads: " + ("interpreter ratios" if interpreter else "GPU speedups"))
-    for col in ("id", "parent", "time", "tool call", "status", "score", "workloads", "regs/spill/smem", "note"):
-        table.add_column(col, justify="right" if col in ("id", "parent", "tool call", "score") else "left")
+    # Plain aligned text, not a rich table: thousands of rows print at once and grep well.
+    print(f"{len(rows)} candidates of run {view.run_id} ({view.model} on {view.task}); score: "
+          f"{view.label or 'none passed yet'}" + (" -- NOT a GPU speedup" if interpreter else ""))
+    header = ("id", "parent", "time", "tool call", "status", "score", "regs/spill/smem",
+              "workloads (" + ("interpreter ratios" if interpreter else "speedups") + ")", "note")
+    table = [header]
     for r in rows:
         mark = " BEST" if r.best else " *" if r.new_best else ""
         what = r.note + (f" [{r.phase or r.status}: {r.reason[:160]}]" if r.status != "ok" else "")
-        table.add_row(f"{r.id:04d}{mark}", "-" if r.parent is None else f"{r.parent:04d}",
-                      "-" if r.elapsed_s is None else clock(r.elapsed_s), fmt(r.tool_index),
-                      r.status, fmt(r.score), " ".join(f"{k} {v:.3f}" for k, v in r.workloads.items()),
-                      f"{fmt(r.max_registers)}/{fmt(r.total_spill_bytes)}/{fmt(r.max_shared_bytes)}", escape(what),
-                      style="bold green" if r.best else "red" if r.status not in ("ok",) else None)
-    console.print(table)
+        table.append((f"{r.id:04d}{mark}", "-" if r.parent is None else f"{r.parent:04d}",
+                      "-" if r.elapsed_s is None else clock(r.elapsed_s), fmt(r.tool_index), r.status, fmt(r.score),
+                      f"{fmt(r.max_registers)}/{fmt(r.total_spill_bytes)}/{fmt(r.max_shared_bytes)}",
+                      " ".join(f"{k} {v:.3f}" for k, v in r.workloads.items()), what.replace("\n", " ")))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    out = ["  ".join(cell.rjust(w) if i in (0, 1, 3, 5) else cell.ljust(w) for i, (cell, w) in
+                     enumerate(zip(line, widths))) + "  " + line[-1] for line in table]
+    print("\n".join(out))
+    print("* raised the best so far; BEST: the run's best" + (f" (candidate {view.best.candidate:04d})"
+                                                              if view.best else ""))
     return 0
 
 
@@ -172,8 +181,22 @@ METRIC_NAMES = {"best_score": "best score", "evals_to_reach": "evaluations to re
                 "cost_usd": "cost (USD)", "forbidden": "forbidden actions attempted", "redesigns": "redesigns"}
 
 
+def figure_format(name: str):
+    """Scores and costs to 4 decimals; counts, tokens and seconds as plain numbers (a median may end in .5)."""
+    def show(value) -> str:
+        if value is None:
+            return "-"
+        if name.startswith(("best score", "cost")):
+            return f"{value:.4f}"
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    return show
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from kopt.harness.inspect import compare, load
+    if not 0 < args.reach <= 1:
+        Console(stderr=True).print("[bold red]kopt: error:[/] --reach must be in (0, 1], e.g. 0.9")
+        return 2
     groups = compare([load(Path(d)) for d in args.run_dirs], args.reach)
     if args.json:
         print(json.dumps({"reach": args.reach, "groups": [asdict(g) for g in groups]}, indent=1))
@@ -187,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows = [(METRIC_NAMES[k].format(reach=args.reach), s) for k, s in g.stats.items()]
         rows += [(f"failed evaluations: {phase}", s) for phase, s in g.failed_by_phase.items()]
         for name, s in rows:
-            table.add_row(name, fmt(s.median), f"{fmt(s.min)} - {fmt(s.max)}", ", ".join(fmt(v) for v in s.values))
+            show = figure_format(name)
+            table.add_row(name, show(s.median), f"{show(s.min)} - {show(s.max)}", ", ".join(map(show, s.values)))
         table.add_row("how runs ended", "", "", ", ".join(f"{reason} x{n}" for reason, n in g.ends.items()))
         console.print(table)
     if not groups:

@@ -58,6 +58,13 @@ class Timeouts(Strict):
     timing_s: float = 900.0
 
 
+class Tunable(Strict):
+    """An integer constant of the kernel (`NAME = value` on its own line) and its legal values."""
+
+    name: str
+    values: list[int] = Field(min_length=1)
+
+
 class TaskConfig(Strict):
     name: str
     description: str = ""
@@ -75,6 +82,9 @@ class TaskConfig(Strict):
     gpu: DeviceProfile
     tolerance: dict[str, Tolerance]
     timeouts: Timeouts = Timeouts()
+    tunables: list[Tunable] = Field(default_factory=list)  # for tuners such as the built-in policy
+    constraints: list[str] = Field(default_factory=list)  # Python expressions over the tunables' names
+    rewrites: str | None = None  # a file of the task defining REWRITES = [(name, fn(source) -> source|None)]
     cases: list[Case]  # CPU correctness cases (interpreter)
     workloads: list[Case]  # GPU workloads (correctness and timing)
 
@@ -97,7 +107,8 @@ class Task:
     def __init__(self, root: Path, config: TaskConfig):
         self.root = root
         self.config = config
-        self.hash = _hash_files(root, [ "task.toml", config.baseline, config.reference, config.instruction])
+        self.hash = _hash_files(root, ["task.toml", config.baseline, config.reference, config.instruction,
+                                       *([config.rewrites] if config.rewrites else [])])
 
     @property
     def name(self) -> str:
@@ -114,6 +125,11 @@ class Task:
     @property
     def instruction_path(self) -> Path:
         return self.root / self.config.instruction
+
+    def load_rewrites(self) -> list:
+        if not self.config.rewrites:
+            return []
+        return list(load_module(self.root / self.config.rewrites, f"kopt_task_{self.name}_rewrites").REWRITES)
 
     def load_reference(self) -> ModuleType:
         return load_module(self.reference_path, f"kopt_task_{self.name}_reference")
@@ -147,7 +163,7 @@ def load_task(name_or_path: str | Path) -> Task:
         raise TaskError(f"{toml_path}: not valid TOML: {exc}") from None
     except ValidationError as exc:
         raise TaskError(f"{toml_path}: {exc}") from None
-    for rel in (config.baseline, config.reference, config.instruction):
+    for rel in (config.baseline, config.reference, config.instruction, *([config.rewrites] if config.rewrites else [])):
         if not (root / rel).is_file():
             raise TaskError(f"task {config.name!r} names {rel} but {root / rel} does not exist")
     return Task(root, config)

@@ -99,7 +99,7 @@ def test_evaluate_snapshots_caches_and_reverts(box):
     assert not run(box, "revert", candidate=1).is_error
     assert box.ws.kernel.read_text() == "# FAST\n"
     kinds = [k for k, _ in box.events]
-    assert kinds == ["evaluation", "evaluation"]
+    assert kinds == ["evaluation", "evaluation_cached", "evaluation"]
     assert oct(os.stat(box.ws.root / "candidates" / "0001.py").st_mode & 0o777) == "0o444"
 
 
