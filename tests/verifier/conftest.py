@@ -1,0 +1,47 @@
+"""Fixtures for the verifier's self-tests: task copies and cached verdicts (the real task is
+tests/conftest.py's `extend_task`).
+
+See panel_support.py for why task copies ("sub-tasks") may be used to show a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from tests.verifier.panel_support import SECRET, TASK_NAME, kernel_path, make_task_copy
+
+from kopt.verifier.evaluate import evaluate
+from kopt.verifier.task import Task
+from kopt.verifier.verdict import Verdict
+
+
+@pytest.fixture(scope="session")
+def sub_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Task]:
+    """sub_task(cases=[...], dtypes=[...], seeds=1, hidden=0, timeouts={...}) -> a task copy."""
+    made: dict[str, Task] = {}
+
+    def make(**kwargs: Any) -> Task:
+        key = json.dumps(kwargs, sort_keys=True)
+        if key not in made:
+            made[key] = make_task_copy(tmp_path_factory.mktemp("task") / TASK_NAME, **kwargs)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def full_verdict(extend_task: Task) -> Callable[[str], Verdict]:
+    """full_verdict("mut_zeros.py") (or a Path): evaluate() on the real task, once per kernel."""
+    cache: dict[str, Verdict] = {}
+
+    def get(name: str | Path) -> Verdict:
+        key = str(name)
+        if key not in cache:
+            path = name if isinstance(name, Path) else kernel_path(name)
+            cache[key] = evaluate(path, extend_task, device="cpu", secret=SECRET)
+        return cache[key]
+
+    return get

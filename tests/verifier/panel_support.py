@@ -1,0 +1,110 @@
+"""Helpers for the verifier's self-tests (tests/verifier): kernels, task copies, verdict summaries.
+
+Every evaluation here is real: the static gate, child processes, the Triton interpreter and
+the fp64 reference. Secrets are fixed so that seeds and hidden cases are deterministic.
+
+Task copies ("sub-tasks") keep the real task's files and case definitions but select a few
+of its cases, dtypes and seeds (and may lower the timeouts). They are used only to show that
+a kernel is *rejected*: rejection is monotone in the case set (any failing case run rejects
+the whole evaluation, and a case's seeds depend only on the secret, its id, dtype and seed
+index), so a kernel rejected on a subset of the real cases is rejected on all of them. A
+kernel that must *pass* is always evaluated on the real, full task.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from kopt.verifier.task import Task, load_task
+from kopt.verifier.verdict import Verdict
+
+KERNELS = Path(__file__).parent / "kernels"
+SECRET = 1234  # fixed: deterministic seeds and hidden cases
+TASK_NAME = "extend_attention"
+
+
+def kernel_path(name: str) -> Path:
+    path = KERNELS / name
+    assert path.is_file(), f"missing test kernel {path}"
+    return path
+
+
+# ---- a minimal TOML writer, enough for task.toml (tomllib only reads)
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Tables as [a.b] headers, top-level lists of tables as [[a]]; anything deeper inline."""
+    def nested(v: Any) -> bool:
+        return _is_table(v) or (_is_table_array(v) and not prefix)
+
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not nested(v)]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if _is_table(value):
+            scalars = {k: v for k, v in value.items() if not _is_table(v)}
+            if scalars or not value:
+                out += f"\n[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in scalars.items())
+            tables = {k: v for k, v in value.items() if _is_table(v)}
+            if tables:
+                out += dump_toml(tables, prefix=f"{name}.")
+        elif _is_table_array(value) and not prefix:
+            for entry in value:
+                out += f"\n[[{name}]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in entry.items())
+    return out
+
+
+def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[str] | None = None,
+                   seeds: int | None = None, hidden: int | None = None,
+                   timeouts: dict[str, float] | None = None) -> Task:
+    """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds."""
+    source = load_task(TASK_NAME).root
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    raw = tomllib.loads((dest / "task.toml").read_text())
+    if cases is not None:
+        known = {c["id"]: c for c in raw["cases"]}
+        missing = [c for c in cases if c not in known]
+        assert not missing, f"the real task has no case {missing}: the test's defence is gone"
+        raw["cases"] = [known[c] for c in cases]
+    if dtypes is not None:
+        raw["cpu"]["dtypes"] = dtypes
+    if seeds is not None:
+        raw["cpu"]["seeds"] = seeds
+    if hidden is not None:
+        raw["cpu"]["hidden_cases"] = hidden
+    if timeouts:
+        raw.setdefault("timeouts", {}).update(timeouts)
+    (dest / "task.toml").write_text(dump_toml(raw))
+    task = load_task(dest)
+    assert task.name == TASK_NAME
+    return task
+
+
+def describe(verdict: Verdict) -> str:
+    """A compact verdict for assertion messages."""
+    failed = [f"{c.case}/{c.dtype}" for c in verdict.cases if not c.passed]
+    return f"status={verdict.status} phase={verdict.phase} reason={verdict.reason!r} failed={failed}"

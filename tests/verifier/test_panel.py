@@ -1,0 +1,162 @@
+"""The verifier proves its own power (VERIFIER.md): the mutation panel and the honest kernels.
+
+Each cheap wrong kernel in kernels/mut_*.py is evaluated by the real evaluate() on the real
+task (every public case, both CPU dtypes, both seeds, the hidden cases) and must be rejected.
+The stronger property: it must fail *every* case run in which its mutation changes the math,
+and - so that the panel also catches a trigger-happy verifier - pass every case run in which
+the mutation is a no-op (e.g. no_causal on the non-causal case C4, the GQA head map on MHA or
+MQA cases). Whether a mutation changes the math is decided here from the case's own inputs
+(lengths, heads, masks, window), with the contract's visibility rule restated independently.
+
+The baseline and two honest kernels with other tilings/structures must pass with status "ok".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from tests.verifier.panel_support import SECRET, describe
+
+from kopt.verifier.evaluate import plan_items
+from kopt.verifier.task import Task
+
+pytestmark = pytest.mark.slow  # each full evaluation takes ~20-40 s under the interpreter
+
+
+# ---- what each case run looks like (from the trusted input generator)
+@dataclass
+class Request:
+    p: int
+    e: int
+    vis: torch.Tensor  # [E, P+E] bool: which keys each extend query sees
+    vis_non_causal: torch.Tensor  # the same with is_causal=False
+
+
+@dataclass
+class Facts:
+    hq: int
+    hkv: int
+    lq: int
+    lv: int
+    requests: list[Request]
+
+
+def visibility(p: int, e: int, causal: bool, window: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """The contract's visibility rule (EXTEND_ATTENTION.md), restated here, not imported."""
+    t = torch.arange(e)[:, None]
+    j = torch.arange(p + e)[None, :]
+    ext = j >= p
+    vis = torch.ones(e, p + e, dtype=torch.bool)
+    if mask is not None:
+        vis = torch.where(ext, mask.view(e, p + e).bool(), vis)
+    elif causal:
+        vis = vis & (~ext | (j - p <= t))
+    if window > 0:  # prefix: P+t <= j+W; extend key u = j-P: t <= u+W, i.e. the same rule
+        vis = vis & (p + t <= j + window)
+    return vis
+
+
+def case_facts(reference, item: dict) -> Facts:
+    inputs = reference.make_inputs(item["params"], torch.float32, item["seed"], "cpu")
+    qo, kv = inputs["qo_indptr"].tolist(), inputs["kv_indptr"].tolist()
+    mask, mask_ptr = inputs["custom_mask"], inputs["mask_indptr"]
+    causal, window = inputs["is_causal"], inputs["sliding_window_size"]
+    requests = []
+    for b in range(len(qo) - 1):
+        p, e = kv[b + 1] - kv[b], qo[b + 1] - qo[b]
+        block = None
+        if mask is not None:
+            start = int(mask_ptr[b])
+            block = mask[start:start + e * (p + e)]
+        requests.append(Request(p, e, visibility(p, e, causal, window, block),
+                                visibility(p, e, False, window, block)))
+    _, hq, lq = inputs["q_extend"].shape
+    return Facts(hq, inputs["k_extend"].shape[1], lq, inputs["v_extend"].shape[2], requests)
+
+
+# ---- when does each mutation change the output?
+def sees_any_key(f: Facts) -> bool:
+    return any(r.vis.any() for r in f.requests)
+
+
+def sees_two_keys(f: Facts) -> bool:  # softmax weights matter only with >= 2 visible keys
+    return any((r.vis.sum(1) >= 2).any() for r in f.requests)
+
+
+def sees_prefix(f: Facts) -> bool:
+    return any(r.vis[:, :r.p].any() for r in f.requests)
+
+
+def sees_prefix_tail(f: Facts) -> bool:  # mut_skip_prefix_tail drops the last ceil(P/10) keys
+    return any(r.vis[:, r.p - (r.p + 9) // 10:r.p].any() for r in f.requests)
+
+
+def causality_matters(f: Facts) -> bool:
+    return any((r.vis != r.vis_non_causal).any() for r in f.requests)
+
+
+def gqa_map_matters(f: Facts) -> bool:  # h % Hkv == h // G for every h iff Hkv == 1 or G == 1
+    return f.hkv > 1 and f.hq // f.hkv > 1 and sees_any_key(f)
+
+
+def sees_second_prefix_tile(f: Facts) -> bool:
+    # mut_drop_block drops prefix positions [BLOCK_N, 2*BLOCK_N): its tiles are the baseline's,
+    # BLOCK_N = 64, or 32 when a padded head dim exceeds 128.
+    block_n = 32 if max(_pow2(f.lq), _pow2(f.lv)) > 128 else 64
+    return any(r.vis[:, block_n:min(2 * block_n, r.p)].any() for r in f.requests)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+MUTANTS: dict[str, Callable[[Facts], bool]] = {
+    "mut_zeros.py": sees_any_key,
+    "mut_mean_v.py": sees_two_keys,
+    "mut_skip_prefix.py": sees_prefix,
+    "mut_skip_prefix_tail.py": sees_prefix_tail,
+    "mut_no_causal.py": causality_matters,
+    "mut_scale_105.py": sees_two_keys,
+    "mut_gqa_map.py": gqa_map_matters,
+    "mut_drop_block.py": sees_second_prefix_tile,
+}
+
+
+@pytest.fixture(scope="module")
+def planned(extend_task: Task) -> list[tuple[dict, Facts]]:
+    """Every case run evaluate() makes for SECRET, in order, with what its inputs look like."""
+    reference = extend_task.load_reference()
+    return [(item, case_facts(reference, item)) for item in plan_items(extend_task, "cpu", SECRET)]
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
+    verdict = full_verdict(name)
+    assert verdict.status == "rejected" and verdict.phase == "correctness", describe(verdict)
+    rows = verdict.cases
+    assert [(c.case, c.dtype, c.hidden) for c in rows] == \
+        [(i["case"], i["dtype"], i["hidden"]) for i, _ in planned], "verdict rows are not the planned case runs"
+    changes = MUTANTS[name]
+    must_fail = [(item["key"], row) for (item, facts), row in zip(planned, rows) if changes(facts)]
+    no_op = [(item["key"], row) for (item, facts), row in zip(planned, rows) if not changes(facts)]
+    assert must_fail, f"{name}: no case run exercises this mutation at all"
+    missed = [key for key, row in must_fail if row.passed]
+    assert not missed, f"{name} passed case runs its mutation changes: {missed}"
+    spurious = [(key, row.reason) for key, row in no_op if not row.passed]
+    assert not spurious, f"{name} failed case runs its mutation does not change: {spurious}"
+
+
+HONEST = ["baseline", "honest_small_blocks.py", "honest_split_loops.py"]
+
+
+@pytest.mark.parametrize("name", HONEST)
+def test_honest_kernel_passes(name, extend_task, full_verdict, planned):
+    verdict = full_verdict(extend_task.baseline_path if name == "baseline" else name)
+    assert verdict.status == "ok", describe(verdict)
+    assert len(verdict.cases) == len(planned) and all(c.passed for c in verdict.cases), describe(verdict)
+    assert any(c.hidden for c in verdict.cases)
+    assert verdict.compile is not None and verdict.compile.ok and verdict.compile.kernels
+    assert verdict.timing is not None and verdict.timing.label == "interpreter (CPU)"
