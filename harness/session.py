@@ -17,6 +17,7 @@ from kopt.harness.run import Run, new_run_id
 from kopt.harness.trajectory import CorruptTrajectory
 from kopt.harness.workspace import Budgets, RunConfig, RunLocked, StallPolicy, Workspace
 from kopt.verifier.compile import TargetError, parse_target
+from kopt.verifier import sandbox
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
 from kopt.verifier.task import Task, TaskError, load_task
 
@@ -100,7 +101,7 @@ def execute(ws: Workspace, task: Task) -> int:
 def _execute(ws: Workspace, task: Task) -> int:
     console = Console()
     config = ws.config
-
+    sandbox.sweep_stale_dirs()  # what a killed kopt left behind
     def evaluate_candidate(source: str, candidate_id: int):
         return evaluate(source, task, device=config.device, target=config.target,
                         secret=mix_seed(config.secret, "candidate", candidate_id))

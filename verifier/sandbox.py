@@ -32,25 +32,46 @@ TEMP_PREFIX = "kopt-eval-"
 STALE_AFTER_S = 2 * 3600
 
 
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def temp_prefix() -> str:
+    """kopt-eval-<pid namespace>-<pid>-: whose directory it is, even when /tmp is shared."""
+    return f"{TEMP_PREFIX}{_pid_namespace()}-{os.getpid()}-"
+
+
 def sweep_stale_dirs() -> int:
-    """Remove evaluation temp dirs whose kopt process is gone (killed before it could clean up)."""
-    removed = 0
-    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
-        pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+    """Remove evaluation temp dirs of kopt processes that are gone (killed before they could clean up).
+
+    A directory of this pid namespace whose process is dead goes at once; one from another
+    namespace (a container sharing /tmp) only when untouched for hours."""
+    removed, ours = 0, _pid_namespace()
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*-*"):
+        namespace, pid = (path.name[len(TEMP_PREFIX):].split("-") + ["", ""])[:2]
+        if not pid.isdigit():
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # and untouched for a while: /tmp may be shared with other pid namespaces
+        if namespace == ours:
+            if int(pid) == os.getpid():
+                continue
             try:
-                idle_s = time.time() - path.stat().st_mtime
+                os.kill(int(pid), 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        else:
+            try:
+                if time.time() - path.stat().st_mtime < STALE_AFTER_S:
+                    continue
             except OSError:
                 continue
-            if idle_s > STALE_AFTER_S:
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        except PermissionError:
-            pass
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
     return removed
 
 
@@ -108,7 +129,7 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
 
     `cancel` set by another thread stops the child early (a sibling phase already failed).
     """
-    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix()) as tmp:
         root = Path(tmp)
         cwd = root / "cwd"
         cwd.mkdir()
