@@ -27,6 +27,7 @@ NOTE = "builtin tried "
 TRIED = re.compile(r"^builtin tried (?P<key>\S+) => (?P<outcome>.*)$", re.MULTILINE)
 STATUS = re.compile(r"^candidate (?P<id>\d{4}): (?P<status>OK|REJECTED|ERROR)", re.MULTILINE)
 SCORE = re.compile(r"(?:GPU geomean speedup|time ratio baseline/candidate) (?P<score>[0-9.]+)")
+TRYING = re.compile(r"^Trying (?P<key>\S+); incumbent (?P<id>\d{4}) spill (?P<spill>\d+) B\.")
 SPILL = re.compile(r"spill (?P<bytes>\d+|None) B")
 OUTCOME = re.compile(r"^candidate (?P<id>\d{4}) (?P<status>ok|rejected|error)(?: (?P<score>[0-9.]+))?(?: spill (?P<spill>\d+))?")
 
@@ -71,6 +72,9 @@ class BuiltinModel:
 
     # ---- the model interface
     def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ModelResponse:
+        if not tools:  # asked to summarise for a compaction: everything it needs is in NOTES.md
+            return ModelResponse(message=AssistantMessage(content="The built-in policy keeps its memory in NOTES.md."),
+                                 model=self.name)
         calls, text = self.decide(messages)
         # ids are unique and stable: the request (which holds the run's counters) decides them
         digest = hashlib.sha256("".join(m.model_dump_json() for m in messages).encode()).hexdigest()[:12]
@@ -80,43 +84,40 @@ class BuiltinModel:
 
     # ---- the policy
     def decide(self, messages: list[Message]) -> tuple[list[tuple[str, dict]], str]:
+        """Each step depends only on the latest turn plus what NOTES.md and the kernel say, and
+        those two are always read together, so a compaction between steps loses nothing."""
         turns = self.turns(messages)
-        notes_read = [i for i, (c, r) in enumerate(turns) if c.name == "read_file" and
-                      json.loads(c.arguments).get("path") == "NOTES.md" and r is not None and not r.is_error]
-        if not notes_read:
-            return [("read_file", {"path": "NOTES.md"})], "Reading my notes: what has been tried."
-        memory = self.memory(turns, notes_read[-1])
-        last, result = turns[-1]
-        if last.name == "evaluate" and result is not None:
+        last, result = turns[-1] if turns else (None, None)
+        if last is not None and last.name == "evaluate" and result is not None:
             key = json.loads(last.arguments).get("note", "")
             return [("notes", {"text": f"{NOTE}{key} => {self.outcome(result.content)}"})], f"Recording {key}."
-        if last.name == "compile_report" and result is not None:
-            key = self.pending_key(messages)
-            incumbent = self.incumbent(memory)
-            limit = max(self.spill_slack, 4 * incumbent.spill) if incumbent else None
+        if last is not None and last.name == "compile_report" and result is not None:
+            plan = TRYING.search(self.latest_text(messages) or "")
+            key = plan.group("key") if plan else "unknown"
+            incumbent = int(plan.group("id")) if plan else None
+            limit = max(self.spill_slack, 4 * int(plan.group("spill"))) if plan else self.spill_slack
             spill = spill_total(result.content)
-            if result.is_error or (limit is not None and spill > limit):
+            if result.is_error or spill > limit:
                 why = result.content.splitlines()[0][:160] if result.is_error else f"spills {spill} B (limit {limit} B)"
                 calls = [("notes", {"text": f"{NOTE}{key} => pruned: {why}"})]
-                if incumbent and incumbent.candidate:
-                    calls.append(("revert", {"candidate": incumbent.candidate}))
+                if incumbent:
+                    calls.append(("revert", {"candidate": incumbent}))
                 return calls, f"Skipping {key}: {why}."
             return [("evaluate", {"note": key})], f"Evaluating {key}."
+        notes_at = self.last_read(turns, "NOTES.md")
+        text = self.kernel_text(turns)
+        if notes_at is None or text is None:
+            return [("read_file", {"path": "NOTES.md"}), ("read_file", {"path": self.editable})], \
+                "Reading my notes (what has been tried) and the kernel."
+        memory = self.memory(turns, notes_at)
         if not memory:  # nothing measured yet: the starting point first
-            text = self.kernel_text(turns)
-            if text is None:
-                return [("read_file", {"path": self.editable})], "Reading the kernel."
             intro = [("notes", {"text": self.note})] if self.note and self.note not in self.notes_text(turns) else []
-            return intro + [("evaluate", {"note": self.key(self.values(text), ())})], "Measuring the starting point."
+            return intro + [("evaluate", {"note": self.key_of(text)})], "Measuring the starting point."
         incumbent = self.incumbent(memory)
         if incumbent is None:
             return [("finish", {"summary": "the starting kernel does not pass the verifier; nothing to tune"})], "Stop."
-        at_incumbent = self.current_key(turns) == incumbent.key
-        if not at_incumbent:
+        if not self.holds(text, incumbent.key):
             return [("revert", {"candidate": incumbent.candidate})], f"Back to candidate {incumbent.candidate:04d}."
-        text = self.kernel_text(turns, since_mutation=True)
-        if text is None:
-            return [("read_file", {"path": self.editable})], "Reading the current kernel."
         target = self.next_change(text, incumbent, {t.key for t in memory})
         if target is None:
             return [("finish", {"summary": self.summary(memory, incumbent)})], "Search space exhausted."
@@ -125,21 +126,26 @@ class BuiltinModel:
         if not edits:
             return [("notes", {"text": f"{NOTE}{key} => pruned: no change to the source"})], "No-op change."
         return [("edit_file", {"path": self.editable, "old": old, "new": new}) for old, new in edits] + \
-               [("compile_report", {})], f"Trying {key}."
+               [("compile_report", {})], \
+               f"Trying {key}; incumbent {incumbent.candidate:04d} spill {incumbent.spill} B."
 
     # ---- reading the conversation
-    @staticmethod
-    def pending_key(messages: list[Message]) -> str:
-        """The configuration being tried: announced in the text of the turn that made the edits."""
-        for m in reversed(messages):
-            if isinstance(m, AssistantMessage) and m.content and m.content.startswith("Trying "):
-                return m.content[len("Trying "):].rstrip(".")
-        return "unknown"
-
     @staticmethod
     def turns(messages: list[Message]) -> list[tuple[ToolCall, ToolMessage | None]]:
         results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
         return [(c, results.get(c.id)) for m in messages if isinstance(m, AssistantMessage) for c in m.tool_calls]
+
+    @staticmethod
+    def latest_text(messages: list[Message]) -> str | None:
+        for m in reversed(messages):
+            if isinstance(m, AssistantMessage):
+                return m.content
+        return None
+
+    @staticmethod
+    def last_read(turns, path: str) -> int | None:
+        return max((i for i, (c, r) in enumerate(turns) if c.name == "read_file" and r is not None and not r.is_error
+                    and json.loads(c.arguments).get("path") == path), default=None)
 
     @staticmethod
     def notes_text(turns) -> str:
@@ -180,9 +186,10 @@ class BuiltinModel:
         parts.append(f"spill {spill_total(content)}")
         return " ".join(parts)
 
-    def kernel_text(self, turns, since_mutation: bool = False) -> str | None:
+    def kernel_text(self, turns) -> str | None:
+        """The kernel as last read, if nothing changed it since."""
         for c, r in reversed(turns):
-            if since_mutation and c.name in ("edit_file", "revert", "write_file"):
+            if c.name in ("edit_file", "revert", "write_file"):
                 return None
             if c.name == "read_file" and json.loads(c.arguments).get("path") == self.editable and r is not None:
                 if r.is_error or "\n" not in r.content:
@@ -190,27 +197,15 @@ class BuiltinModel:
                 return r.content.split("\n", 1)[1]
         return None
 
-    def current_key(self, turns) -> str | None:
-        """The key of the kernel file now: after a revert, that candidate's; after an evaluation, its note."""
-        for c, r in reversed(turns):
-            if c.name == "revert" and r is not None and not r.is_error:
-                cid = json.loads(c.arguments).get("candidate")
-                return self._key_of_candidate(turns, cid)
-            if c.name == "evaluate":
-                return json.loads(c.arguments).get("note")
-            if c.name in ("edit_file", "write_file"):
-                return None
-        return None
+    def key_of(self, text: str) -> str:
+        """The configuration a kernel text holds: its constants, and the rewrites whose pattern is
+        absent (applied, or never applicable: either way not something left to try)."""
+        return self.key(self.values(text), tuple(r.name for r in self.rewrites if r.apply(text) is None))
 
-    def _key_of_candidate(self, turns, cid) -> str | None:
-        notes_at = max((i for i, (c, r) in enumerate(turns) if c.name == "read_file" and "NOTES.md" in c.arguments),
-                       default=None)
-        if notes_at is None:
-            return None
-        for t in self.memory(turns, notes_at):
-            if t.candidate == cid:
-                return t.key
-        return None
+    def holds(self, text: str, key: str) -> bool:
+        values, rewrites = self.parse_key(key)
+        here_values, here_rewrites = self.parse_key(self.key_of(text))
+        return here_values == values and set(here_rewrites) == set(rewrites)
 
     # ---- the search space
     def values(self, text: str) -> dict[str, int]:
