@@ -543,7 +543,7 @@ def test_builtin_keeps_unique_call_ids_and_ends_when_its_context_is_compacted(tm
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     proc = kopt("run", "--task", "rmsnorm", "--model", "builtin", "--run-dir", str(run), "--context-tokens", "2500",
-                "--max-tool-calls", "40", tmpdir=tmpdir, timeout=240)
+                "--max-tool-calls", "120", tmpdir=tmpdir, timeout=400)
     events = complete_events(run / TRAJ)
     ids = [c["id"] for e in events if e["type"] == "model_response" for c in e["response"]["message"]["tool_calls"]]
     print(f"exit {proc.returncode}; {len(ids)} tool calls, {len(set(ids))} distinct ids; "
