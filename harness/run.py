@@ -25,7 +25,7 @@ from kopt.harness import trajectory
 from kopt.harness.candidates import CandidateStore, score
 from kopt.harness.tools import ToolBox, ToolOutcome, sha_of
 from kopt.harness.trajectory import Event, write_atomic
-from kopt.harness.workspace import STOP_FILE, RunConfig, Workspace
+from kopt.harness.workspace import STOP_FILE, Workspace
 
 TERMINAL = {"finished", "budget", "model_error", "stalled"}
 RECENT_EVALUATIONS = 15

@@ -187,7 +187,7 @@ class ToolBox:
         if not items:
             return ToolOutcome("no candidates evaluated yet")
         shown = items[-30:]
-        lines = [f"{len(items)} candidates" + (f" (last 30 shown)" if len(items) > 30 else "") + ":"]
+        lines = [f"{len(items)} candidates" + (" (last 30 shown)" if len(items) > 30 else "") + ":"]
         for c in shown:
             value, label = score(c.verdict)
             status = c.verdict.status if c.verdict else "interrupted"

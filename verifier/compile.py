@@ -74,7 +74,6 @@ def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
 
 
 def compile_entry_point(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
-    import torch
     import triton.runtime.jit as jit
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver

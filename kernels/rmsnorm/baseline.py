@@ -3,7 +3,6 @@
 One program per row; the row is walked in BLOCK_N chunks twice (sum of squares, then the
 scaled write), with fp32 accumulation, so any hidden size works.
 """
-import torch
 import triton
 import triton.language as tl
 

@@ -13,7 +13,7 @@ from kopt.agent.openai import OpenAIModel
 from kopt.agent.retry import RetryPolicy
 from kopt.harness import trajectory
 from kopt.harness.run import Run
-from kopt.harness.workspace import Budgets, RunConfig, StallPolicy, Workspace
+from kopt.harness.workspace import Budgets, StallPolicy
 from tests.agent.server import DROP, Reply, ScriptedServer, openai_completion
 from tests.harness.helpers import FakeVerifier, make_workspace
 
