@@ -146,7 +146,7 @@ class Correctness:
         cases = {c.id: c for c in self.task.config.cases}
         dtype = self.items[0]["dtype"] if self.items else "float32"
         for spec in self.task.config.raises:
-            item = {"key": f"raises-{spec.id}", "case": spec.id, "params": cases[spec.case].params, "dtype": dtype,
+            item = {"key": f"raises-{spec.id}", "case": f"raises:{spec.id}", "params": cases[spec.case].params, "dtype": dtype,
                     "seed": coin(self.secret, spec.id), "hidden": False}
             row = check.new_row(item)
             inputs = self.inputs(item, 0)

@@ -166,7 +166,7 @@ class _Module:
         if not all(isinstance(t, ast.Name) for t in targets) or stmt.value is None:
             self.fail(stmt, "module-state", "module-level assignments may only bind plain names to constants")
             return
-        if not self.is_constant(stmt.value):
+        if not (self.is_constant(stmt.value) or self.is_config_list(stmt.value)):
             self.fail(stmt, "module-state", "module-level values must be constants (numbers, strings, tuples of "
                       "them, tl dtypes, tl.constexpr(...), triton.Config lists): mutable module state could carry "
                       "results between calls")
@@ -176,13 +176,12 @@ class _Module:
             self.constants.add(t.id)
 
     def is_constant(self, node: ast.AST) -> bool:
+        """Immutable values only: numbers, strings, tuples, dtypes, tl.constexpr(...), triton.Config(...)
+        (a module-level list is allowed only when it holds triton.Config objects: autotune's configs)."""
         if isinstance(node, ast.Constant):
-            return True
-        if isinstance(node, (ast.Tuple, ast.List)):
+            return not isinstance(node.value, bytes)
+        if isinstance(node, ast.Tuple):
             return all(self.is_constant(e) for e in node.elts)
-        if isinstance(node, ast.Dict):
-            return all(k is not None and self.is_constant(k) and self.is_constant(v)
-                       for k, v in zip(node.keys, node.values))
         if isinstance(node, ast.UnaryOp):
             return self.is_constant(node.operand)
         if isinstance(node, ast.BinOp):
@@ -191,15 +190,27 @@ class _Module:
             return node.id in self.constants
         if isinstance(node, ast.Attribute):
             chain = self.chain(node)
-            return chain is not None and (chain in A.MATH_CHAINS or chain in A.TORCH_CHAINS or (
+            return chain is not None and (chain in A.MATH_CHAINS or chain in A.TORCH_CHAINS and
+                                          chain.split(".")[1] in A.DTYPE_NAMES or (
                 chain.startswith("triton.language.") and chain.split(".")[-1] in A.TL_FUNCTIONS))
         if isinstance(node, ast.Call):
             chain = self.chain(node.func)
-            ok = chain in {"triton.language.constexpr", "triton.Config", "triton.next_power_of_2", "triton.cdiv"} or (
+            if chain == "triton.Config":
+                first = node.args[0] if node.args else None
+                return len(node.args) == 1 and isinstance(first, ast.Dict) and all(
+                    k is not None and self.is_constant(k) and self.is_constant(v)
+                    for k, v in zip(first.keys, first.values)) and all(
+                    k.arg in A.CONFIG_KWARGS - {"pre_hook"} and self.is_constant(k.value) for k in node.keywords)
+            ok = chain in {"triton.language.constexpr", "triton.next_power_of_2", "triton.cdiv"} or (
                 chain in A.MATH_CHAINS)
             return ok and all(self.is_constant(a) for a in node.args) and all(
                 k.arg is not None and self.is_constant(k.value) for k in node.keywords)
         return False
+
+    def is_config_list(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.List) and all(
+            isinstance(e, ast.Call) and self.chain(e.func) == "triton.Config" and self.is_constant(e)
+            for e in node.elts)
 
     def register(self, fn: ast.FunctionDef) -> None:
         names = [self.chain(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list]
@@ -258,7 +269,8 @@ class _Module:
                                           k.value == "early_config_prune" else "hook")
                     elif kw.arg in {"pre_hook", "post_hook"}:
                         self.hook_ref(kw.value, "hook")
-                    elif not self.is_constant(kw.value):
+                    elif not (self.is_constant(kw.value) or isinstance(kw.value, ast.List) and all(
+                            self.is_constant(e) for e in kw.value.elts)):
                         self.fail(kw.value, "autotune", f"autotune option {kw.arg!r} must be a constant")
             elif chain == "triton.heuristics":
                 values = dec.args[0] if dec.args else None
@@ -398,9 +410,11 @@ class _Checker:
 class _Host(_Checker):
     """Host code: every expression gets a kind (value, tensor, meta dict, config, ...)."""
 
-    def __init__(self, mod: _Module, fn: ast.FunctionDef | ast.Lambda, report: bool, role: str | None = None):
+    def __init__(self, mod: _Module, fn: ast.FunctionDef | ast.Lambda, report: bool, role: str | None = None,
+                 outer: dict[str, str] | None = None):
         super().__init__(mod, fn, report)
         self.role = role
+        self.scope.kinds.update(outer or {})  # a lambda reads its enclosing function's locals
         name = getattr(fn, "name", None)
         kinds = mod.params.get(name) if name else None
         for i, arg in enumerate(_all_args(fn)):
@@ -665,6 +679,13 @@ class _Host(_Checker):
                 return TENSOR
             return self.call_library(node, chain, arg_kinds, kw_kinds)
         if isinstance(func, ast.Name):
+            if func.id in self.scope.kinds:  # a local: only a grid lambda bound to a name
+                self.fail(node, "call", f"{func.id} is a local value: call functions of this file directly")
+                return TENSOR
+            if func.id not in A.HOST_BUILTINS and func.id not in A.EXCEPTIONS:
+                self.fail(node, "name", f"{func.id}() is not allowed (allowed builtins: "
+                          f"{', '.join(sorted(A.HOST_BUILTINS - {'None', 'True', 'False'}))})")
+                return TENSOR
             return self.call_builtin(node, func.id, arg_kinds)
         if isinstance(func, ast.Attribute):
             kind = self.expr(func)
@@ -686,7 +707,7 @@ class _Host(_Checker):
 
     def launch(self, node: ast.Call, kernel: str, grid: ast.AST) -> None:
         if isinstance(grid, ast.Lambda):
-            _Host(self.mod, grid, self.report, role="grid").run()
+            _Host(self.mod, grid, self.report, role="grid", outer=self.scope.kinds).run()
         elif isinstance(grid, ast.Name) and grid.id in self.mod.host:
             self.mod.roles[grid.id] = "grid"
         else:
@@ -793,7 +814,7 @@ class _Host(_Checker):
             self.index(key)
             return TENSOR
         index = self.index(node.slice)
-        if base == TENSOR and index != VALUE:
+        if index != VALUE:
             self.fail(node, "host-read", "indexing with a value that may be a tensor reads it on the host")
         if base == CONFIGS:
             return CONFIG
@@ -904,7 +925,7 @@ class _Host(_Checker):
         for default in node.args.defaults:
             if not self.mod.is_constant(default):
                 self.fail(default, "mutable-default", "default argument values must be constants")
-        _Host(self.mod, node, self.report, role="grid").run()
+        _Host(self.mod, node, self.report, role="grid", outer=self.scope.kinds).run()
         return FUNC
 
     def x_Starred(self, node: ast.Starred) -> str:

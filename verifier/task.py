@@ -140,6 +140,12 @@ class Task:
     def baseline_path(self) -> Path:
         return self.root / self.config.baseline
 
+    def instruction_text(self) -> str:
+        """What the agent is told: the task's instruction.md plus what the static gate allows."""
+        from kopt.verifier.gate import summary
+        text = (self.root / self.config.instruction).read_text().rstrip()
+        return f"{text}\n\n## What the verifier's static gate allows\n{summary()}\n"
+
     @property
     def reference_path(self) -> Path:
         return self.root / self.config.reference
