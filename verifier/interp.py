@@ -223,8 +223,7 @@ def _bf16_bits(x: np.ndarray, rtz: bool = False) -> np.ndarray:
     with np.errstate(over="ignore"):
         up = np.uint32(0) if rtz else np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
         rounded = ((bits + up) >> np.uint32(16)).astype(np.uint16)
-    quiet_nan = ((bits >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
-    return np.where(np.isnan(x), quiet_nan, rounded)
+    return np.where(np.isnan(x), np.uint16(0x7FFF), rounded)  # the canonical NaN of a GPU's cvt
 
 
 def _bf16_widen(bits: np.ndarray) -> np.ndarray:
