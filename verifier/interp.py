@@ -324,6 +324,9 @@ def _patch_bf16(interp: Any) -> None:
         raise InterpreterLimitation("tl.inline_asm_elementwise")
 
     interp._get_np_dtype, interp._validate_np_data_size = np_dtype, validate
+    # bf16 constants (`x * 1.5` on bf16 x) round once from the Python float, as the compiler does
+    # (3.9 rounds through fp32; 3.6 lacks get_bf16)
+    builder_cls.get_bf16 = lambda self, value: Handle(np.array([value], np.float64), tl.bfloat16)
     handle_cls.__post_init__ = post_init
     for name, fn in (("cast_impl", cast_impl), ("create_fp_to_fp", fp_to_fp), ("create_bitcast", bitcast),
                      ("create_masked_load", masked_load), ("create_masked_store", masked_store),
@@ -438,6 +441,8 @@ def _patch_libdevice(interp: Any) -> None:
     def patch_lang(fn: Any) -> Any:
         scope = orig_patch_lang(fn)
         interp._patch_builtin(tl.math, builder, scope)  # tl.math also when imported on its own
+        # 3.6 calls int() on a 1-element array, which numpy 2 refuses (3.9 squeezes it first)
+        scope.set_attr(tl.core.tensor, "__index__", lambda self: int(np.asarray(self.handle.data).squeeze()))
         for (m, n), replacement in replacements.items():
             scope.set_attr(m, n, replacement)
         swapped = {k: v for k, v in fn.__globals__.items() if id(v) in originals}  # `from libdevice import tanh`

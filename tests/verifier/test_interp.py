@@ -30,7 +30,7 @@ from kopt.verifier import interp
 
 def run_snippet(*parts: str, interpret: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     """Run PRELUDE + parts (each dedented on its own) as a script (@triton.jit reads its source)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "snippet.py"
         script.write_text(PRELUDE + "".join(textwrap.dedent(part) for part in parts))
