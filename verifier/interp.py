@@ -25,11 +25,14 @@ What changes (and the invariant each patch keeps):
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import itertools
 import math
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +60,10 @@ class _State:
 
 
 _STATE = _State()
+_BUILDER_PATCHED = ("cast_impl", "create_fp_to_fp", "create_bitcast", "create_masked_load", "create_masked_store",
+                    "create_fabs", "create_fma", "create_atomic_rmw", "create_atomic_cas", "create_inline_asm")
+_LIBDEVICE_MODULES = ("triton.language.extra.libdevice", "triton.language.extra.cuda.libdevice",
+                      "triton.language.extra.hip.libdevice")  # the stub first, then the backends
 _KNOWN_FAILURES = {  # message fragment -> what the limitation names
     "0 active drivers": "benchmarking (multi-config @triton.autotune) needs a GPU driver",
     "inline_asm not supported": "tl.inline_asm_elementwise",
@@ -71,11 +78,21 @@ def install(order: str = "forward", seed: int = 0) -> None:
     _STATE.order, _STATE.seed = order, seed
     if "interp" in _STATE.patched:
         return
+    from triton.runtime import autotuner
     from triton.runtime import interpreter as interp
+    # Every internal is checked before anything is patched: all patches or none.
     _require(interp, "GridExecutor", "TensorHandle", "InterpreterBuilder", "interpreter_builder",
              "interpreter_semantic", "_patch_lang", "_patch_builtin", "_get_np_dtype",
-             "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir")
+             "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir", "InterpreterError")
     _require(interp.GridExecutor, "_init_args_hst", "_restore_args_dev")
+    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", *_BUILDER_PATCHED)
+    _require(interp.TensorHandle, "__post_init__")
+    _require(autotuner.Autotuner, "run", "prune_configs")
+    for path in _LIBDEVICE_MODULES:
+        try:
+            importlib.import_module(path)
+        except ImportError as e:
+            raise InterpreterLimitation(f"no {path} in this triton") from e
     _patch_grid(interp)
     _patch_bf16(interp)
     _patch_libdevice(interp)
@@ -132,13 +149,15 @@ def _require(obj: Any, *names: str) -> None:
 
 # ---- program order and write-back ----
 
-def _programs(grid: tuple[int, int, int]) -> list[tuple[int, int, int]]:
-    order = [(x, y, z) for x in range(grid[0]) for y in range(grid[1]) for z in range(grid[2])]
+def _programs(grid: tuple[int, int, int]) -> Iterable[tuple[int, int, int]]:
+    axes = [range(n) for n in grid]
     if _STATE.order == "reverse":
-        order.reverse()
-    elif _STATE.order == "shuffle":
+        return itertools.product(*(reversed(a) for a in axes))
+    if _STATE.order == "shuffle":
+        order = list(itertools.product(*axes))
         random.Random(_STATE.seed).shuffle(order)
-    return order
+        return order
+    return itertools.product(*axes)  # x outermost, z innermost: the interpreter's own nesting
 
 
 def _patch_grid(interp: Any) -> None:
@@ -232,17 +251,12 @@ def _bf16_widen(bits: np.ndarray) -> np.ndarray:
 
 def _patch_bf16(interp: Any) -> None:
     import triton.language as tl
-    handle_cls, builder_cls, native = interp.TensorHandle, interp.InterpreterBuilder, interp._interpreter
-    for name in ("cast_impl", "create_fp_to_fp", "create_bitcast", "create_masked_load", "create_masked_store",
-                 "create_fabs", "create_fma", "create_atomic_rmw", "create_atomic_cas", "create_inline_asm"):
-        _require(builder_cls, name)
-    orig = {name: getattr(builder_cls, name) for name in
-            ("cast_impl", "create_fp_to_fp", "create_bitcast", "create_masked_load", "create_masked_store",
-             "create_fabs", "create_fma", "create_atomic_rmw", "create_atomic_cas")}
-    orig_np_dtype, orig_validate = interp._get_np_dtype, interp._validate_np_data_size
-    orig_post_init = handle_cls.__post_init__
+    Handle, builder_cls, native = interp.TensorHandle, interp.InterpreterBuilder, interp._interpreter
+    names = _BUILDER_PATCHED
+    orig = {name: getattr(builder_cls, name) for name in names}
+    orig_np_dtype, orig_validate, orig_post_init = interp._get_np_dtype, interp._validate_np_data_size, \
+        Handle.__post_init__
     rtz = interp._ir.ROUNDING_MODE.RTZ
-    Handle = handle_cls
 
     def np_dtype(tt: Any) -> np.dtype:
         scalar = tt.element_ty if isinstance(tt, tl.block_type) else tt
@@ -327,18 +341,17 @@ def _patch_bf16(interp: Any) -> None:
     # bf16 constants (`x * 1.5` on bf16 x) round once from the Python float, as the compiler does
     # (3.9 rounds through fp32; 3.6 lacks get_bf16)
     builder_cls.get_bf16 = lambda self, value: Handle(np.array([value], np.float64), tl.bfloat16)
-    handle_cls.__post_init__ = post_init
-    for name, fn in (("cast_impl", cast_impl), ("create_fp_to_fp", fp_to_fp), ("create_bitcast", bitcast),
-                     ("create_masked_load", masked_load), ("create_masked_store", masked_store),
-                     ("create_fabs", fabs), ("create_fma", fma), ("create_atomic_rmw", atomic("create_atomic_rmw")),
-                     ("create_atomic_cas", atomic("create_atomic_cas")), ("create_inline_asm", inline_asm)):
+    Handle.__post_init__ = post_init
+    for name, fn in zip(names, (cast_impl, fp_to_fp, bitcast, masked_load, masked_store, fabs, fma,
+                                atomic("create_atomic_rmw"), atomic("create_atomic_cas"), inline_asm)):
         setattr(builder_cls, name, fn)
 
 
 # ---- libdevice ----
 
 def _ufunc(fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
-    """Float math: fp32 arguments are evaluated in fp64, then rounded to the result dtype."""
+    """Float math: fp32 arguments are evaluated in fp64, then rounded to the result dtype (for fma
+    that is one rounding: an fp32 product is exact in fp64, and 53 >= 2 * 24 + 2 bits)."""
     def run(*xs: np.ndarray) -> np.ndarray:
         wide = [x.astype(np.float64) if x.dtype.kind == "f" and x.itemsize < 8 else x for x in xs]
         with np.errstate(all="ignore"):
@@ -346,45 +359,41 @@ def _ufunc(fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
     return run
 
 
-def _rounded(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
-    return lambda x: fn(x.astype(np.float64))  # float -> integer conversions with a rounding mode
+def _view(dtype: Any) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: x.view(dtype)  # bit reinterpretations (float_as_int and the like)
 
 
-_vec = lambda f: np.vectorize(f, otypes=[np.float64])  # noqa: E731
-_erf, _lgamma, _tgamma = _vec(math.erf), _vec(math.lgamma), _vec(math.gamma)
+_erf, _lgamma, _tgamma = (np.vectorize(f, otypes=[np.float64]) for f in (math.erf, math.lgamma, math.gamma))
 _bits = {"float_as_int": np.int32, "float_as_uint": np.uint32, "int_as_float": np.float32,
          "uint_as_float": np.float32, "double_as_longlong": np.int64, "longlong_as_double": np.float64}
+_NUMPY = {name: name for name in ("tanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "cbrt",
+                                   "sin", "cos", "tan", "sinh", "cosh", "floor", "ceil", "trunc", "rint", "hypot",
+                                   "fmod", "copysign", "ldexp", "isnan", "isinf", "signbit")}
+_NUMPY.update(asin="arcsin", acos="arccos", atan="arctan", asinh="arcsinh", acosh="arccosh", atanh="arctanh",
+              atan2="arctan2", pow="power", sqrt_rn="sqrt", nearbyint="rint", div_rn="divide", add_rn="add",
+              sub_rn="subtract", mul_rn="multiply", fast_dividef="divide", scalbn="ldexp", isfinited="isfinite",
+              finitef="isfinite", abs="abs", fast_powf="power",
+              **{f"fast_{n}f": n for n in ("exp", "log", "log2", "log10", "sin", "cos", "tan", "tanh")})
 _LIBDEVICE: dict[str, Callable[..., np.ndarray]] = {
+    **{name: _ufunc(getattr(np, fn)) for name, fn in _NUMPY.items()},
     **{name: _ufunc(fn) for name, fn in {
-        "tanh": np.tanh, "exp": np.exp, "exp2": np.exp2, "exp10": lambda x: 10.0 ** x, "expm1": np.expm1,
-        "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "sqrt": np.sqrt,
-        "sqrt_rn": np.sqrt, "rsqrt": lambda x: 1.0 / np.sqrt(x), "rsqrt_rn": lambda x: 1.0 / np.sqrt(x),
-        "rcp_rn": lambda x: 1.0 / x, "cbrt": np.cbrt, "rcbrt": lambda x: 1.0 / np.cbrt(x),
-        "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
-        "sinh": np.sinh, "cosh": np.cosh, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
-        "sinpi": lambda x: np.sin(np.pi * x), "cospi": lambda x: np.cos(np.pi * x),
-        "erf": _erf, "erfc": lambda x: 1.0 - _erf(x), "lgamma": _lgamma, "tgamma": _tgamma,
+        "exp10": lambda x: 10.0 ** x, "fast_exp10f": lambda x: 10.0 ** x, "rsqrt": lambda x: 1.0 / np.sqrt(x),
+        "rsqrt_rn": lambda x: 1.0 / np.sqrt(x), "rcp_rn": lambda x: 1.0 / x, "rcbrt": lambda x: 1.0 / np.cbrt(x),
+        "sinpi": lambda x: np.sin(np.pi * x), "cospi": lambda x: np.cos(np.pi * x), "erf": _erf,
+        "erfc": lambda x: 1.0 - _erf(x), "lgamma": _lgamma, "tgamma": _tgamma,
         "normcdf": lambda x: 0.5 * (1.0 + _erf(x / math.sqrt(2.0))),
-        "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc, "rint": np.rint, "nearbyint": np.rint,
-        "round": lambda x: np.copysign(np.floor(np.abs(x) + 0.5), x), "abs": np.abs,
-        "saturatef": lambda x: np.clip(x, 0.0, 1.0), "fast_expf": np.exp, "fast_exp10f": lambda x: 10.0 ** x,
-        "fast_logf": np.log, "fast_log2f": np.log2, "fast_log10f": np.log10, "fast_sinf": np.sin,
-        "fast_cosf": np.cos, "fast_tanf": np.tan, "fast_tanhf": np.tanh, "fast_powf": np.power,
-        "fast_dividef": np.divide, "div_rn": np.divide, "add_rn": np.add, "sub_rn": np.subtract,
-        "mul_rn": np.multiply, "pow": np.power, "atan2": np.arctan2, "hypot": np.hypot, "fmod": np.fmod,
-        "copysign": np.copysign, "fdim": lambda x, y: np.maximum(x - y, 0.0), "ldexp": np.ldexp,
-        "scalbn": np.ldexp, "fma": lambda x, y, z: x * y + z, "fma_rn": lambda x, y, z: x * y + z,
-        "isnan": np.isnan, "isinf": np.isinf, "isfinited": np.isfinite, "finitef": np.isfinite,
-        "signbit": np.signbit, "double2float_rn": lambda x: x, "int2float_rn": lambda x: x,
-        "uint2float_rn": lambda x: x, "ll2float_rn": lambda x: x, "ll2double_rn": lambda x: x,
-        "int2double_rn": lambda x: x, "uint2double_rn": lambda x: x,
+        "round": lambda x: np.copysign(np.floor(np.abs(x) + 0.5), x), "saturatef": lambda x: np.clip(x, 0.0, 1.0),
+        "fdim": lambda x, y: np.maximum(x - y, 0.0), "fma": lambda x, y, z: x * y + z,
+        "fma_rn": lambda x, y, z: x * y + z, **{f"{t}2{u}_rn": lambda x: x for t, u in (
+            ("double", "float"), ("int", "float"), ("uint", "float"), ("ll", "float"), ("ll", "double"),
+            ("int", "double"), ("uint", "double"))},
     }.items()},
-    **{f"{src}2{dst}_{mode}": _rounded(fn) for src in ("float", "double")
+    **{f"{src}2{dst}_{mode}": _ufunc(fn) for src in ("float", "double")  # float -> integer
        for dst in ("int", "uint", "ll", "ull") for mode, fn in
        (("rn", np.rint), ("rz", np.trunc), ("rd", np.floor), ("ru", np.ceil))},
-    **{name: (lambda t: lambda x: x.view(t))(t) for name, t in _bits.items()},
+    **{name: _view(t) for name, t in _bits.items()},
     "nextafter": lambda x, y: np.nextafter(x, y),
-    "popc": lambda x: np.array([bin(int(v) & (2**(8 * x.itemsize) - 1)).count("1") for v in x.flat]).reshape(x.shape),
+    "popc": lambda x: np.array([(int(v) & (2**(8 * x.itemsize) - 1)).bit_count() for v in x.flat]).reshape(x.shape),
 }
 
 
@@ -393,27 +402,13 @@ def _libdevice_result(symbol: str, args: list[Any], ret_type: Any, interp: Any) 
     impl = _LIBDEVICE.get(name)
     if impl is None:
         raise InterpreterLimitation(f"libdevice.{name} ({symbol})")
-    datas = [a.data for a in args]
-    if name in ("fma", "fma_rn") and datas[0].dtype == np.float32 and hasattr(interp._interpreter, "fma_fp32"):
-        data = interp._interpreter.fma_fp32(*np.broadcast_arrays(*datas))  # one rounding, as on a GPU
-    else:
-        data = impl(*datas)
     ret = ret_type.scalar
-    return interp.TensorHandle(np.asarray(data).astype(interp._get_np_dtype(ret)), ret)
+    return interp.TensorHandle(impl(*(a.data for a in args)).astype(interp._get_np_dtype(ret)), ret)
 
 
 def _patch_libdevice(interp: Any) -> None:
-    import importlib
     import triton.language as tl
-    modules = []
-    for path in ("triton.language.extra.libdevice", "triton.language.extra.cuda.libdevice",
-                 "triton.language.extra.hip.libdevice"):
-        try:
-            modules.append(importlib.import_module(path))
-        except ImportError:
-            continue
-    if not modules:
-        raise InterpreterLimitation("no triton.language.extra.libdevice module")
+    modules = [importlib.import_module(path) for path in _LIBDEVICE_MODULES]
     semantic, builder, orig_patch_lang = interp.interpreter_semantic, interp.interpreter_builder, interp._patch_lang
 
     def implementation(module: Any, name: str) -> Callable[..., Any]:
@@ -468,7 +463,7 @@ def _patch_libdevice(interp: Any) -> None:
 def _patch_autotune(mode: str) -> None:
     from triton import knobs
     from triton.runtime import autotuner
-    _require(autotuner.Autotuner, "run", "prune_configs")
+    _require(autotuner.Autotuner, "run", "prune_configs")  # again: install_aot_autotune comes here directly
     _STATE.autotune_mode = mode
     if "autotune" in _STATE.patched:
         return

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kopt.verifier.interp import InterpreterLimitation, as_limitation, install
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +34,7 @@ def run_snippet(*parts: str, interpret: bool = True, timeout_s: float = 120) -> 
         script = Path(tmp) / "snippet.py"
         script.write_text(PRELUDE + "".join(textwrap.dedent(part) for part in parts))
         return subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+                              timeout=timeout_s, check=False)
 
 
 def run_json(*parts: str, interpret: bool = True) -> Any:
