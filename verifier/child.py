@@ -175,6 +175,11 @@ class Calls:
             report["returned"] = None if returned is None else type(returned).__name__
         except Exception as exc:  # reported to trusted code, which decides what it means
             report["exception"] = describe(exc, self.job["kernel"])
+            if self.job["mode"] == "interpret":
+                from kopt.verifier import interp
+                limit = interp.as_limitation(exc)
+                if limit is not None:
+                    report["exception"] = dict(describe(limit, self.job["kernel"]), type="InterpreterLimitation")
         report["wall_s"] = time.perf_counter() - start
         report["launched"] = self.launches.files[first:]
         report["keys"] = self.launches.keys[first:]
@@ -201,7 +206,9 @@ def main() -> int:
     try:
         if job["mode"] == "compile":
             from kopt.verifier import compile as aot
+            from kopt.verifier import interp
             compiler = aot.Compiler(job["target"])
+            interp.install_aot_autotune()  # every config of a multi-config autotune gets compiled
             launches = Launches(force_warmup=True)
         else:
             from kopt.verifier import interp

@@ -130,6 +130,8 @@ class Correctness:
     def judge(self, result: CallResult, inputs: Inputs, tol: dict, item: dict) -> str | None:
         if result.exception is not None:
             exc = result.exception
+            if exc["type"] == "InterpreterLimitation":
+                raise InterpreterLimit(f"{exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
             raise CandidateError(f"{exc['type']}: {exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
         if result.problems:
             return "; ".join(result.problems)
@@ -168,6 +170,10 @@ class Correctness:
 
 class CandidateError(Exception):
     """The entry point raised on a call that must succeed (a rejection with its message)."""
+
+
+class InterpreterLimit(Exception):
+    """The interpreter cannot run a construct the kernel uses: an `error`, not the kernel's fault."""
 
 
 def baseline_times(task: Task, items: list[dict], cancel: threading.Event) -> dict[str, float]:

@@ -166,6 +166,11 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     for name, (reason, log) in sorted(real.items(), key=lambda kv: kv[0] != "compile"):
         if name == "baseline":
             raise Rejected("baseline", f"the pinned baseline failed: {reason}", log, status="error")
+        if reason.startswith("interpreter: "):
+            raise Rejected(name, f"{name}: the Triton interpreter cannot run this kernel on a CPU machine (not "
+                           f"the kernel's fault): {reason[len('interpreter: '):]}. Verify it on a GPU "
+                           "(kopt eval --device cuda) or use an equivalent construct the interpreter runs.", log,
+                           status="error")
         if name == "compile" and verdict.compile is not None and not verdict.compile.ok:
             raise Rejected("compile", f"compile for {target}: {verdict.compile.error}", log)
         raise Rejected(name, f"{name}: {reason}", log)
@@ -210,6 +215,9 @@ def run_parallel(phases: dict[str, Callable[[], Any]], cancel: threading.Event,
             cancel.set()
         except cpu.CandidateError as exc:
             failures[name] = (str(exc), "")
+            cancel.set()
+        except cpu.InterpreterLimit as exc:
+            failures[name] = ("interpreter: " + str(exc), "")
             cancel.set()
         except BaseException:  # the verifier's own failure: stop the siblings, report as an error
             cancel.set()
