@@ -106,7 +106,10 @@ class Correctness:
             if reason is None and item["repeat"]:
                 second = self.call(session, label + ", again", item, first_in, POISONS[1], "reverse")
                 reason = self.judge(second, first_in, tol, item)
-                if reason is None:
+                if reason is not None:
+                    reason = ("second call on the same inputs (output poisoned with 1e4, the grid's programs in "
+                              "reverse order: a GPU runs them in any order): " + reason)
+                else:
                     reason = check.repeat_disagreement(first.outputs, second.outputs, tol)
                 if reason is None and self.has_variants():
                     fresh = self.inputs(item, 1, like=first_in)
@@ -115,7 +118,8 @@ class Correctness:
                                           POISONS[0], "shuffle")
                         reason = self.judge(third, fresh, tol, item)
                         if reason is not None:
-                            reason = "second call, new content in the same buffers: " + reason
+                            reason = ("third call, new content in the same buffers and a few prefix slots "
+                                      "re-pointed (programs shuffled): " + reason)
                     finally:
                         fresh.close()
         finally:

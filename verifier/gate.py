@@ -216,13 +216,14 @@ class _Module:
         names = [self.chain(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list]
         if fn.name.startswith("__"):
             self.fail(fn, "dunder", f"{fn.name} is not allowed")
-        bad = [n for n in names if n not in A.DECORATORS]
+        bad = [d for d, n in zip(fn.decorator_list, names) if n not in A.DECORATORS]
         if bad:
-            self.fail(fn, "decorator", "only @triton.jit, @triton.autotune and @triton.heuristics are allowed")
+            self.fail(bad[0], "decorator", "only @triton.jit, @triton.autotune and @triton.heuristics are allowed")
         if "triton.jit" in names:
             self.jit[fn.name] = fn
-        elif names:
-            self.fail(fn, "decorator", "@triton.autotune/@triton.heuristics must wrap a @triton.jit function")
+        elif names and not bad:
+            self.fail(fn.decorator_list[0], "decorator", "@triton.autotune/@triton.heuristics must wrap a @triton.jit "
+                      "function")
         else:
             self.host[fn.name] = fn
         for default in fn.args.defaults + [d for d in fn.args.kw_defaults if d is not None]:

@@ -80,8 +80,9 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[str] | None = None,
                    seeds: int | None = None, hidden: int | None = None,
-                   timeouts: dict[str, float] | None = None) -> Task:
-    """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds."""
+                   timeouts: dict[str, float] | None = None, raises: bool = False) -> Task:
+    """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds (and of its
+    must-raise checks: only with `raises`, and only those whose case is kept)."""
     source = load_task(TASK_NAME).root
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     raw = tomllib.loads((dest / "task.toml").read_text())
@@ -90,6 +91,7 @@ def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[s
         missing = [c for c in cases if c not in known]
         assert not missing, f"the real task has no case {missing}: the test's defence is gone"
         raw["cases"] = [known[c] for c in cases]
+    raw["raises"] = [r for r in raw.get("raises", []) if raises and r["case"] in {c["id"] for c in raw["cases"]}]
     if dtypes is not None:
         raw["cpu"]["dtypes"] = dtypes
     if seeds is not None:

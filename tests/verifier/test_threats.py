@@ -40,26 +40,32 @@ def run(name: str, task):
 # (kernel, threat row, rule, marker on the offending line, a detail the reason must name)
 GATE = [
     ("adv_module_cache.py", 2, "module-state", "_RESULTS = {}", "module-level values must be constants"),
-    ("adv_class_state.py", 2, "class", "class _Cache", "class definitions are not allowed"),
-    ("adv_lru_cache.py", 3, "banned-attribute", "@functools.lru_cache", ".lru_cache"),
+    ("adv_class_state.py", 2, "module-code", "class _Cache", "class definitions"),
+    ("adv_lru_cache.py", 3, "decorator", "@functools.lru_cache", "only @triton.jit"),
     ("adv_mutable_default.py", 3, "mutable-default", "_kv_copies={}", "default argument"),
-    ("adv_side_stream.py", 5, "banned-attribute", "torch.cuda.Stream()", ".Stream"),
+    ("adv_side_stream.py", 5, "call", "torch.cuda.Stream()", "torch.cuda.Stream is not on the allowlist"),
     ("adv_threading.py", 6, "import", "import threading", "'threading'"),
     ("adv_patch_do_bench.py", 7, "attribute-assignment", "triton.testing.do_bench =", "monkeypatching"),
     ("adv_patch_event.py", 7, "attribute-assignment", "Event.elapsed_time =", "monkeypatching"),
     ("adv_gc_introspection.py", 8, "import", "import gc", "'gc'"),
     ("adv_inspect_frames.py", 8, "import", "import inspect", "'inspect'"),
-    ("adv_inline_asm.py", 14, "inline-asm", "inline_asm_elementwise(", "inline_asm_elementwise"),
-    ("adv_torch_sdpa.py", 15, "banned-attribute", "scaled_dot_product_attention(", ".scaled_dot_product_attention"),
+    ("adv_inline_asm.py", 14, "triton-api", "inline_asm_elementwise(", "inline_asm_elementwise"),
+    ("adv_torch_sdpa.py", 15, "call", "scaled_dot_product_attention(", "scaled_dot_product_attention is not on"),
     ("adv_try_fallback.py", 15, "try", "    try:", "must fail, not fall back"),
-    ("adv_host_einsum.py", 15, "banned-attribute", "torch.einsum(", ".einsum"),
+    ("adv_host_einsum.py", 15, "call", "torch.einsum(", "torch.einsum is not on the allowlist"),
     ("adv_call_counter_attr.py", 16, "attribute-assignment", "extend_attention_fwd.calls =", "attributes"),
     ("adv_global_counter.py", 16, "global", "global _CALLS", "global statements"),
     ("adv_ctypes.py", 17, "import", "import ctypes", "'ctypes'"),
     ("adv_environ.py", 19, "import", "import os", "'os'"),
-    ("adv_dynamic_code.py", 20, "builtin", "exec(open(", "exec is not allowed"),
-    ("adv_item_sync.py", 23, "banned-attribute", ".max().item()", "host synchronisation"),
-    ("adv_cpu_copy.py", 23, "banned-attribute", "kv_indices.cpu()", "host synchronisation"),
+    ("adv_dynamic_code.py", 20, "name", "exec(open(", "exec() is not allowed"),
+    ("adv_item_sync.py", 23, "host-method", ".max().item()", "reading tensor values or storage on the host"),
+    ("adv_cpu_copy.py", 23, "host-method", "kv_indices.cpu()", "reading tensor values or storage on the host"),
+    # found by the first panel; each was accepted before the gate became default-deny
+    ("adv_gate_escape_tl_core.py", 26, "call", "tl.core.builtins.exec(", "core.builtins.exec is not on the allowlist"),
+    ("adv_annotation_state.py", 2, "annotation", "_calls: [] = None,  # CHEAT", "annotations may only name types"),
+    ("adv_heuristics_host_compute.py", 15, "call", "lambda args: int(torch.diff", "torch.diff is not on the allowlist"),
+    ("adv_tensor_methods_host_attention.py", 15, "host-read", "q0, q1 = int(qo_indptr[b])", "int() of a value that may be a tensor"),
+    ("adv_implicit_host_sync.py", 23, "host-read", "has_prefix = bool(kv_indptr[-1] > 0)", "a value that may be a tensor"),
 ]
 
 
@@ -163,76 +169,7 @@ def test_hang_times_out_quickly(sub_task):
     assert wall < 90, f"evaluate took {wall:.0f} s for a 20 s timeout"
 
 
-# ---------------------------------------------------------------- weaknesses found (xfail)
-# Each test asserts what the verifier should do. In exactly the known-bad state (the weakness
-# reproduced) it reports xfail with the explanation; any other outcome is a plain failure, and
-# once the verifier is fixed the test simply passes.
-def known_weakness(reproduced: bool, why: str) -> None:
-    if reproduced:
-        pytest.xfail(f"VERIFIER WEAKNESS: {why}")
-
-
-ESCAPES = [
-    "tl.core.builtins.exec('import os')",
-    "tl.core.builtins.getattr(tl, 'core')",
-    "tl.core.inspect.sys.modules",
-    "tl.core.knobs.os.environ",
-    "tl.extra.pkgutil.importlib.import_module('os')",
-    "tl.math.core.builtins.open('/etc/hostname')",
-]
-ESCAPE_WHY = ("gate.py accepts every attribute chain rooted at triton.language, and triton.language.core "
-              "re-exports builtins, inspect (-> sys, os), knobs (-> os, subprocess): a complete gate escape")
-
-
-@pytest.mark.parametrize("expr", ESCAPES)
-def test_gate_rejects_modules_reached_through_triton_language(expr):
-    violations = check_source(f"import triton.language as tl\n\n\ndef f(x):\n    return {expr}\n")
-    known_weakness(not violations, ESCAPE_WHY)
-    assert violations
-
-
-def test_gate_rejects_importing_builtins_from_triton_language():
-    violations = check_source("from triton.language.core import builtins\n\n\ndef f(x):\n"
-                              "    return builtins.eval('1')\n")
-    known_weakness(not violations, "`from triton.language.core import builtins` passes the import allowlist")
-    assert violations
-
-
-@pytest.mark.slow
-def test_gate_escape_kernel_is_rejected(full_verdict):
-    """A kernel that computes nothing: it runs code through tl.core.builtins.exec that walks the
-    child's stack to the trusted reference module and copies the exact answer."""
-    verdict = full_verdict("adv_gate_escape_tl_core.py")
-    known_weakness(verdict.status == "ok", "adv_gate_escape_tl_core.py passes the full task: " + ESCAPE_WHY)
-    assert verdict.status == "rejected" and verdict.phase == "gate", describe(verdict)
-
-
-WEAK_GATE = [
-    ("adv_annotation_state.py", "annotations are evaluated once; typing.get_type_hints returns the same mutable "
-     "object on every call: a call counter or cache across calls (#2/#3/#16)"),
-    ("adv_heuristics_host_compute.py", "@triton.heuristics lambdas are checked as jit code (the host allowlists "
-     "are skipped) but run on the host: torch compute and a host sync (#15/#23)"),
-    ("adv_tensor_methods_host_attention.py", "torch.Tensor.<method>(t, ...) escapes the host allowlists (owner "
-     "'torch.Tensor' matches neither the torch nor the tensor-method branch): the whole attention in torch on the "
-     "host, plus a do-nothing Triton launch (#15/#23)"),
-]
-
-
-@pytest.mark.parametrize("name, why", WEAK_GATE, ids=[w[0][:-3] for w in WEAK_GATE])
-def test_gate_weakness(name, why, sub_task):
-    verdict = run(name, sub_task(**C8_F32))
-    known_weakness(verdict.status == "ok", f"{name} passes: {why}")
-    assert verdict.status == "rejected" and verdict.phase == "gate", describe(verdict)
-
-
-def test_implicit_host_sync_is_trapped_at_run_time(sub_task):
-    """bool(t) / int(t) / `if t:` cannot be told from honest int() calls by the AST: the child traps the
-    value read itself (aten._local_scalar_dense) while the entry point's own code runs."""
-    verdict = run("adv_implicit_host_sync.py", sub_task(**C8_F32))
-    assert verdict.status == "rejected" and verdict.phase.startswith("correctness"), describe(verdict)
-    assert "HostSyncError" in verdict.reason and "line 214" in verdict.reason
-
-
+# ---------------------------------------------------------------- coverage the runtime defences rely on
 @pytest.fixture(scope="module")
 def cpu_plan(extend_task):
     """Every case run's inputs for SECRET (what any candidate is checked on, on CPU)."""
@@ -244,21 +181,15 @@ def cpu_plan(extend_task):
 def test_some_case_uses_a_non_default_sm_scale(cpu_plan):
     explicit = [item["key"] for item, inputs in cpu_plan if inputs["sm_scale"] is not None
                 and not math.isclose(inputs["sm_scale"], 1 / math.sqrt(inputs["q_extend"].shape[-1]))]
-    known_weakness(not explicit, "(#13) make_inputs passes sm_scale=None or the default 1/sqrt(Lq) only, so "
-                   "kernels/adv_ignore_sm_scale.py (ignores sm_scale) passes with status 'ok'")
     assert explicit
 
 
 def test_some_case_has_strided_inputs(cpu_plan):
     strided = [item["key"] for item, inputs in cpu_plan
                if any(isinstance(t, torch.Tensor) and t.dim() == 3 and not t.is_contiguous() for t in inputs.values())]
-    known_weakness(not strided, "(#11) every input tensor is contiguous, so kernels/adv_ignore_strides.py "
-                   "(computes strides as if contiguous) passes with status 'ok'")
     assert strided
 
 
 def test_some_cpu_case_has_a_long_prefix(cpu_plan):
     longest = max(int((inputs["kv_indptr"][1:] - inputs["kv_indptr"][:-1]).max()) for _, inputs in cpu_plan)
-    known_weakness(longest < 600, f"(#10/#12, CPU coverage) the longest prefix of any CPU case is {longest}, so "
-                   "kernels/adv_prefix_truncated.py (only the last 256 prefix keys) passes on CPU with status 'ok'")
-    assert longest >= 600
+    assert longest >= 2048  # a hidden long-prefix case every evaluation
