@@ -248,7 +248,8 @@ def _amd_usage(kernel: Any) -> tuple[int | None, int | None]:
         return int(found.group(1)) if found else None
 
     vgpr, agpr, spill = note("vgpr_count"), note("agpr_count") or 0, note("vgpr_spill_count")
-    return (vgpr + agpr if vgpr is not None else None), (spill * 4 * 64 if spill is not None else None)
+    # spills in bytes per lane, as NVIDIA's LOCAL is per thread
+    return (vgpr + agpr if vgpr is not None else None), (spill * 4 if spill is not None else None)
 
 
 def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
@@ -271,8 +272,8 @@ def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any
     module = load(job["kernel"], job["module"])
     fn = getattr(module, job["entry_point"], None)
     if not callable(fn):
-        return {"launches": [], "workload_keys": {}, "errors": {"*": f"the kernel file defines no callable "
-                                                                     f"{job['entry_point']}"}}
+        missing = f"the kernel file defines no callable {job['entry_point']}"
+        return {"launches": [], "workload_keys": {}, "errors": {"*": missing}}
     rows, keys, errors, usage = [], {}, {}, {}
     try:
         for workload in job["workloads"]:
@@ -283,9 +284,9 @@ def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any
                 errors[wid] = (f"the task's make_inputs(case, dtype, seed, 'meta') failed ({type(exc).__name__}: "
                                f"{exc}): the task needs a meta-tensor fast path for launch reports")
                 continue
-            on_cpu = [n for n, v in inputs.items() if getattr(v, "device", None) is not None and v.device.type != "meta"]
-            if on_cpu:
-                errors[wid] = f"make_inputs(..., 'meta') returned tensors not on the meta device: {on_cpu}"
+            real = [n for n, v in inputs.items() if getattr(v, "device", None) is not None and v.device.type != "meta"]
+            if real:
+                errors[wid] = f"make_inputs(..., 'meta') returned tensors not on the meta device: {real}"
                 continue
             args, kwargs = split_call(inputs, job["positional_args"])
             try:
@@ -325,9 +326,11 @@ def render(reports: Iterable[Any], errors: dict[str, str] | None = None) -> str:
         elif r["ctas_per_sm"] == 0:
             occ = f"does not fit on one SM ({r['limited_by']})"
         else:
-            occ = (f"{r['ctas_per_sm']} CTA/SM ({r['limited_by']}), {r['waves']:.2f} waves on {r['sm_count']} SMs")
+            unit = "CUs" if "CUs" in (r["device_assumed"] or "") else "SMs"
+            occ = f"{r['ctas_per_sm']} CTA/SM ({r['limited_by']}), {r['waves']:.2f} waves on {r['sm_count']} {unit}"
+        stages = f"{r['num_stages']} stage" + ("s" if r["num_stages"] != 1 else "")
         lines.append(f"{r['workload']}: {r['kernel']}[{tag}] grid {grid} = {r['programs']} programs, "
-                     f"{r['num_warps']} warps, {r['num_stages']} stage{'s' if r['num_stages'] != 1 else ''}, {regs}, {spill}, "
+                     f"{r['num_warps']} warps, {stages}, {regs}, {spill}, "
                      f"{r['shared_bytes'] / KB:.1f} KB shared; {occ}")
     for wid, message in (errors or {}).items():
         lines.append(f"{wid}: error: {message}")
