@@ -299,6 +299,8 @@ def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any
                 errors[wid] = "the entry point launched no Triton kernel"
             keys[wid] = sorted(recorder.keys())
             for launch in recorder.launches:
+                if launch.file != job["kernel"]:
+                    errors.setdefault(wid, f"{launch.kernel} is a Triton kernel not defined in the kernel file")
                 row = dict(measure(launch, job["target"], backend, usage), workload=wid)
                 if row["shared_bytes"] > limit:
                     errors.setdefault(wid, f"{launch.kernel} needs {row['shared_bytes']} bytes of shared memory; "
