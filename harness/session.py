@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     try:
-        ws = Workspace.create(root, config, task.baseline_path, task.instruction_path)
+        ws = Workspace.create(root, config, task.baseline_path, task.instruction_text())
     except FileExistsError as exc:
         return fail(str(exc))
     return execute(ws, task)

@@ -103,14 +103,14 @@ class Workspace:
         return self.root / NOTES
 
     @classmethod
-    def create(cls, root: Path, config: RunConfig, baseline: Path, instruction: Path) -> "Workspace":
+    def create(cls, root: Path, config: RunConfig, baseline: Path, instruction: str) -> "Workspace":
         """Built in a sibling temp dir and renamed into place: a crash leaves no half-made run."""
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise FileExistsError(f"{root} already exists and is not empty: use `kopt resume {root}` or another --run-dir")
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
         shutil.copyfile(baseline, staging / config.editable_file)
-        shutil.copyfile(instruction, staging / INSTRUCTION)
+        (staging / INSTRUCTION).write_text(instruction)
         (staging / NOTES).write_text("# Notes\n")
         (staging / "candidates").mkdir()
         write_atomic(staging / RUN_JSON, config.model_dump_json(indent=2))

@@ -105,3 +105,48 @@ def check_outputs(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
     fn = getattr(baseline, job["entry_point"]) if baseline else None
     return {"rows": check_items(reference, job["items"], results, job["tolerances"], job["device"], fn,
                                 job["positional_args"])}
+
+
+# ---- the CPU path (verifier/cpu.py): one row per item, judged in the trusted process
+def new_row(item: dict) -> dict[str, Any]:
+    return {"case": item["case"], "dtype": item["dtype"], "hidden": item.get("hidden", False), "passed": False,
+            "rel_l2": None, "max_abs": None, "reason": None, "interpreter_s": None}
+
+
+def worst_index(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any]) -> tuple[int, ...] | None:
+    if out.shape != ref.shape or not out.numel():
+        return None
+    bad = ~torch.isfinite(out)
+    if bad.any():
+        return tuple(int(i) for i in torch.unravel_index(bad.flatten().nonzero()[0, 0], out.shape))
+    excess = (out.double() - ref.double()).abs() - (tol["atol"] + tol["rtol"] * ref.double().abs())
+    return tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape))
+
+
+def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: str) -> tuple[str | None, Any]:
+    """(reason or None, index of the worst element)."""
+    reason, _, _ = compare(out, ref.to(out.device) if ref.device != out.device else ref, tol, dtype)
+    return reason, (worst_index(out, ref, tol) if reason else None)
+
+
+def repeat_disagreement(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor],
+                        tol: dict[str, Any]) -> str | None:
+    for name, out in first.items():
+        diff = (out.double() - second[name].double()).abs()
+        worst = float(diff.nan_to_num(float("inf")).max()) if diff.numel() else 0.0
+        if worst > tol["atol"]:
+            return (f"{name}: two calls on the same inputs disagree by {worst:.3g} (the second with another output "
+                    "poison and the grid's programs in reverse order): stale memory, unwritten rows, a result that "
+                    "depends on program order, or a race")
+    return None
+
+
+def locate(reference: Any, inputs: dict[str, Any], output: str, index: Any) -> str:
+    """The task's own words for the case and the worst element (reference.describe), if it has them."""
+    describe = getattr(reference, "describe", None)
+    if describe is None:
+        return ""
+    try:
+        return describe(inputs, output, index)
+    except Exception as exc:  # a task's describer must never turn a verdict into a crash
+        return f"(the task could not describe the case: {type(exc).__name__})"

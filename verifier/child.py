@@ -1,47 +1,54 @@
-"""The verifier's child process: the only place candidate code ever runs.
+"""The candidate's process: the only place candidate code ever runs, and it holds nothing trusted.
 
-Started by verifier.sandbox as `python -I -m kopt.verifier.child` with a clean environment,
-a fresh Triton cache and a temp cwd holding nothing but the kernel source. The job arrives on
-stdin (so no file the candidate could read names the secret seeds); results go to a file
-outside the cwd, written with torch.save and read back with weights_only=True.
+Started by verifier/session.py as `python -I -B -m kopt.verifier.child` with a clean
+environment, a fresh Triton cache and a temp cwd holding nothing but the kernel source. It
+never imports a task's reference module and never sees a seed: trusted code sends each call
+over a socket as a layout plus file descriptors (verifier/arena.py), this process maps them
+(inputs read-only, outputs between guard pages), makes the call and says it is done. What
+decides the verdict (outputs, slack around them, untouched inputs, timing) is read by trusted
+code outside this process; the reports sent back from here (exceptions, launched kernels,
+autotune configs) only make messages friendlier.
 
-Phases:
-  compile  - ahead-of-time compile of every kernel the entry point launches, for a target
-  run      - call the entry point on each (case, dtype, seed): NaN poison, second poison,
-             guard rows, input hashes, same data_ptr; the outputs go back to the parent
-  check    - trusted only: rebuild the inputs, compute the reference, compare
-  time     - GPU only: the timing protocol, baseline and candidate interleaved
+Modes (job["mode"]): "interpret" (Triton interpreter, CPU), "compile" (ahead-of-time compile
+for a target GPU: every launch becomes a compile-only warmup; meta tensors allowed).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
-GUARD_ROWS = 8
-POISONS = (float("nan"), 1.0e4)
+from kopt.verifier import arena
 
 
 class Launches:
-    """Counts Triton launches by the file that defined the kernel (threat 15: decoy kernels)."""
+    """Records Triton launches (kernel, file, constexprs); in-process, so only for messages."""
 
     def __init__(self, force_warmup: bool = False):
-        import triton.runtime.interpreter as interp
         import triton.runtime.jit as jit
         self.files: list[str] = []
+        self.keys: list[str] = []
         self.inside = 0  # > 0 while Triton itself runs (the interpreter reads tensors on the host)
-        for cls in (jit.JITFunction, interp.InterpretedFunction):
+        classes = [jit.JITFunction]
+        try:
+            import triton.runtime.interpreter as interp
+            classes.append(interp.InterpretedFunction)
+        except ImportError:  # pragma: no cover - older triton
+            pass
+        for cls in classes:
             original = cls.run
 
             def run(fn, *args, grid, warmup, _original=original, **kwargs):
                 self.files.append(fn.fn.__code__.co_filename)
+                constexprs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, bool, str, type(None)))}
+                self.keys.append(f"{fn.fn.__name__}[{', '.join(f'{k}={v}' for k, v in sorted(constexprs.items()))}]")
                 self.inside += 1
                 try:
                     return _original(fn, *args, grid=grid, warmup=warmup or force_warmup, **kwargs)
@@ -51,14 +58,9 @@ class Launches:
             cls.run = run
 
 
-class HostSyncError(RuntimeError):
-    pass
-
-
 def sync_trap(launches: Launches):
-    """A torch dispatch mode that refuses reading a tensor's value on the host in the entry point's
-    own code (.item(), bool(t), int(t), `if t:` all become aten._local_scalar_dense): a host sync,
-    and a way to branch on tensor contents such as the verifier's poison."""
+    """Refuses host reads of tensor values in the entry point's own code (a friendly, early message;
+    the static gate is what rules them out)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     banned = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
@@ -66,14 +68,14 @@ def sync_trap(launches: Launches):
     class Trap(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in banned and not launches.inside:
-                raise HostSyncError("the entry point read a tensor value on the host (.item(), bool(t), int(t), "
-                                    "float(t) or `if t:`): a host synchronisation, not allowed in the call")
+                raise RuntimeError("the entry point read a tensor value on the host (.item(), bool(t), int(t), "
+                                   "float(t) or `if t:`): a host synchronisation, not allowed in the call")
             return func(*args, **(kwargs or {}))
 
     return Trap()
 
 
-def load_candidate(path: str, name: str) -> Any:
+def load_module(path: str, name: str) -> Any:
     import importlib.util
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -86,113 +88,156 @@ def split_call(inputs: dict[str, Any], positional: int) -> tuple[list[Any], dict
     return [inputs[n] for n in names[:positional]], {n: inputs[n] for n in names[positional:]}
 
 
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """A bitwise copy (NaN-safe comparisons: NaN != NaN but its bits are equal)."""
-    return t.detach().contiguous().view(torch.uint8).clone()
+# ---- messages: a 4-byte length, JSON, and file descriptors alongside
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:
+    data = json.dumps(message).encode()
+    payload = struct.pack("!I", len(data)) + data
+    socket.send_fds(sock, [payload], list(fds)) if fds else sock.sendall(payload)
 
 
-def guarded(out: torch.Tensor, poison: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A poisoned buffer with guard rows around the view the kernel gets."""
-    buf = torch.full((out.shape[0] + 2 * GUARD_ROWS, *out.shape[1:]), poison, dtype=out.dtype, device=out.device)
-    return buf, buf[GUARD_ROWS:GUARD_ROWS + out.shape[0]]
+def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
+    if not data:
+        return None, fds
+    while len(data) < 4:
+        more = sock.recv(1 << 16)
+        if not more:
+            return None, fds
+        data += more
+    (size,) = struct.unpack("!I", data[:4])
+    while len(data) < 4 + size:
+        more = sock.recv(max(1 << 16, 4 + size - len(data)))
+        if not more:
+            return None, fds
+        data += more
+    return json.loads(data[4:4 + size]), fds
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def describe(exc: BaseException, kernel: str) -> dict[str, Any]:
+    tb = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in tb if f.filename == kernel] or tb[-3:]
+    where = "".join(f"  line {f.lineno} in {f.name}: {f.line}\n" for f in frames[-4:])
+    return {"type": type(exc).__name__, "mro": [c.__name__ for c in type(exc).__mro__],
+            "message": str(exc)[:4000], "where": where}
 
 
-def run_one(fn: Callable, inputs: dict[str, Any], job: dict, launches: Launches, poison: float) -> dict[str, Any]:
-    """One call with one poison; every integrity check a single call allows."""
-    device, kernel_file = job["device"], job["kernel"]
-    tensors = {n: v for n, v in inputs.items() if isinstance(v, torch.Tensor) and n not in job["outputs"]}
-    before = {n: bits(t) for n, t in tensors.items()}
-    outs, bufs, ptrs = {}, {}, {}
-    for name in job["outputs"]:
-        bufs[name], outs[name] = guarded(inputs[name], poison)
-        ptrs[name] = outs[name].data_ptr()
-    call = dict(inputs, **outs)
-    args, kwargs = split_call(call, job["positional_args"])
-    n_launch = len(launches.files)
-    sync(device)
-    start = time.perf_counter()
-    with sync_trap(launches):
-        returned = fn(*args, **kwargs)
-    sync(device)
-    wall_s = time.perf_counter() - start
-    problems = []
-    mine = [f for f in launches.files[n_launch:]]
-    if not mine:
-        problems.append("the entry point launched no Triton kernel")
-    elif any(f != kernel_file for f in mine):
-        problems.append("the entry point launched a Triton kernel not defined in the kernel file")
-    if returned is not None and job.get("expect_none", True):
-        problems.append(f"the entry point returned {type(returned).__name__}; it must write the outputs in place and return None")
-    for name, t in tensors.items():
-        if not torch.equal(bits(t), before[name]):
-            problems.append(f"input {name} was modified")
-    for name, buf in bufs.items():
-        if outs[name].data_ptr() != ptrs[name]:
-            problems.append(f"output {name} is not the caller's tensor any more")
-        guards = torch.cat([buf[:GUARD_ROWS], buf[-GUARD_ROWS:]])
-        if not (torch.isnan(guards).all() if poison != poison else (guards == poison).all()):
-            problems.append(f"wrote outside {name} (guard rows changed)")
-    return {"outputs": {n: o.detach().float().cpu() for n, o in outs.items()}, "problems": problems, "wall_s": wall_s}
+class Calls:
+    """Maps each call's buffers and makes the call. Regions persist per buffer group so that a
+    later call can get new content at the same addresses."""
 
+    def __init__(self, job: dict, fn: Callable, launches: Launches):
+        self.job, self.fn, self.launches = job, fn, launches
+        self.regions: dict[str, arena.Region] = {}
 
-def phase_run(job: dict) -> dict[str, Any]:
-    launches = Launches()
-    reference = load_candidate(job["reference"], "kopt_task_reference")
-    module = load_candidate(job["kernel"], job["module"])
-    fn = getattr(module, job["entry_point"], None)
-    if not callable(fn):
-        return {"error": f"the kernel file defines no callable {job['entry_point']}"}
-    results = []
-    for item in job["items"]:
-        dtype = DTYPES[item["dtype"]]
-        inputs = reference.make_inputs(item["params"], dtype, item["seed"], job["device"])
-        first = run_one(fn, inputs, job, launches, POISONS[0])
-        entry = {"key": item["key"], "outputs": first["outputs"], "problems": first["problems"], "wall_s": first["wall_s"]}
-        if item.get("repeat") and not first["problems"]:
-            second = run_one(fn, inputs, job, launches, POISONS[1])
-            entry["problems"] += second["problems"]
-            for name, out in first["outputs"].items():
-                diff = (out - second["outputs"][name]).abs()
-                entry.setdefault("repeat_diff", {})[name] = float(diff.nan_to_num(float("inf")).max()) if diff.numel() else 0.0
-        results.append(entry)
-    return {"results": results}
+    def region(self, key: str, size: int) -> arena.Region:
+        region = self.regions.get(key)
+        if region is None or region.size != size:
+            if region is not None:
+                region.close()
+            region = self.regions[key] = arena.Region(size)
+        return region
 
+    def call(self, msg: dict, fds: list[int]) -> dict[str, Any]:
+        import os
+        layout = msg["layout"]
+        args: dict[str, Any] = dict(layout["scalars"])
+        fd_iter = iter(fds)
+        if layout["meta"]:
+            for spec in layout["specs"]:
+                args[spec["name"]] = arena.meta_tensor(arena.Spec.of(spec))
+        else:
+            inputs = self.region(f"{msg['group']}/in", layout["size"])
+            fd = next(fd_iter)
+            inputs.map(fd, writable=False)
+            os.close(fd)
+            for spec in layout["specs"]:
+                args[spec["name"]] = inputs.tensor(arena.Spec.of(spec))
+        for out in msg["outputs"]:
+            spec = arena.Spec.of(out["spec"])
+            if layout["meta"]:
+                args[spec.name] = arena.meta_tensor(spec)
+                continue
+            region = self.region(f"{msg['group']}/out/{spec.name}", out["size"])
+            fd = next(fd_iter)
+            region.map(fd, writable=True)
+            os.close(fd)
+            args[spec.name] = region.tensor(spec)
+        args.update(msg.get("override", {}))
+        ordered = {name: args[name] for name in layout["order"] if name in args}
+        positional, keywords = split_call(ordered, self.job["positional_args"])
+        self.configure(msg)
+        first = len(self.launches.files)
+        start = time.perf_counter()
+        report: dict[str, Any] = {"op": "done", "exception": None, "returned": None}
+        try:
+            with sync_trap(self.launches):
+                returned = self.fn(*positional, **keywords)
+            report["returned"] = None if returned is None else type(returned).__name__
+        except Exception as exc:  # reported to trusted code, which decides what it means
+            report["exception"] = describe(exc, self.job["kernel"])
+            if self.job["mode"] == "interpret":
+                from kopt.verifier import interp
+                limit = interp.as_limitation(exc)
+                if limit is not None:
+                    report["exception"] = dict(describe(limit, self.job["kernel"]), type="InterpreterLimitation")
+        report["wall_s"] = time.perf_counter() - start
+        report["launched"] = self.launches.files[first:]
+        report["keys"] = self.launches.keys[first:]
+        report["autotune"] = self.autotune_counts()
+        return report
 
-def phase_compile(job: dict) -> dict[str, Any]:
-    from kopt.verifier import compile as aot
-    return aot.compile_entry_point(job, load_candidate)
+    def configure(self, msg: dict) -> None:
+        if self.job["mode"] != "interpret":
+            return
+        from kopt.verifier import interp
+        interp.install(order=msg.get("program_order", "forward"), seed=msg.get("order_seed", 0))
+        interp.set_autotune_choice(msg.get("autotune_choice"))
 
-
-def phase_check(job: dict) -> dict[str, Any]:
-    from kopt.verifier import check
-    return check.check_outputs(job, load_candidate)
-
-
-def phase_time(job: dict) -> dict[str, Any]:
-    from kopt.verifier import gpu
-    return gpu.time_on_gpu(job, load_candidate, Launches())
-
-
-PHASES = {"run": phase_run, "compile": phase_compile, "check": phase_check, "time": phase_time}
+    def autotune_counts(self) -> dict[str, int]:
+        if self.job["mode"] != "interpret":
+            return {}
+        from kopt.verifier import interp
+        return interp.autotune_config_counts()
 
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
-    result_path = Path(job["result"])
+    sock = socket.socket(fileno=job["socket_fd"])
     try:
-        result = PHASES[job["phase"]](job)
-    except BaseException as exc:  # the candidate's failure, reported, never propagated
-        tb = traceback.extract_tb(exc.__traceback__)
-        frames = [f for f in tb if f.filename == job.get("kernel")] or tb[-3:]
-        where = "".join(f"  line {f.lineno} in {f.name}: {f.line}\n" for f in frames[-4:])
-        result = {"error": f"{type(exc).__name__}: {str(exc)[:4000]}", "where": where}
-    result["nonce"] = job["nonce"]
-    torch.save(result, result_path)
+        if job["mode"] == "compile":
+            from kopt.verifier import compile as aot
+            from kopt.verifier import interp
+            compiler = aot.Compiler(job["target"])
+            interp.install_aot_autotune()  # every config of a multi-config autotune gets compiled
+            launches = Launches(force_warmup=True)
+        else:
+            from kopt.verifier import interp
+            interp.install()
+            launches = Launches()
+        module = load_module(job["kernel"], job["module"])
+        fn = getattr(module, job["entry_point"], None)
+        if not callable(fn):
+            send(sock, {"op": "error", "error": f"the kernel file defines no callable {job['entry_point']}"})
+            return 0
+    except BaseException as exc:  # the candidate's module failed to load: reported, never propagated
+        send(sock, {"op": "error", "error": f"{type(exc).__name__}: {str(exc)[:4000]}",
+                    "where": describe(exc, job["kernel"])["where"]})
+        return 0
+    calls = Calls(job, fn, launches)
+    send(sock, {"op": "ready"})
+    while True:
+        msg, fds = receive(sock)
+        if msg is None or msg["op"] == "exit":
+            break
+        if msg["op"] == "call":
+            try:
+                reply = calls.call(msg, fds)
+            except Exception as exc:  # this file's own failure (the candidate's are caught in call)
+                reply = {"op": "verifier_error", "error": f"{type(exc).__name__}: {exc}",
+                         "where": traceback.format_exc()[-2000:]}
+            send(sock, reply)
+        elif msg["op"] == "report" and job["mode"] == "compile":
+            send(sock, {"op": "report", **compiler.report()})
     return 0
 
 

@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 # Max dynamic shared memory per block (bytes) by architecture; AMD: LDS per workgroup.
 SHARED_LIMITS = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448,
@@ -75,49 +75,42 @@ def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
     return (int(regs.group(1)) if regs else None), (sum(local) if local else None)
 
 
-def compile_entry_point(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
-    import triton.runtime.jit as jit
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
+class Compiler:
+    """Runs inside the candidate's process (mode "compile"): the JIT's active driver only names the
+    target, and every kernel compiled is recorded with its resources. The launches themselves are
+    turned into compile-only warmups by the child's launch recorder."""
 
-    from kopt.verifier.child import DTYPES, Launches, split_call
+    def __init__(self, target: str):
+        import triton.runtime.jit as jit
+        from triton.backends.compiler import GPUTarget
+        from triton.runtime import driver
 
-    backend, arch, warp, limit = parse_target(job["target"])
-    driver.set_active(_TargetOnlyDriver(GPUTarget(backend, arch, warp)))
-    launches = Launches(force_warmup=True)
-    compiled: dict[str, dict[str, Any]] = {}
-    original = jit.JITFunction._do_compile
+        self.target = target
+        self.backend, arch, warp, self.limit = parse_target(target)
+        driver.set_active(_TargetOnlyDriver(GPUTarget(self.backend, arch, warp)))
+        self.kernels: list[dict[str, Any]] = []
+        original = jit.JITFunction._do_compile
+        compiler = self
 
-    def timed_compile(fn, *args, **kwargs):
-        start = time.perf_counter()
-        kernel = original(fn, *args, **kwargs)
-        meta = kernel.metadata
-        key = f"{fn.__name__}:{len(compiled)}"
-        entry = {"name": fn.__name__, "num_warps": meta.num_warps, "num_stages": meta.num_stages,
-                 "shared_bytes": int(meta.shared), "registers": None, "spill_bytes": None,
-                 "compile_s": time.perf_counter() - start}
-        if backend == "cuda":
-            entry["registers"], entry["spill_bytes"] = resource_usage(kernel.asm["cubin"])
-        compiled[key] = entry
-        return kernel
+        def timed_compile(fn, *args, **kwargs):
+            start = time.perf_counter()
+            kernel = original(fn, *args, **kwargs)
+            meta = kernel.metadata
+            entry = {"name": fn.__name__, "num_warps": meta.num_warps, "num_stages": meta.num_stages,
+                     "shared_bytes": int(meta.shared), "registers": None, "spill_bytes": None,
+                     "compile_s": time.perf_counter() - start}
+            if compiler.backend == "cuda":
+                entry["registers"], entry["spill_bytes"] = resource_usage(kernel.asm["cubin"])
+            compiler.kernels.append(entry)
+            return kernel
 
-    jit.JITFunction._do_compile = timed_compile
-    reference = load(job["reference"], "kopt_task_reference")
-    module = load(job["kernel"], job["module"])
-    fn = getattr(module, job["entry_point"], None)
-    if not callable(fn):
-        return {"error": f"the kernel file defines no callable {job['entry_point']}"}
-    for item in job["items"]:
-        inputs = reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu")
-        args, kwargs = split_call(inputs, job["positional_args"])
-        fn(*args, **kwargs)
-    if not launches.files:
-        return {"error": "the entry point launched no Triton kernel"}
-    kernels = list(compiled.values())
-    over = [k for k in kernels if k["shared_bytes"] > limit]
-    error = None
-    if over:
-        k = over[0]
-        error = (f"kernel {k['name']} needs {k['shared_bytes']} bytes of shared memory; {job['target']} allows "
-                 f"{limit}: use smaller tiles or fewer stages")
-    return {"kernels": kernels, "shared_limit": limit, "error": error}
+        jit.JITFunction._do_compile = timed_compile
+
+    def report(self) -> dict[str, Any]:
+        over = [k for k in self.kernels if k["shared_bytes"] > self.limit]
+        error = None
+        if over:
+            k = over[0]
+            error = (f"kernel {k['name']} needs {k['shared_bytes']} bytes of shared memory; {self.target} allows "
+                     f"{self.limit}: use smaller tiles or fewer stages")
+        return {"kernels": self.kernels, "shared_limit": self.limit, "error": error}

@@ -8,7 +8,6 @@ with a clean result is a rejection with the reason.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import tempfile
 import threading
@@ -17,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from kopt.verifier import check, sandbox, timing
+from kopt.verifier import cpu, sandbox, timing
 from kopt.verifier.gate import check_source
+from kopt.verifier.session import ChildFailure
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, Timing, Verdict,
                                    WorkloadTiming)
 
 MAX_SOURCE_BYTES = 1 << 20
-CPU_CHILD_MEMORY = 16 << 30
 Progress = Callable[[str], None]
 
 
@@ -120,79 +119,147 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
     return verdict
 
 
-def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def gate(source: str, task: Task) -> list:
     cfg = task.config
+    return check_source(source, tuple(cfg.extra_imports), cfg.allow_inline_asm, cfg.editable_file,
+                        extra_chains=tuple(cfg.extra_chains), entry_point=cfg.entry_point,
+                        signature=tuple(cfg.signature), scalar_args=tuple(cfg.scalar_args))
+
+
+def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
     start = time.monotonic()
     if len(source.encode()) > MAX_SOURCE_BYTES:
         raise Rejected("gate", f"the kernel file is larger than {MAX_SOURCE_BYTES} bytes")
-    violations = check_source(source, tuple(cfg.extra_imports), cfg.allow_inline_asm, cfg.editable_file)
+    violations = gate(source, task)
     verdict.wall_s["gate"] = time.monotonic() - start
     if violations:
         raise Rejected("gate", "static gate: " + "; ".join(map(str, violations[:5]))
                        + (f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""))
+    if device == "cpu":
+        _evaluate_cpu(source, task, target, secret, verdict, say)
+    else:
+        _evaluate_gpu(source, task, target, secret, verdict, say)
+
+
+def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+    cfg = task.config
+    items = plan_items(task, "cpu", secret)
+    cancel = threading.Event()
+    small = {c.id for c in cfg.cases}
+    first_dtype = items[0]["dtype"] if items else None
+    compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
+                     and i["case"] in small and i["dtype"] == first_dtype]
+    timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == first_dtype]
+    phases: dict[str, Callable[[], Any]] = {"compile": lambda: cpu.compile_calls(task, source, compile_items, target,
+                                                                                  cancel)}
+    for dtype in sorted({i["dtype"] for i in items}):
+        mine = [i for i in items if i["dtype"] == dtype]
+        checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
+        phases[f"correctness ({dtype})"] = checker.run
+    phases["baseline"] = lambda: cpu.baseline_times(task, timed, cancel)
+    say(f"compiling and checking {len(items)} case runs in {len(phases)} child processes")
+    results, failures = run_parallel(phases, cancel, verdict)
+    if "compile" in results or "compile" in failures:
+        verdict.compile = compile_report(results.get("compile"), failures.get("compile"), target,
+                                         verdict.wall_s.get("compile", 0.0))
+    real = {k: v for k, v in failures.items() if not v[0].startswith("cancelled")}
+    for name, (reason, log) in sorted(real.items(), key=lambda kv: kv[0] != "compile"):
+        if name == "baseline":
+            raise Rejected("baseline", f"the pinned baseline failed: {reason}", log, status="error")
+        if reason.startswith("interpreter: "):
+            raise Rejected(name, f"{name}: the Triton interpreter cannot run this kernel on a CPU machine (not "
+                           f"the kernel's fault): {reason[len('interpreter: '):]}. Verify it on a GPU "
+                           "(kopt eval --device cuda) or use an equivalent construct the interpreter runs.", log,
+                           status="error")
+        if name == "compile" and verdict.compile is not None and not verdict.compile.ok:
+            raise Rejected("compile", f"compile for {target}: {verdict.compile.error}", log)
+        raise Rejected(name, f"{name}: {reason}", log)
+    if verdict.compile is not None and not verdict.compile.ok:
+        raise Rejected("compile", f"compile for {target}: {verdict.compile.error}")
+    rows = [r for name, checked in results.items() if name.startswith("correctness") for r in checked.rows]
+    verdict.cases = [CaseResult(**r) for r in rows]
+    for name, checked in results.items():
+        if name.startswith("correctness"):
+            for kernel, count in checked.autotune.items():
+                missing = sorted(set(range(count)) - checked.configs_run.get(kernel, set()))
+                if count > 1 and missing:
+                    verdict.unverified.append(f"{kernel}: autotune configs {missing} were never checked in {name}")
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        first = failed[0]
+        where = "a hidden case" if first["hidden"] else f"case {first['case']}"
+        raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
+                       f"({first['dtype']}): {first['reason']}")
+    walls = {k: v for name, checked in results.items() if name.startswith("correctness")
+             for k, v in checked.wall_s.items()}
+    verdict.timing = interpreter_timing(items, walls, results["baseline"])
+    verdict.unverified.append("GPU timing: this machine has no GPU (interpreter wall times are not GPU speed); "
+                              "use kopt eval --device cuda on a GPU machine")
+    for dtype in cfg.gpu.dtypes:
+        if dtype not in cfg.cpu.dtypes:
+            verdict.unverified.append(f"{dtype}: not checked on CPU (the GPU checks it)")
+
+
+def run_parallel(phases: dict[str, Callable[[], Any]], cancel: threading.Event,
+                 verdict: Verdict) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Run the phases in threads; the first failure cancels the others (fail fast)."""
+    results: dict[str, Any] = {}
+    failures: dict[str, tuple[str, str]] = {}
+
+    def guarded(name: str, fn: Callable[[], Any]) -> None:
+        start = time.monotonic()
+        try:
+            results[name] = fn()
+        except ChildFailure as exc:
+            failures[name] = (exc.reason, exc.log)
+            cancel.set()
+        except cpu.CandidateError as exc:
+            failures[name] = (str(exc), "")
+            cancel.set()
+        except cpu.InterpreterLimit as exc:
+            failures[name] = ("interpreter: " + str(exc), "")
+            cancel.set()
+        except BaseException:  # the verifier's own failure: stop the siblings, report as an error
+            cancel.set()
+            raise
+        finally:
+            verdict.wall_s[name] = time.monotonic() - start
+
+    with ThreadPoolExecutor(max_workers=max(2, len(phases))) as pool:
+        for future in [pool.submit(guarded, name, fn) for name, fn in phases.items()]:
+            future.result()
+    return results, failures
+
+
+def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+    """The GPU path: until CUDA IPC hands the candidate trusted buffers, its child builds its own inputs."""
+    cfg = task.config
+    device = "cuda"
     items = plan_items(task, device, secret)
     job = base_job(task, device)
     timeouts = cfg.timeouts
-    interpret = device == "cpu"
-    memory = CPU_CHILD_MEMORY if device == "cpu" else None
-
+    verdict.unverified.append("GPU path: the candidate's process builds its inputs and is timed beside the baseline "
+                              "(CUDA IPC from a trusted process is not implemented yet): its checks are in-process")
     cancel = threading.Event()
-
-    def run_children() -> dict[str, Any]:
-        tasks: dict[str, Callable[[], sandbox.ChildOutcome]] = {}
-        small = {c.id for c in cfg.cases}  # the CPU cases reach every code path at a tiny size
-        compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
-                         and i["case"] in small and i["dtype"] == items[0]["dtype"]]
-        # the same ahead-of-time report on a GPU machine (for its own architecture): registers and
-        # spills are read from the cubin without touching the device
-        tasks["compile"] = lambda: sandbox.run_phase(
-            dict(job, phase="compile", target=target, items=compile_items, device="cpu"), source,
-            timeout_s=timeouts.compile_s, interpret=False, memory_bytes=memory, cancel=cancel)
-        for dtype in sorted({i["dtype"] for i in items}):
-            mine = [i for i in items if i["dtype"] == dtype]
-            tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
-                dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s,
-                interpret=interpret, memory_bytes=memory, cancel=cancel)
-        if device == "cpu":  # the baseline's interpreter times, same session, trusted code
-            timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == items[0]["dtype"]]
-            tasks["baseline"] = lambda: sandbox.run_phase(
-                dict(job, phase="run", items=timed, module="kopt_baseline"), task.baseline_path.read_text(),
-                timeout_s=timeouts.correctness_s, interpret=True, memory_bytes=memory, cancel=cancel)
-        say(f"compiling and checking {len(items)} case runs in {len(tasks)} child processes")
-
-        def guarded(fn: Callable[[], sandbox.ChildOutcome]) -> sandbox.ChildOutcome:
-            outcome = fn()
-            if outcome.failure or (outcome.result or {}).get("error"):
-                cancel.set()  # fail fast: the verdict is already a rejection
-            return outcome
-
-        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            futures = {name: pool.submit(guarded, fn) for name, fn in tasks.items()}
-            return {name: f.result() for name, f in futures.items()}
-
-    outcomes = run_children()
+    tasks: dict[str, Callable[[], sandbox.ChildOutcome]] = {}
+    for dtype in sorted({i["dtype"] for i in items}):
+        mine = [i for i in items if i["dtype"] == dtype]
+        tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
+            dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s, interpret=False,
+            cancel=cancel)
+    say(f"checking {len(items)} case runs on the GPU")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(fn) for name, fn in tasks.items()}
+        outcomes = {name: f.result() for name, f in futures.items()}
+    results: dict[str, dict] = {}
     for name, outcome in outcomes.items():
         verdict.wall_s[name] = outcome.wall_s
-    cancelled = {name for name, o in outcomes.items() if (o.failure or "").startswith("cancelled")}
-    if "compile" in outcomes and "compile" not in cancelled:
-        verdict.compile = compile_report(outcomes["compile"], target)
-        if not verdict.compile.ok:
-            raise Rejected("compile", f"compile for {target}: {verdict.compile.error}", outcomes["compile"].stderr_tail)
-    # the phase that failed first, not one cancelled because of it
-    ordered = sorted(outcomes.items(), key=lambda kv: (kv[1].failure or "").startswith("cancelled"))
-    results: dict[str, dict] = {}
-    for name, outcome in ordered:
-        if name.startswith("correctness"):
-            for entry in outcome_result(outcome, name)["results"]:
-                results[entry["key"]] = entry
-
+        for entry in outcome_result(outcome, name)["results"]:
+            results[entry["key"]] = entry
     say("comparing with the reference")
     check_start = time.monotonic()
     tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
-    if device == "cpu":
-        rows = check.check_items(task.load_reference(), items, results, tolerances, device)
-    else:
-        rows = gpu_check(task, job, items, results, tolerances)
+    rows = gpu_check(task, job, items, results, tolerances)
     verdict.wall_s["check"] = time.monotonic() - check_start
     verdict.cases = [CaseResult(**r) for r in rows]
     failed = [r for r in rows if not r["passed"]]
@@ -201,38 +268,29 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
         where = "a hidden case" if first["hidden"] else f"case {first['case']}"
         raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
                        f"({first['dtype']}): {first['reason']}")
-
-    if device == "cpu":
-        base = outcome_result(outcomes["baseline"], "baseline")
-        verdict.timing = interpreter_timing(rows, items, results, base["results"])
-    else:
-        say("timing on the GPU (baseline and candidate interleaved)")
-        verdict.timing = gpu_timing(task, job, source, verdict)
+    say("timing on the GPU (baseline and candidate interleaved)")
+    verdict.timing = gpu_timing(task, job, source, verdict)
 
 
-def compile_report(outcome: sandbox.ChildOutcome, target: str) -> CompileReport:
+def compile_report(result: dict | None, failure: tuple[str, str] | None, target: str, wall_s: float) -> CompileReport:
     from kopt.verifier.compile import parse_target
     limit = parse_target(target)[3]
-    if outcome.failure:
-        return CompileReport(target=target, shared_limit_bytes=limit, ok=False, error=outcome.failure,
-                             wall_s=outcome.wall_s)
-    result = outcome.result or {}
-    if result.get("error") and not result.get("kernels"):
-        where = result.get("where") or ""
-        return CompileReport(target=target, shared_limit_bytes=limit, ok=False,
-                             error=result["error"] + (f"\n{where}" if where else ""), wall_s=outcome.wall_s)
-    return CompileReport(target=target, shared_limit_bytes=result["shared_limit"], ok=not result.get("error"),
-                         error=result.get("error"), kernels=[KernelResources(**k) for k in result["kernels"]],
-                         wall_s=outcome.wall_s)
+    if failure is not None:
+        reason = failure[0]
+        return CompileReport(target=target, shared_limit_bytes=limit, ok=reason.startswith("cancelled"),
+                             error=None if reason.startswith("cancelled") else reason, wall_s=wall_s)
+    result = result or {}
+    kernels = [KernelResources(**k) for k in result.get("kernels", [])]
+    return CompileReport(target=target, shared_limit_bytes=result.get("shared_limit", limit),
+                         ok=not result.get("error"), error=result.get("error"), kernels=kernels, wall_s=wall_s)
 
 
-def interpreter_timing(rows: list[dict], items: list[dict], results: dict, baseline: list[dict]) -> Timing:
-    """Interpreter wall times: labelled as such everywhere, never a GPU speedup."""
-    base = {e["key"]: e["wall_s"] for e in baseline}
+def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline: dict[str, float]) -> Timing:
+    """Interpreter wall times measured by trusted code: labelled as such everywhere, never a GPU speedup."""
     workloads = []
     for item in items:
-        if item["key"] in base and item["key"] in results:
-            b, c = base[item["key"]], results[item["key"]]["wall_s"]
+        if item["key"] in baseline and item["key"] in candidate:
+            b, c = baseline[item["key"]], candidate[item["key"]]
             workloads.append(WorkloadTiming(workload=f"{item['case']}/{item['dtype']}", label=INTERPRETER_LABEL,
                                             baseline_ms=b * 1e3, candidate_ms=c * 1e3, speedup=b / c))
     return Timing(label=INTERPRETER_LABEL, workloads=workloads,
@@ -282,13 +340,16 @@ def compile_only(source: str, task: Task, target: str | None = None) -> CompileR
     target = target or cfg.default_target
     from kopt.verifier.compile import parse_target
     limit = parse_target(target)[3]
-    violations = check_source(source, tuple(cfg.extra_imports), cfg.allow_inline_asm, cfg.editable_file)
+    violations = gate(source, task)
     if violations:
         return CompileReport(target=target, shared_limit_bytes=limit, ok=False,
                              error="static gate: " + "; ".join(map(str, violations[:5])))
     items = [i for i in plan_items(task, "cpu", 0) if i["public_index"] == 0 and not i["hidden"]]
     first = items[0]["dtype"] if items else None
     items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["dtype"] == first]
-    outcome = sandbox.run_phase(dict(base_job(task, "cpu"), phase="compile", target=target, items=items), source,
-                                timeout_s=cfg.timeouts.compile_s, interpret=False, memory_bytes=CPU_CHILD_MEMORY)
-    return compile_report(outcome, target)
+    start = time.monotonic()
+    try:
+        result = cpu.compile_calls(task, source, items, target, threading.Event())
+        return compile_report(result, None, target, time.monotonic() - start)
+    except ChildFailure as exc:
+        return compile_report(None, (exc.reason, exc.log), target, time.monotonic() - start)

@@ -143,7 +143,7 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
         start = time.monotonic()
         with open(root / "output.log", "w+") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd, env=clean_env(root, interpret),
+                [sys.executable, "-I", "-B", "-m", "kopt.verifier.gpu_child"], cwd=cwd, env=clean_env(root, interpret),
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=lambda: _limits(memory_bytes), text=True)
             proc.stdin.write(json.dumps(job))

@@ -46,6 +46,16 @@ class Case(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Raises(Strict):
+    """A call the entry point must refuse: a case's inputs with some arguments overridden."""
+
+    id: str
+    case: str  # id of a [[cases]] entry whose inputs are used
+    set: dict[str, Any]  # arguments overridden (out-of-scope options)
+    exception: str = "NotImplementedError"
+    note: str = ""
+
+
 class DeviceProfile(Strict):
     dtypes: list[str]
     seeds: int = Field(2, ge=1)  # public seeds per case; each is mixed with a per-run secret
@@ -75,7 +85,13 @@ class TaskConfig(Strict):
     instruction: str = "instruction.md"
     positional_args: int = Field(ge=0)  # leading inputs passed positionally, the rest by keyword
     outputs: list[str]  # inputs written in place by the entry point
-    extra_imports: list[str] = Field(default_factory=list)  # extends the gate's allowlist
+    extra_imports: list[str] = Field(default_factory=list)  # extends the gate's allowlist of imports
+    extra_chains: list[str] = Field(default_factory=list)  # ... and of dotted names (e.g. "torch.sigmoid")
+    # The entry point's parameters in order, and which of them are Python scalars (the rest may be
+    # tensors): the gate lets host code branch on scalars and shapes, never on tensor values.
+    signature: list[str] = Field(default_factory=list)
+    scalar_args: list[str] = Field(default_factory=list)
+    raises: list["Raises"] = Field(default_factory=list)  # calls that must raise (out-of-scope options)
     allow_inline_asm: bool = False
     default_target: str = "sm_90"
     cpu: DeviceProfile
@@ -98,6 +114,12 @@ class TaskConfig(Strict):
             ids = [c.id for c in group]
             if len(ids) != len(set(ids)):
                 raise ValueError(f"duplicate case ids in {ids}")
+        unknown = [r.case for r in self.raises if r.case not in {c.id for c in self.cases}]
+        if unknown:
+            raise ValueError(f"[[raises]] names unknown case {unknown[0]!r}")
+        stray = set(self.scalar_args) - set(self.signature)
+        if stray:
+            raise ValueError(f"scalar_args {sorted(stray)} are not in signature")
         return self
 
 
@@ -117,6 +139,12 @@ class Task:
     @property
     def baseline_path(self) -> Path:
         return self.root / self.config.baseline
+
+    def instruction_text(self) -> str:
+        """What the agent is told: the task's instruction.md plus what the static gate allows."""
+        from kopt.verifier.gate import summary
+        text = (self.root / self.config.instruction).read_text().rstrip()
+        return f"{text}\n\n## What the verifier's static gate allows\n{summary()}\n"
 
     @property
     def reference_path(self) -> Path:

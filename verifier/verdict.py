@@ -109,11 +109,11 @@ class Verdict(Record):
     log_excerpt: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     wall_s: dict[str, float] = Field(default_factory=dict)
+    # Everything this verdict could not check (a dtype the interpreter cannot run, a specialization
+    # no checked case reached, GPU timing on a CPU machine). Empty means fully verified.
+    unverified: list[str] = Field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return self.status == "ok"
 
-    @property
-    def geomean(self) -> float | None:
-        return self.timing.geomean_speedup if self.timing else None

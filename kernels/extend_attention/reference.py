@@ -1,16 +1,25 @@
 """Trusted code for the extend-attention task: input generation and an fp64 reference.
 
-Both the verifier's candidate process (to build the inputs it calls the kernel with) and the
-orchestrator (to rebuild the same inputs and compute the expected output) call make_inputs
-with the same (case, dtype, seed): generation is deterministic on the CPU and only then moved
-to the device. The reference itself only ever runs in trusted processes.
+Only trusted processes import this module (the verifier's orchestrator, or a trusted child
+that owns the buffers on a GPU): the candidate's process receives finished tensors and never
+sees the generator, the seeds or the reference.
+
+make_inputs(case, dtype, seed, device, variant): everything that fixes shapes and layout
+(lengths, pool size, which slots, index dtype, strides, sm_scale) comes from `seed`; the
+content (q, k, v, pool rows, mask bits, which heads are peaky or needles) from (seed,
+variant). A variant > 0 has identical shapes and strides, new content and a few prefix
+positions re-pointed to other pool slots (a reallocation): the verifier writes it into the
+same buffers for a second call, so anything cached across calls shows.
 
 Input distributions (VERIFIER.md): q, k, v ~ N(0, 1); in a third of the heads q is scaled x4
 ("peaky"); in another third every query row is pointed at one visible key ("needle": its
 logit stands ~12 above the rest, so skipping any part of the key range shows); q_scale
 raises all logits (C9: +-50). Unreferenced pool slots hold NaN: a correct gather never
-reads them. kv_indices are scattered (or shuffled runs of 16 on GPU workloads) and may be
-shared between requests.
+reads them. kv_indices follow one of several layouts (LAYOUTS), and may be shared between
+requests.
+
+Which rule of the contract each case exercises is written in RULES below, next to the
+generators (task.toml's cases carry the same rule names in their notes).
 """
 
 from __future__ import annotations
@@ -23,9 +32,40 @@ import torch
 KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
-    "pool_slack", "index_dtype", "distribution",
+    "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options",
 }
 NEEDLE_LOGIT = 12.0
+# Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
+# (shuffled runs of 16 slots); the others break one assumption each.
+LAYOUTS = ("scattered", "runs16", "runs16_broken", "reversed_runs", "interleaved", "duplicate")
+
+# The contract's rules and the cases that exercise them (public ids from task.toml; "hidden"
+# means holdout_cases draws it; "raises" means task.toml's [[raises]] entries).
+RULES = {
+    "prefix gather through kv_indices (arbitrary slots, shared pages, a slot twice)": "all cases; LAYOUTS by seed",
+    "unreferenced pool slots are never read (NaN there)": "all cases",
+    "extend keys come from k_extend/v_extend": "all cases with E > 0",
+    "GQA: head h reads KV head h // G": "C1 (G=2), C3 (G=7), C12 (G=4, D=128), C14 (G=8), hidden (G up to 16)",
+    "MHA and MQA": "C2 (G=1), C3/C4 (Hkv=1)",
+    "head dims, Lq != Lv, non-powers of two": "C2 (80), C4 (32), C7 (192/128), C14 (256), hidden (64-256)",
+    "causal: extend key u visible iff u <= t": "C1, C2, C3, C10, C12",
+    "non-causal": "C4, C13, hidden",
+    "custom mask decides extend visibility; prefix columns ignored": "C5, C11, hidden",
+    "mask block offset mask_indptr[b], a first offset other than 0": "C11, hidden (mask_offset)",
+    "mask bits above the diagonal, across several tiles": "C11 (mask_kind=random, E=150)",
+    "a row with no visible key writes 0": "C5 (tree row cleared), C11",
+    "sliding window, prefix and extend, small and large": "C6 (16), C13 (W=3, non-causal), hidden (1..600)",
+    "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), hidden (1, 5, 20)",
+    "sm_scale: default, passed, another value": "every case by seed",
+    "logits far from 0 in both directions": "C9 (q x 8), peaky and needle heads in every case",
+    "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",
+    "many requests per batch": "C3 (9), C12 (12), hidden",
+    "long prefixes (more than a thousand keys)": "hidden (P up to 8192)",
+    "long extends": "C11 (150), hidden (up to 600)",
+    "index dtypes int32 and int64": "every case by seed",
+    "strided q/k/v (a fused QKV projection)": "every case by seed",
+    "out-of-scope options raise NotImplementedError": "raises (k_scale, v_scale, skip_prefix_custom_mask)",
+}
 
 
 def _lengths(case: dict, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -42,9 +82,31 @@ def _lengths(case: dict, gen: torch.Generator) -> list[tuple[int, int]]:
     return requests
 
 
+def _order(size: int, layout: str, gen: torch.Generator) -> torch.Tensor:
+    """A permutation of the pool's slots; requests take consecutive pieces of it."""
+    if layout == "scattered":
+        return torch.randperm(size, generator=gen)
+    runs = torch.randperm((size + 15) // 16, generator=gen)
+    within = torch.arange(16)
+    if layout == "reversed_runs":
+        within = within.flip(0)
+    order = (runs[:, None] * 16 + within).flatten()
+    if layout == "interleaved":  # two runs zipped together: 0, 16, 1, 17, ...
+        n = order.numel() // 32 * 32
+        order = torch.cat([order[:n].view(-1, 2, 16).transpose(1, 2).flatten(), order[n:]])
+    order = order[order < size]
+    if layout == "runs16_broken":  # single slots inside runs swapped with far-away ones
+        swaps = max(1, size // 40)
+        a = torch.randint(0, size, (swaps,), generator=gen)
+        b = torch.randint(0, size, (swaps,), generator=gen)
+        order = order.clone()
+        order[a], order[b] = order[b].clone(), order[a].clone()
+    return order
+
+
 def _slots(lengths: list[tuple[int, int]], layout: str, shared: bool, slack: float,
            gen: torch.Generator) -> tuple[int, list[torch.Tensor]]:
-    """Pool size and each request's prefix slots (sequence order), scattered over the pool."""
+    """Pool size and each request's prefix slots (sequence order), spread over the pool."""
     own = [p for p, _ in lengths]
     if shared and len(lengths) > 1:
         # later requests reuse the first half of request 0's prefix (a shared system prompt)
@@ -55,12 +117,7 @@ def _slots(lengths: list[tuple[int, int]], layout: str, shared: bool, slack: flo
         common = [0] * len(lengths)
     used = sum(own)
     size = used + max(16, int(math.ceil(used * slack)))
-    if layout == "runs16":
-        runs = torch.randperm((size + 15) // 16, generator=gen)
-        order = (runs[:, None] * 16 + torch.arange(16)).flatten()
-        order = order[order < size]
-    else:
-        order = torch.randperm(size, generator=gen)
+    order = _order(size, "runs16" if layout == "duplicate" else layout, gen)
     slots, start = [], 0
     for b, p in enumerate(own):
         mine = order[start:start + p]
@@ -68,6 +125,12 @@ def _slots(lengths: list[tuple[int, int]], layout: str, shared: bool, slack: flo
         if common[b]:
             mine = torch.cat([slots[0][:common[b]], mine])
         slots.append(mine)
+    if layout == "duplicate":  # one slot referenced at two positions of one request
+        for b, mine in enumerate(slots):
+            if mine.numel() >= 3:
+                slots[b] = mine.clone()
+                slots[b][-1] = mine[mine.numel() // 2]
+                break
     return size, slots
 
 
@@ -86,91 +149,147 @@ def _visible(p: int, e: int, causal: bool, window: int, mask: torch.Tensor | Non
     return vis
 
 
-def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str = "cpu") -> dict[str, Any]:
+def _needle_keys(p: int, e: int, causal: bool, window: int, mask: torch.Tensor | None,
+                 gen: torch.Generator) -> torch.Tensor:
+    """[E] one visible key position per query row (any key where a row sees none)."""
+    if mask is None:  # without a mask every row's visible keys are one range [lo, hi]
+        t = torch.arange(e)
+        hi = p + t if causal else torch.full((e,), p + e - 1)
+        lo = (p + t - window).clamp_min(0) if window > 0 else torch.zeros(e, dtype=torch.long)
+        return lo + (torch.rand(e, generator=gen) * (hi - lo + 1)).long().clamp_max(hi - lo)
+    vis = _visible(p, e, causal, window, mask).float()
+    vis[vis.sum(1) == 0] = 1.0
+    return torch.multinomial(vis, 1, generator=gen)[:, 0]
+
+
+def _mask_block(p: int, e: int, kind: str, clear_row: bool, gen: torch.Generator) -> torch.Tensor:
+    m = torch.rand(e, p + e, generator=gen) < 0.5  # prefix columns: noise the kernel must ignore
+    if kind == "random":  # bits above the diagonal too, across several tiles
+        ext = torch.rand(e, e, generator=gen) < 0.4
+    else:  # a speculative-decoding tree: ancestors and itself
+        ext = torch.tril(torch.rand(e, e, generator=gen) < 0.6) | torch.eye(e, dtype=torch.bool)
+    if clear_row and e > 1:
+        ext[e // 2] = False  # one row sees no extend key at all
+    m[:, p:] = ext
+    return m.flatten()
+
+
+def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str = "cpu",
+                variant: int = 0) -> dict[str, Any]:
     """The entry point's arguments, by name and in signature order, for one case and seed."""
     unknown = set(case) - KNOWN_PARAMS
     if unknown:
         raise ValueError(f"unknown case parameters {sorted(unknown)}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # shapes and layout
     hq, hkv = case["heads"]
     lq = case["head_dim"]
     lv = case.get("v_head_dim", lq)
     causal = case.get("causal", True)
     window = case.get("sliding_window", -1)
     lengths = _lengths(case, gen)
-    pool, slots = _slots(lengths, case.get("kv_layout", "scattered"), case.get("shared_prefix", True),
-                         case.get("pool_slack", 0.1), gen)
+    layout = case.get("kv_layout") or LAYOUTS[seed % len(LAYOUTS)]
+    pool, slots = _slots(lengths, layout, case.get("shared_prefix", True), case.get("pool_slack", 0.1), gen)
     n_ext = sum(e for _, e in lengths)
     qo = torch.tensor([0] + [e for _, e in lengths]).cumsum(0)
     kv = torch.tensor([0] + [p for p, _ in lengths]).cumsum(0)
+    index_dtype = {"int32": torch.int32, "int64": torch.int64}[case.get("index_dtype", "int64" if seed % 2 else "int32")]
+    max_len = case.get("max_len_extend", max(e for _, e in lengths))
+    sm_scale = (None, 1.0 / math.sqrt(lq), 0.7 / math.sqrt(lq))[seed % 3]  # default, passed, another
+    strided = bool(seed % 2)  # strided views, as a fused QKV projection hands them over
+    masked = bool(case.get("custom_mask"))
+    mask_offset = int(case.get("mask_offset", 0))
+    mask_lengths = torch.tensor([0] + [e * (p + e) for p, e in lengths]).cumsum(0) + mask_offset
+    scalars = {"is_causal": causal, "max_len_extend": int(max_len), "sm_scale": sm_scale,
+               "logit_cap": float(case.get("logit_cap", 0.0)), "sliding_window_size": int(window)}
+    if device == "meta":  # shapes only, for the launch report of big workloads: nothing is drawn
+        return _assemble(torch.empty(n_ext, hq, lq, device="meta"), torch.empty(n_ext, hkv, lq, device="meta"),
+                         torch.empty(n_ext, hkv, lv, device="meta"), torch.empty(pool, hkv, lq, device="meta"),
+                         torch.empty(pool, hkv, lv, device="meta"), qo, kv,
+                         torch.empty(sum(p for p, _ in lengths), dtype=index_dtype, device="meta"),
+                         torch.empty(int(mask_lengths[-1]), dtype=torch.bool, device="meta") if masked else None,
+                         mask_lengths if masked else None, scalars, dtype, "meta", strided, index_dtype)
+
+    content = torch.Generator().manual_seed((seed * 1_000_003 + variant) % (1 << 62))  # values: new per variant
+    indices = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.int64)
+    if variant and indices.numel():  # reallocation: a few prefix positions move to free slots
+        free = torch.ones(pool, dtype=torch.bool)
+        free[indices] = False
+        free_slots = free.nonzero().flatten()
+        moves = min(3, indices.numel(), free_slots.numel())
+        at = torch.randperm(indices.numel(), generator=content)[:moves]
+        indices = indices.clone()
+        indices[at] = free_slots[torch.randperm(free_slots.numel(), generator=content)[:moves]]
+        bounds = kv.tolist()
+        slots = [indices[bounds[b]:bounds[b + 1]] for b in range(len(lengths))]
 
     f32 = dict(dtype=torch.float32)
-    q = torch.randn(n_ext, hq, lq, generator=gen, **f32)
-    k_ext = torch.randn(n_ext, hkv, lq, generator=gen, **f32)
-    v_ext = torch.randn(n_ext, hkv, lv, generator=gen, **f32)
+    q = torch.randn(n_ext, hq, lq, generator=content, **f32)
+    k_ext = torch.randn(n_ext, hkv, lq, generator=content, **f32)
+    v_ext = torch.randn(n_ext, hkv, lv, generator=content, **f32)
     k_buf = torch.full((pool, hkv, lq), float("nan"), **f32)
     v_buf = torch.full((pool, hkv, lv), float("nan"), **f32)
-    indices = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.int64)
     referenced = torch.unique(indices)
-    k_buf[referenced] = torch.randn(len(referenced), hkv, lq, generator=gen)
-    v_buf[referenced] = torch.randn(len(referenced), hkv, lv, generator=gen)
+    k_buf[referenced] = torch.randn(len(referenced), hkv, lq, generator=content)
+    v_buf[referenced] = torch.randn(len(referenced), hkv, lv, generator=content)
 
     masks = []
-    if case.get("custom_mask"):
-        for b, (p, e) in enumerate(lengths):
-            m = torch.rand(e, p + e, generator=gen) < 0.5  # prefix columns: noise the kernel must ignore
-            tree = torch.tril(torch.rand(e, e, generator=gen) < 0.6) | torch.eye(e, dtype=torch.bool)
-            if b == 0 and e > 1:
-                tree[e // 2] = False  # one row sees no extend key at all
-            m[:, p:] = tree
-            masks.append(m.flatten())
+    if masked:
+        kind = case.get("mask_kind", "tree")
+        masks = [_mask_block(p, e, kind, b == 0, content) for b, (p, e) in enumerate(lengths)]
 
-    # distributions: each head is normal, peaky or needle, rotating with the seed
+    # distributions: each head is normal, peaky or needle, rotating with the seed and variant
     group = hq // hkv
     scale = 1.0 / math.sqrt(lq)
     for b, (p, e) in enumerate(lengths):
         if e == 0:
             continue
-        vis = _visible(p, e, causal, window, masks[b].view(e, p + e) if masks else None)
         rows = slice(int(qo[b]), int(qo[b + 1]))
-        keys = torch.cat([k_buf[slots[b]], k_ext[rows]])  # [P+E, Hkv, Lq]
+        keys = None
         for h in range(hq):
-            kind = (h + seed) % 3
+            kind = (h + seed + variant) % 3
             if kind == 1:
                 q[rows, h] *= 4.0
             elif kind == 2:
-                pick = torch.multinomial(vis.float() + 1e-30 * ~vis.any(1, keepdim=True), 1, generator=gen)[:, 0]
+                if keys is None:
+                    keys = torch.cat([k_buf[slots[b]], k_ext[rows]])  # [P+E, Hkv, Lq]
+                pick = _needle_keys(p, e, causal, window, masks[b].view(e, p + e) if masks else None, content)
                 kj = keys[pick, h // group]  # [E, Lq]
                 q[rows, h] = kj * (NEEDLE_LOGIT / (scale * (kj * kj).sum(-1, keepdim=True)))
     q *= case.get("q_scale", 1.0)
 
-    index_dtype = {"int32": torch.int32, "int64": torch.int64}[case.get("index_dtype", "int64" if seed % 2 else "int32")]
-    max_len = case.get("max_len_extend", max(e for _, e in lengths))
+    mask = None
+    if masked:  # mask_indptr[0] may be > 0: bits before it belong to nobody
+        mask = torch.cat([torch.rand(mask_offset, generator=content) < 0.5, *masks])
     on = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
-    q_in, k_in, v_in = on(q), on(k_ext), on(v_ext)
-    if seed % 2:  # strided views, as a fused QKV projection hands them over: never assume contiguity
+    return _assemble(on(q), on(k_ext), on(v_ext), on(k_buf), on(v_buf), qo, kv, indices.to(index_dtype),
+                     mask, mask_lengths if masked else None, scalars, dtype, device, strided, index_dtype)
+
+
+def _assemble(q, k, v, k_buf, v_buf, qo, kv, indices, mask, mask_indptr, scalars, dtype, device, strided,
+              index_dtype) -> dict[str, Any]:
+    n_ext, hq, lq = q.shape
+    hkv, lv = k.shape[1], v.shape[2]
+    if strided:
         if lq == lv:
-            packed = torch.cat([q_in, k_in, v_in], dim=1)
-            q_in, k_in, v_in = packed[:, :hq], packed[:, hq:hq + hkv], packed[:, hq + hkv:]
+            packed = torch.cat([q, k, v], dim=1)
+            q, k, v = packed[:, :hq], packed[:, hq:hq + hkv], packed[:, hq + hkv:]
         else:
             wide = torch.zeros(n_ext, hq, lq + 16, dtype=dtype, device=device)
-            wide[..., :lq] = q_in
-            q_in = wide[..., :lq]
-    sm_scale = (None, scale, 0.7 * scale)[seed % 3]  # the default, the same value passed, and another one
+            wide[..., :lq] = q
+            q = wide[..., :lq]
     return {
-        "q_extend": q_in, "k_extend": k_in, "v_extend": v_in,
+        "q_extend": q, "k_extend": k, "v_extend": v,
         "o_extend": torch.empty(n_ext, hq, lv, dtype=dtype, device=device),
-        "k_buffer": on(k_buf), "v_buffer": on(v_buf),
+        "k_buffer": k_buf, "v_buffer": v_buf,
         "qo_indptr": qo.to(torch.int32).to(device), "kv_indptr": kv.to(torch.int32).to(device),
         "kv_indices": indices.to(index_dtype).to(device),
-        "custom_mask": torch.cat(masks).to(device) if masks else None,
-        "is_causal": causal,
-        "mask_indptr": (torch.tensor([0] + [e * (p + e) for p, e in lengths]).cumsum(0).to(device)
-                        if masks else None),
-        "max_len_extend": int(max_len),
-        "sm_scale": sm_scale,
-        "logit_cap": float(case.get("logit_cap", 0.0)),
-        "sliding_window_size": int(window),
+        "custom_mask": None if mask is None else mask.to(device),
+        "is_causal": scalars["is_causal"],
+        "mask_indptr": None if mask_indptr is None else mask_indptr.to(device),
+        "max_len_extend": scalars["max_len_extend"],
+        "sm_scale": scalars["sm_scale"],
+        "logit_cap": scalars["logit_cap"],
+        "sliding_window_size": scalars["sliding_window_size"],
     }
 
 
@@ -212,29 +331,52 @@ def reference(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
-    """Hidden cases drawn per evaluation: shapes and options the agent never sees."""
+    """Hidden cases drawn per evaluation: shapes and options the agent never sees.
+
+    The first is always a long prefix (P up to 8192, few heads, small E: what the GPU workloads
+    reach and public cases do not); the others draw lengths around tile boundaries and rotate
+    through every option of the contract.
+    """
     gen = torch.Generator().manual_seed(seed)
     pick = lambda xs: xs[int(torch.randint(0, len(xs), (1,), generator=gen))]  # noqa: E731
-    prefixes = [0, 1, 3, 31, 63, 64, 65, 127, 129, 255, 257, 511, 700]
-    extends = [1, 2, 3, 31, 64, 65, 129]
-    cases = []
-    for i in range(count):
+    prefixes = [0, 1, 3, 31, 63, 64, 65, 127, 129, 255, 257, 511, 700, 1023, 1500]
+    extends = [1, 2, 3, 31, 63, 64, 65, 129, 257, 600]
+    cases: list[dict[str, Any]] = []
+    if count:
+        cases.append({"heads": [1, 1], "head_dim": pick([64, 128]),
+                      "requests": [[pick([2048, 3000, 4100, 8192]), pick([1, 5, 17])], [pick(prefixes), 1]]})
+    for i in range(1, count):
         hkv = pick([1, 2])
-        group = pick([1, 2, 4, 7])
-        d = pick([32, 64, 80, 96, 128])
-        requests = [[pick(prefixes), pick(extends)] for _ in range(pick([1, 2]))]
+        group = pick([1, 2, 4, 7, 8, 16])
+        d = pick([32, 64, 80, 96, 128, 192, 256])
+        dv = d if d <= 128 or pick([0, 1]) else pick([64, 128])
+        n = pick([1, 2, 2, 3, 6])
+        requests = [[pick(prefixes), pick(extends) if j else pick(extends[:8])] for j in range(n)]
+        if n > 2:
+            requests[1][1] = 0  # an E = 0 request inside the batch
         case: dict[str, Any] = {"heads": [hkv * group, hkv], "head_dim": d, "requests": requests}
-        option = (i + seed) % 5  # every option comes up across evaluations
+        if dv != d:
+            case["v_head_dim"] = dv
+        option = (i + seed) % 6  # every option comes up across evaluations
         if option == 1:
-            case["custom_mask"] = True
+            case.update(custom_mask=True, mask_kind=pick(["tree", "random"]), mask_offset=pick([0, 5, 64]))
         elif option == 2:
-            case["sliding_window"] = pick([1, 8, 33, 100])
+            case["sliding_window"] = pick([1, 8, 33, 100, 600])
         elif option == 3:
-            case["logit_cap"] = pick([5.0, 20.0])
+            case["logit_cap"] = pick([1.0, 5.0, 20.0])
         elif option == 4:
             case["causal"] = False
+            if pick([0, 1]):
+                case["sliding_window"] = pick([2, 40])
+        elif option == 5:
+            case["q_scale"] = pick([3.0, 8.0])
         if pick([0, 1, 2]) == 0:
             case["max_len_extend"] = max(e for _, e in requests) + pick([1, 17, 200])
+        # keep one interpreter evaluation cheap: bound keys x query heads
+        while sum(p + e for p, e in case["requests"]) * case["heads"][0] > 12000 and len(case["requests"]) > 1:
+            case["requests"].pop()
+        if max(e for _, e in case["requests"]) == 0:
+            case["requests"][0][1] = 1
         cases.append(case)
     return cases
 
@@ -251,3 +393,29 @@ def cost(case: dict[str, Any], dtype_bytes: int, seed: int = 0) -> tuple[float, 
     written = sum(e * hq * lv for _, e in lengths)
     pairs = sum(e * p + (e * (e + 1) // 2 if causal else e * e) for p, e in lengths)
     return float((read + written) * dtype_bytes), float(2.0 * hq * pairs * (lq + lv))
+
+
+def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None) -> str:
+    """The case's shape and options, and where the worst element is (request, query, head)."""
+    q, v = inputs["q_extend"], inputs["v_extend"]
+    qo = inputs["qo_indptr"].tolist()
+    kv = inputs["kv_indptr"].tolist()
+    requests = [(kv[b + 1] - kv[b], qo[b + 1] - qo[b]) for b in range(len(qo) - 1)]
+    shown = ", ".join(f"({p}, {e})" for p, e in requests[:8]) + (f", ... {len(requests)} in all" if len(requests) > 8
+                                                                   else "")
+    options = ["causal" if inputs["is_causal"] else "non-causal"]
+    if inputs["custom_mask"] is not None:
+        options.append(f"custom mask from offset {int(inputs['mask_indptr'][0])}")
+    if inputs["sliding_window_size"] > 0:
+        options.append(f"window {inputs['sliding_window_size']}")
+    if inputs["logit_cap"] > 0:
+        options.append(f"logit cap {inputs['logit_cap']:g}")
+    if inputs["sm_scale"] is not None:
+        options.append(f"sm_scale {inputs['sm_scale']:.4g}")
+    text = (f"Hq/Hkv {q.shape[1]}/{inputs['k_extend'].shape[1]}, Lq/Lv {q.shape[2]}/{v.shape[2]}, "
+            f"requests (P, E) {shown}, {', '.join(options)}, kv_indices {inputs['kv_indices'].dtype}")
+    if index:
+        row, head = index[0], index[1] if len(index) > 1 else 0
+        b = next(i for i in range(len(qo) - 1) if qo[i] <= row < qo[i + 1])
+        text += f"; worst element: request {b} (P={requests[b][0]}, E={requests[b][1]}), query t={row - qo[b]}, head {head}"
+    return text

@@ -134,7 +134,7 @@ def run_endurance(steps: int, root: Path, context_tokens: int = 16_000, fault_ev
     task = load_task("rmsnorm")
     config = RunConfig(run_id="endurance", task=str(task.root), task_hash=task.hash, editable_file="kernel.py",
                        model="openai:scripted", budgets=Budgets(max_tool_calls=steps + 10))
-    ws = Workspace.create(root, config, task.baseline_path, task.instruction_path)
+    ws = Workspace.create(root, config, task.baseline_path, task.instruction_text())
     server = AgentServer(steps, fault_every)
     marks: list[float] = []
     model_time = [0.0]

@@ -16,7 +16,7 @@ def make_workspace(root: Path, task_name: str = "rmsnorm", budgets: Budgets = Bu
     task = load_task(task_name)
     config = RunConfig(run_id="test", task=str(task.root), task_hash=task.hash,
                        editable_file=task.config.editable_file, model="scripted", budgets=budgets, secret=7)
-    return Workspace.create(root, config, task.baseline_path, task.instruction_path)
+    return Workspace.create(root, config, task.baseline_path, task.instruction_text())
 
 
 def verdict(ok: bool = True, ratio: float = 1.0, reason: str | None = None) -> Verdict:

@@ -1,0 +1,332 @@
+"""kopt.verifier.interp on the real Triton interpreter.
+
+TRITON_INTERPRET is read when a kernel module is imported, so each check runs a snippet in a
+fresh `python` with TRITON_INTERPRET=1; the snippet prints one JSON line that the test reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kopt.verifier.interp import InterpreterLimitation, as_limitation, install
+
+REPO = Path(__file__).resolve().parents[2]
+PRELUDE = """
+import json, math, mmap, os, sys, tempfile, warnings
+import numpy as np, torch, triton, triton.language as tl
+from kopt.verifier import interp
+"""
+
+
+def run_snippet(*parts: str, interpret: bool = True, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run PRELUDE + parts (each dedented on its own) as a script (@triton.jit reads its source)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpret else "0", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "snippet.py"
+        script.write_text(PRELUDE + "".join(textwrap.dedent(part) for part in parts))
+        return subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+
+
+def run_json(*parts: str, interpret: bool = True) -> Any:
+    done = run_snippet(*parts, interpret=interpret)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bad_order_and_known_failures_without_a_subprocess():
+    with pytest.raises(ValueError):
+        install(order="sideways")
+    assert isinstance(as_limitation(RuntimeError("0 active drivers ([]). There should only be one.")),
+                      InterpreterLimitation)
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = InterpreterLimitation("libdevice.j0")
+    assert "not a fault of the kernel" in str(as_limitation(wrapped))
+    assert as_limitation(ValueError("index out of range")) is None
+
+
+def test_program_order_forward_reverse_and_seeded_shuffle():
+    got = run_json("""
+        interp.install()
+        call = triton.runtime.interpreter.GridExecutor.__call__
+        @triton.jit
+        def record(counter, order):
+            t = tl.atomic_add(counter, 1)
+            pid = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+            tl.store(order + t, pid)
+        def run(grid):
+            counter, order = torch.zeros(1, dtype=torch.int32), torch.full((12,), -1, dtype=torch.int32)
+            record[grid](counter, order)
+            return order.tolist()
+        out = {"forward": run((4, 3))}
+        for order, seed in (("reverse", 0), ("shuffle", 1), ("shuffle", 1), ("shuffle", 2)):
+            interp.install(order, seed)
+            out[f"{order}{seed}" + ("b" if f"{order}{seed}" in out else "")] = run((4, 3))
+        out["same_patch"] = triton.runtime.interpreter.GridExecutor.__call__ is call
+        print(json.dumps(out))
+    """)
+    assert got["forward"] == list(range(12))
+    assert got["reverse0"] == list(range(12))[::-1]
+    assert sorted(got["shuffle1"]) == list(range(12)) and got["shuffle1"] != got["forward"]
+    assert got["shuffle1"] == got["shuffle1b"] and got["shuffle2"] != got["shuffle1"]
+    assert got["same_patch"]  # install() again changed the order, not the patch
+
+
+READ_ONLY = """
+    interp.install()
+    x = np.arange(64, dtype=np.float32)
+    with tempfile.NamedTemporaryFile(delete=False) as f:
+        f.write(x.tobytes())
+    with open(f.name, "rb") as f:
+        region = mmap.mmap(f.fileno(), x.nbytes, prot=mmap.PROT_READ)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that the buffer is not writable
+        ro = torch.frombuffer(region, dtype=torch.float32)
+    @triton.jit
+    def double(src, dst, N: tl.constexpr):
+        o = tl.program_id(0) * N + tl.arange(0, N)
+        tl.store(dst + o, 2 * tl.load(src + o))
+"""
+
+
+def test_kernel_reading_read_only_memory_runs_and_writing_it_faults():
+    got = run_json(READ_ONLY, """
+        copies = []
+        copy = torch.UntypedStorage.copy_
+        torch.UntypedStorage.copy_ = lambda self, src, *a: copies.append(1) or copy(self, src, *a)
+        out = torch.zeros(64)
+        double[(4,)](ro, out, 16)
+        launched_copies = len(copies)
+        dev, hst = torch.zeros(4), torch.arange(4.0)  # distinct memory, as with a real device
+        triton.runtime.interpreter.GridExecutor._restore_args_dev(None, (dev,), (hst,), {}, {})
+        print(json.dumps({"out": out.tolist(), "copies": launched_copies, "dev": dev.tolist()}))
+    """)
+    assert got["out"] == [2.0 * i for i in range(64)]
+    assert got["copies"] == 0  # host and device storage are the same memory: no self-copy
+    assert got["dev"] == [0.0, 1.0, 2.0, 3.0]  # different memory is still written back
+    done = run_snippet(READ_ONLY, """
+        double[(4,)](torch.ones(64), ro, 16)
+        print("survived")
+    """)
+    assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stderr[-2000:])
+
+
+def test_bf16_loads_arithmetic_casts_and_stores_round_like_a_gpu():
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def ops(a, b, c, x, out, acc, N: tl.constexpr):
+            r = tl.arange(0, N)
+            tile = r[:, None] * N + r[None, :]
+            A, B, C = tl.load(a + tile), tl.load(b + tile), tl.load(c + tile)
+            X = tl.load(x + tile)  # fp32
+            tl.store(out + 0 * N * N + tile, A + B)
+            tl.store(out + 1 * N * N + tile, A * B * 1.5)
+            tl.store(out + 2 * N * N + tile, tl.maximum(A, B))
+            tl.store(out + 3 * N * N + tile, tl.where(A > 0, A - B, C))
+            tl.store(out + 4 * N * N + tile, X.to(tl.bfloat16))
+            tl.store(out + 5 * N * N + tile, (X * 3.0).to(tl.bfloat16) + A)
+            tl.store(out + 6 * N * N + tile, tl.exp(A.to(tl.float32)).to(tl.bfloat16))
+            tl.store(out + 7 * N * N + tile, tl.abs(A))
+            tl.store(out + 8 * N * N + tile, tl.fma(A, B, C))
+            tl.store(out + 9 * N * N + tile, (A.to(tl.int16, bitcast=True) ^ 1).to(tl.bfloat16, bitcast=True))
+            tl.store(acc + tile, tl.dot(A, B) + A.to(tl.float32))
+        N = 16
+        g = torch.Generator().manual_seed(0)
+        a, b, c = (torch.randn(N, N, generator=g).bfloat16() for _ in range(3))
+        x = torch.randn(N, N, generator=g) * 100
+        bits = x.view(torch.int32)
+        bits[:2] = (bits[:2] & ~0xFFFF) | 0x8000  # exact ties: round to even
+        x[2, :3] = torch.tensor([float("inf"), float("nan"), 3.4e38])
+        out = torch.empty(10, N, N, dtype=torch.bfloat16)
+        acc = torch.empty(N, N)
+        ops[(1,)](a, b, c, x, out, acc, N)
+        f, r = (lambda t: t.float()), (lambda t: t.to(torch.bfloat16))
+        want = [r(f(a) + f(b)), r(f(r(f(a) * f(b))) * 1.5), torch.maximum(a, b),
+                torch.where(a > 0, r(f(a) - f(b)), c), r(x), r(f(r(x * 3.0)) + f(a)), r(torch.exp(f(a))),
+                a.abs(), r(a.double() * b.double() + c.double()), (a.view(torch.int16) ^ 1).view(torch.bfloat16)]
+        ulps = [(o.view(torch.int16).int() - w.view(torch.int16).int())[~w.isnan()].abs().max().item()
+                + 1000 * (o.isnan() != w.isnan()).sum().item() for o, w in zip(out, want)]
+        nan_kept = bool(torch.isnan(out[4, 2, 1]))
+        dot_err = ((acc - (f(a) @ f(b) + f(a))).abs().max() / (f(a) @ f(b)).abs().max()).item()
+        print(json.dumps({"ulps": ulps, "nan": nan_kept, "dot": dot_err, "inf": out[4, 2, 2].item()}))
+    """)
+    ulps = got["ulps"]
+    assert ulps[:6] == [0] * 6 and ulps[7:] == [0] * 3, ulps  # bit-exact
+    assert ulps[6] <= 1, ulps  # exp: numpy's and torch's fp32 exp may differ in the last fp32 bit
+    assert got["nan"] and got["inf"] == float("inf")  # 3.4e38 rounds up past bf16's largest finite
+    assert got["dot"] < 1e-6  # fp32 accumulation of exact bf16 products
+
+
+def test_bf16_flash_attention_baseline_matches_fp64_like_a_gpu():
+    got = run_json("""
+        import importlib.util
+        interp.install()
+        def load(name):
+            spec = importlib.util.spec_from_file_location(name, f"kernels/extend_attention/{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        baseline, reference = load("baseline"), load("reference")
+        case = {"heads": [2, 1], "head_dim": 64, "requests": [[40, 24], [0, 20]], "logit_cap": 20.0}
+        errors = {}
+        for seed in (0, 1):
+            inputs = reference.make_inputs(case, torch.bfloat16, seed)
+            names = list(inputs)
+            baseline.extend_attention_fwd(*(inputs[n] for n in names[:13]), **{n: inputs[n] for n in names[13:]})
+            want = reference.reference(inputs)["o_extend"]
+            got = inputs["o_extend"].double()
+            errors[seed] = ((got - want).norm() / want.norm()).item()
+        print(json.dumps(errors))
+    """)
+    for seed, rel_l2 in got.items():
+        assert 1e-4 < rel_l2 < 4e-3, (seed, rel_l2)  # bf16's 8-bit mantissa: ~2e-3 on a GPU too
+
+
+LIBDEVICE_KERNEL = """
+    interp.install()
+    from triton.language.extra import libdevice
+    from triton.language.extra.cuda import libdevice as cuda_libdevice
+    from triton.language.extra.libdevice import tanh as imported_tanh
+    NAMES = ["tanh", "exp", "exp2", "expm1", "log", "log2", "log1p", "sqrt", "rsqrt", "pow", "erf",
+             "fast_expf", "fast_logf", "fma", "floor", "ceil", "div_rn", "isnan", "isinf", "cuda_tanh",
+             "imported_tanh", "math_exp", "math_div_rn", "math_rsqrt", "math_erf", "math_fma", "math_sqrt_rn"]
+    @triton.jit
+    def apply(x, y, out, N: tl.constexpr, F: tl.constexpr):
+        o = tl.arange(0, N)
+        v, w = tl.load(x + o), tl.load(y + o)
+        if F == 0: r = libdevice.tanh(v)
+        if F == 1: r = libdevice.exp(v)
+        if F == 2: r = libdevice.exp2(v)
+        if F == 3: r = libdevice.expm1(v)
+        if F == 4: r = libdevice.log(w)
+        if F == 5: r = libdevice.log2(w)
+        if F == 6: r = libdevice.log1p(w)
+        if F == 7: r = libdevice.sqrt(w)
+        if F == 8: r = libdevice.rsqrt(w)
+        if F == 9: r = libdevice.pow(w, v)
+        if F == 10: r = libdevice.erf(v)
+        if F == 11: r = libdevice.fast_expf(v)
+        if F == 12: r = libdevice.fast_logf(w)
+        if F == 13: r = libdevice.fma(v, w, v)
+        if F == 14: r = libdevice.floor(v)
+        if F == 15: r = libdevice.ceil(v)
+        if F == 16: r = libdevice.div_rn(v, w)
+        if F == 17: r = libdevice.isnan(v / 0.0 * 0.0).to(tl.float32)
+        if F == 18: r = libdevice.isinf(v / 0.0).to(tl.float32)
+        if F == 19: r = cuda_libdevice.tanh(v)
+        if F == 20: r = imported_tanh(v)
+        if F == 21: r = tl.math.exp(v)
+        if F == 22: r = tl.math.div_rn(v, w)
+        if F == 23: r = tl.math.rsqrt(w)
+        if F == 24: r = tl.math.erf(v)
+        if F == 25: r = tl.math.fma(v, w, v)
+        if F == 26: r = tl.math.sqrt_rn(w)
+        if F == 27: r = libdevice.j0(v)
+        tl.store(out + o, r)
+"""
+
+
+def test_libdevice_and_math_functions_match_fp64_references():
+    got = run_json(LIBDEVICE_KERNEL, """
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, generator=g) * 2
+        y = torch.rand(64, generator=g) * 4 + 0.1
+        X, Y = x.double(), y.double()
+        want = [X.tanh(), X.exp(), torch.exp2(X), X.expm1(), Y.log(), Y.log2(), Y.log1p(), Y.sqrt(), Y.rsqrt(),
+                Y.pow(X), torch.erf(X), X.exp(), Y.log(), X * Y + X, X.floor(), X.ceil(), X / Y,
+                torch.ones(64), torch.ones(64), X.tanh(), X.tanh(), X.exp(), X / Y, Y.rsqrt(), torch.erf(X),
+                X * Y + X, Y.sqrt()]
+        err = {}
+        for f, (name, w) in enumerate(zip(NAMES, want)):
+            out = torch.full((64,), float("nan"))
+            apply[(1,)](x, y, out, 64, f)
+            err[name] = ((out.double() - w).abs() / w.abs().clamp_min(1e-30)).max().item()
+        try:
+            apply[(1,)](x, y, out, 64, 27)
+            err["j0"] = "ran"
+        except interp.InterpreterLimitation as e:
+            err["j0"] = str(e)
+        print(json.dumps(err))
+    """)
+    limitation = got.pop("j0")
+    assert "libdevice.j0" in limitation and "not a fault of the kernel" in limitation
+    bad = {name: e for name, e in got.items() if not e <= 2.5e-7}  # within ~2 fp32 ulps
+    assert not bad, bad
+
+
+AUTOTUNED = """
+    interp.install()
+    seen = []
+    @triton.autotune(configs=[triton.Config({"BLOCK": 4}, pre_hook=lambda a: seen.append("cfg0")),
+                              triton.Config({"BLOCK": 8})],
+                     key=["n"], reset_to_zero=["acc"], post_hook=lambda a, exception: seen.append("post"))
+    @triton.jit
+    def tiled(x, acc, blocks, n, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        o = pid * BLOCK + tl.arange(0, BLOCK)
+        tl.atomic_add(acc + o, tl.load(x + o, mask=o < n), mask=o < n)
+        tl.store(blocks + pid, BLOCK)
+    @triton.heuristics({"BLOCK": lambda args: triton.next_power_of_2(args["n"])})
+    @triton.jit
+    def whole(x, blocks, n, BLOCK: tl.constexpr):
+        tl.store(blocks, BLOCK)
+    def launch(n=16, start=5.0):
+        x, acc, blocks = torch.ones(n), torch.full((n,), start), torch.zeros(8, dtype=torch.int32)
+        tiled[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](x, acc, blocks, n)
+        return {"acc": acc.tolist(), "blocks": blocks.tolist()}
+"""
+
+
+def test_autotune_runs_the_chosen_config_with_reset_and_hooks():
+    got = run_json(AUTOTUNED, """
+        out = {}
+        for choice in (None, 1, 3, 0):
+            interp.set_autotune_choice(choice)
+            out[str(choice)] = launch()
+        out["again"] = launch()  # same key, same choice: no second reset, as after a GPU's tuning
+        interp.set_autotune_choice(1, bench_runs=1)
+        out["bench"] = launch(n=12)  # new key: one emulated benchmark run, then the reset
+        out["counts"], out["seen"] = interp.autotune_config_counts(), seen
+        blocks = torch.zeros(8, dtype=torch.int32)
+        whole[(1,)](torch.ones(5), blocks, 5)
+        out["heuristic"] = blocks[0].item()
+        print(json.dumps(out))
+    """)
+    assert got["None"]["blocks"] == [4, 4, 4, 4, 0, 0, 0, 0] and got["None"]["acc"] == [1.0] * 16
+    assert got["1"]["blocks"] == [8, 8, 0, 0, 0, 0, 0, 0] and got["1"]["acc"] == [1.0] * 16
+    assert got["3"]["blocks"] == got["1"]["blocks"]  # index modulo the number of configs ...
+    assert got["3"]["acc"] == [6.0] * 16  # ... the same config for the same key: tuned once, no reset
+    assert got["0"]["blocks"][:4] == [4] * 4 and got["0"]["acc"] == [1.0] * 16  # choice changed: reset again
+    assert got["again"]["acc"] == [6.0] * 16  # no reset: the 5.0 it started with stays
+    assert got["bench"]["acc"] == [1.0] * 12 and got["bench"]["blocks"][:2] == [8, 8]
+    assert got["counts"] == {"tiled": 2}
+    assert got["seen"] == ["cfg0", "cfg0", "cfg0", "post"]  # config 0's pre_hook on its runs; post after bench
+    assert got["heuristic"] == 8
+
+
+def test_autotune_pruning_and_the_ahead_of_time_path():
+    got = run_json("""
+        from triton.runtime.autotuner import Autotuner
+        interp.install_aot_autotune()
+        @triton.jit
+        def kernel(x, n, BLOCK: tl.constexpr):
+            pass
+        configs = [triton.Config({"BLOCK": b}, pre_hook=lambda a, b=b: hooked.append(b)) for b in (16, 32, 64)]
+        hooked, launched = [], []
+        tuner = Autotuner(kernel, kernel.arg_names, configs, key=["n"], reset_to_zero=None, restore_value=None,
+                          prune_configs_by={"early_config_prune": lambda cs, nargs, **kw: cs[:2]})
+        tuner.fn = type("Compile", (), {"run": lambda self, *a, **kw: launched.append(kw["BLOCK"])})()
+        tuner.run(torch.ones(4), 4, grid=(1,))
+        print(json.dumps({"launched": launched, "hooked": hooked, "counts": interp.autotune_config_counts()}))
+    """, interpret=False)
+    assert got == {"launched": [16, 32], "hooked": [16, 32], "counts": {"kernel": 2}}

@@ -1,0 +1,223 @@
+"""The CPU path of an evaluation: ahead-of-time compile, correctness under the interpreter, the
+baseline's interpreter times; every deciding check made here, outside the candidate's process.
+
+Each (case, dtype, seed) item is called once; items that repeat are called twice more with the
+same buffers: again with another output poison and the grid's programs in reverse order (the
+outputs must agree), then with new content written into the same buffers and a few prefix
+slots re-pointed, programs shuffled (checked against a fresh reference), so a result cached
+across calls or depending on program order fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kopt.verifier import check
+from kopt.verifier.session import CallResult, ChildFailure, Inputs, Session, pack
+from kopt.verifier.task import Task
+
+POISONS = (float("nan"), 1.0e4)
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+CPU_CHILD_MEMORY = 16 << 30
+
+
+def coin(secret: int, *parts: Any) -> int:
+    return int(hashlib.sha256(":".join(map(str, (secret, *parts))).encode()).hexdigest()[:8], 16)
+
+
+def job_for(task: Task, mode: str, module: str = "kopt_candidate", target: str | None = None) -> dict[str, Any]:
+    cfg = task.config
+    return {"entry_point": cfg.entry_point, "module": module, "positional_args": cfg.positional_args,
+            "mode": mode, "target": target}
+
+
+@dataclass
+class Checked:
+    """What one session found: a row per item, interpreter wall times, autotune configs seen."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: dict[str, float] = field(default_factory=dict)
+    autotune: dict[str, int] = field(default_factory=dict)
+    keys: set[str] = field(default_factory=set)
+    configs_run: dict[str, set[int]] = field(default_factory=dict)
+
+
+class Correctness:
+    """One dtype's items through one candidate process, judged here as they come back."""
+
+    def __init__(self, task: Task, source: str, items: list[dict], secret: int, cancel: threading.Event,
+                 raises: bool):
+        self.task, self.source, self.items, self.secret, self.cancel = task, source, items, secret, cancel
+        self.reference = task.load_reference()
+        self.outputs = task.config.outputs
+        self.raises = raises
+        self.calls = 0
+        self.result = Checked()
+        self.autotune = 0  # configs of the largest autotuned kernel seen so far
+
+    def inputs(self, item: dict, variant: int, like: Inputs | None = None) -> Inputs:
+        tensors = self.reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu",
+                                             **({"variant": variant} if variant else {}))
+        return pack(tensors, self.outputs, like.layout if like else None)
+
+    def call(self, session: Session, label: str, item: dict, inputs: Inputs, poison: float, order: str,
+             override: dict | None = None) -> CallResult:
+        self.calls += 1
+        choice = self.calls % self.autotune if self.autotune > 1 else None
+        result = session.call(label, item["key"], inputs, self.outputs, poison=poison,
+                              end_aligned=bool(coin(self.secret, item["key"], self.calls) % 2),
+                              program_order=order, order_seed=coin(self.secret, "order", item["key"]),
+                              autotune_choice=choice, override=override)
+        self.result.keys.update(result.keys)
+        if result.autotune:
+            self.result.autotune.update(result.autotune)
+            self.autotune = max(result.autotune.values())
+            for kernel, count in result.autotune.items():
+                if count > 1:
+                    self.result.configs_run.setdefault(kernel, set()).add((choice or 0) % count)
+        return result
+
+    def run(self) -> Checked:
+        tol = self.task.config.tolerance
+        with Session(self.source, job_for(self.task, "interpret"), interpret=True,
+                     timeout_s=self.task.config.timeouts.correctness_s, memory_bytes=CPU_CHILD_MEMORY,
+                     cancel=self.cancel) as session:
+            for item in self.items:
+                self.result.rows.append(self.check_item(session, item, tol[item["dtype"]].model_dump()))
+            if self.raises:
+                self.result.rows += self.check_raises(session)
+        return self.result
+
+    def check_item(self, session: Session, item: dict, tol: dict) -> dict[str, Any]:
+        label = f"calling case {item['case']} ({item['dtype']})" if not item["hidden"] else \
+            f"calling a hidden case ({item['dtype']})"
+        row = check.new_row(item)
+        first_in = self.inputs(item, 0)
+        try:
+            first = self.call(session, label, item, first_in, POISONS[0], "forward")
+            self.result.wall_s[item["key"]] = first.wall_s
+            row["interpreter_s"] = first.wall_s
+            reason = self.judge(first, first_in, tol, item)
+            if reason is None and item["repeat"]:
+                second = self.call(session, label + ", again", item, first_in, POISONS[1], "reverse")
+                reason = self.judge(second, first_in, tol, item)
+                if reason is None:
+                    reason = check.repeat_disagreement(first.outputs, second.outputs, tol)
+                if reason is None and self.has_variants():
+                    fresh = self.inputs(item, 1, like=first_in)
+                    try:
+                        third = self.call(session, label + " with new inputs in the same buffers", item, fresh,
+                                          POISONS[0], "shuffle")
+                        reason = self.judge(third, fresh, tol, item)
+                        if reason is not None:
+                            reason = "second call, new content in the same buffers: " + reason
+                    finally:
+                        fresh.close()
+        finally:
+            first_in.close()
+        row["passed"], row["reason"] = reason is None, reason
+        return row
+
+    def has_variants(self) -> bool:
+        import inspect
+        return "variant" in inspect.signature(self.reference.make_inputs).parameters
+
+    def judge(self, result: CallResult, inputs: Inputs, tol: dict, item: dict) -> str | None:
+        if result.exception is not None:
+            exc = result.exception
+            if exc["type"] == "InterpreterLimitation":
+                raise InterpreterLimit(f"{exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
+            raise CandidateError(f"{exc['type']}: {exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
+        if result.problems:
+            return "; ".join(result.problems)
+        expected = self.reference.reference(inputs.tensors)
+        for name, ref in expected.items():
+            reason, index = check.judge(result.outputs[name], ref, tol, item["dtype"])
+            if reason:
+                where = check.locate(self.reference, inputs.tensors, name, index)
+                return f"{name}: {reason}" + (f" ({where})" if where else "")
+        return None
+
+    def check_raises(self, session: Session) -> list[dict[str, Any]]:
+        rows = []
+        cases = {c.id: c for c in self.task.config.cases}
+        dtype = self.items[0]["dtype"] if self.items else "float32"
+        for spec in self.task.config.raises:
+            item = {"key": f"raises-{spec.id}", "case": f"raises:{spec.id}", "params": cases[spec.case].params, "dtype": dtype,
+                    "seed": coin(self.secret, spec.id), "hidden": False}
+            row = check.new_row(item)
+            inputs = self.inputs(item, 0)
+            try:
+                result = self.call(session, f"checking that {spec.id} raises", item, inputs, POISONS[0], "forward",
+                                   override=spec.set)
+            finally:
+                inputs.close()
+            exc = result.exception
+            options = ", ".join(f"{k}={v!r}" for k, v in spec.set.items())
+            if exc is None:
+                row["reason"] = f"with {options} the entry point must raise {spec.exception}; it returned normally"
+            elif spec.exception not in exc["mro"]:
+                row["reason"] = f"with {options} the entry point must raise {spec.exception}; it raised {exc['type']}"
+            row["passed"] = row["reason"] is None
+            rows.append(row)
+        return rows
+
+
+class CandidateError(Exception):
+    """The entry point raised on a call that must succeed (a rejection with its message)."""
+
+
+class InterpreterLimit(Exception):
+    """The interpreter cannot run a construct the kernel uses: an `error`, not the kernel's fault."""
+
+
+def baseline_times(task: Task, items: list[dict], cancel: threading.Event) -> dict[str, float]:
+    """The pinned baseline's interpreter wall times on the same inputs (trusted code, its own process)."""
+    reference = task.load_reference()
+    times = {}
+    with Session(task.baseline_path.read_text(), job_for(task, "interpret", "kopt_baseline"), interpret=True,
+                 timeout_s=task.config.timeouts.correctness_s, memory_bytes=CPU_CHILD_MEMORY, cancel=cancel) as s:
+        for item in items:
+            inputs = pack(reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu"),
+                          task.config.outputs)
+            try:
+                result = s.call(f"timing the baseline on {item['case']}", item["key"], inputs, task.config.outputs,
+                                poison=0.0, end_aligned=False)
+            finally:
+                inputs.close()
+            if result.exception is not None:
+                raise ChildFailure(f"the baseline raised {result.exception['type']}: {result.exception['message']}")
+            times[item["key"]] = result.wall_s
+    return times
+
+
+def compile_calls(task: Task, source: str, items: list[dict], target: str, cancel: threading.Event,
+                  workloads: list[tuple[str, dict]] | None = None) -> dict[str, Any]:
+    """Ahead-of-time compile of every kernel the entry point launches on `items` (real CPU tensors),
+    and on the GPU workloads given as meta tensors (nothing runs): the compile child's report."""
+    reference = task.load_reference()
+    with Session(source, job_for(task, "compile", target=target), interpret=False,
+                 timeout_s=task.config.timeouts.compile_s, memory_bytes=CPU_CHILD_MEMORY, cancel=cancel) as s:
+        launched = 0
+        for item in items:
+            inputs = pack(reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu"),
+                          task.config.outputs)
+            try:
+                result = s.call(f"compiling for case {item['case']}", item["key"], inputs, task.config.outputs,
+                                poison=0.0, end_aligned=False)
+            finally:
+                inputs.close()
+            if result.exception is not None:
+                exc = result.exception
+                return {"error": f"{exc['type']}: {exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""),
+                        "kernels": []}
+            launched += len(result.keys)
+        report = s.request("report")
+        if not launched:
+            report["error"] = report.get("error") or "the entry point launched no Triton kernel"
+        return report

@@ -1,0 +1,530 @@
+"""Patches that make the Triton interpreter (TRITON_INTERPRET=1) run honest kernels as a GPU would.
+
+Trusted code: the verifier's child calls `install()` before it imports the candidate module.
+Written against triton 3.9.0 and checked on 3.6.0; every triton internal it touches is looked
+up by name first, and a missing one raises InterpreterLimitation instead of patching half-way.
+
+What changes (and the invariant each patch keeps):
+- Program order: `GridExecutor.__call__` runs the grid's programs "forward" (the interpreter's
+  own x-y-z nesting), "reverse" or "shuffle"d by a seed; everything else in that method is kept.
+- Write-back: after a launch the interpreter copies each argument's host storage back into its
+  device storage. When both are the same memory (CPU tensors) the copy is skipped, so inputs
+  may live in read-only memory; a kernel that stores into them still faults (SIGSEGV).
+- bf16: the interpreter keeps bf16 as raw uint16 bit patterns and computes on the bits. Here a
+  bf16 TensorHandle holds float32 data whose every value is bf16-representable (rounded to
+  nearest even when the handle is made). Loads widen bits exactly, stores write the bits back,
+  arithmetic runs in fp32 (or fp64 for fma) and rounds once, as a GPU's correctly rounded bf16
+  ops do; tl.dot of bf16 operands accumulates in fp32.
+- libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
+  for fp32 arguments, then rounded to the result dtype. Unknown functions raise
+  InterpreterLimitation naming the function.
+- Multi-config @triton.autotune: under the interpreter the chosen config runs (never a
+  benchmark), see `set_autotune_choice`; `install_aot_autotune` makes the ahead-of-time
+  compile path launch (that is, compile) every config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ORDERS = ("forward", "reverse", "shuffle")
+
+
+class InterpreterLimitation(RuntimeError):
+    """A construct the Triton interpreter cannot run: not a fault of the kernel."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: the Triton interpreter (CPU) cannot run this; it is not a fault of "
+                         "the kernel. Check it on a GPU (--device cuda), or avoid the construct.")
+
+
+@dataclass
+class _State:
+    order: str = "forward"
+    seed: int = 0
+    choice: int | None = None
+    bench_runs: int = 0
+    autotune_mode: str = ""  # "interp" (install) or "aot" (install_aot_autotune)
+    counts: dict[str, int] = field(default_factory=dict)
+    patched: set[str] = field(default_factory=set)
+    calling: list[str] = field(default_factory=list)  # libdevice functions being evaluated
+
+
+_STATE = _State()
+_BUILDER_PATCHED = ("cast_impl", "create_fp_to_fp", "create_bitcast", "create_masked_load", "create_masked_store",
+                    "create_fabs", "create_fma", "create_atomic_rmw", "create_atomic_cas", "create_inline_asm")
+_LIBDEVICE_MODULES = ("triton.language.extra.libdevice", "triton.language.extra.cuda.libdevice",
+                      "triton.language.extra.hip.libdevice")  # the stub first, then the backends
+_KNOWN_FAILURES = {  # message fragment -> what the limitation names
+    "0 active drivers": "benchmarking (multi-config @triton.autotune) needs a GPU driver",
+    "inline_asm not supported": "tl.inline_asm_elementwise",
+    "extern_elementwise not supported": "an extern (libdevice) function",
+}
+
+
+def install(order: str = "forward", seed: int = 0) -> None:
+    """Patch the interpreter (idempotent); a later call only changes the program order and seed."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    _STATE.order, _STATE.seed = order, seed
+    if "interp" in _STATE.patched:
+        return
+    from triton.runtime import autotuner
+    from triton.runtime import interpreter as interp
+    # Every internal is checked before anything is patched: all patches or none.
+    _require(interp, "GridExecutor", "TensorHandle", "InterpreterBuilder", "interpreter_builder",
+             "interpreter_semantic", "_patch_lang", "_patch_builtin", "_get_np_dtype",
+             "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir", "InterpreterError")
+    _require(interp.GridExecutor, "_init_args_hst", "_restore_args_dev")
+    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", *_BUILDER_PATCHED)
+    _require(interp.TensorHandle, "__post_init__")
+    _require(autotuner.Autotuner, "run", "prune_configs")
+    for path in _LIBDEVICE_MODULES:
+        try:
+            importlib.import_module(path)
+        except ImportError as e:
+            raise InterpreterLimitation(f"no {path} in this triton") from e
+    _patch_grid(interp)
+    _patch_bf16(interp)
+    _patch_libdevice(interp)
+    _patch_autotune("interp")
+    _STATE.patched.add("interp")
+
+
+def set_autotune_choice(index: int | None, bench_runs: int = 0) -> None:
+    """Run config `index` (modulo the pruned count; None: config 0) of every autotuned kernel.
+
+    On a key's first launch with that choice, a GPU first benchmarks (pre_hook, run, post_hook
+    per config) and then resets `reset_to_zero`; here `bench_runs` such runs of the chosen config
+    precede that reset (0: none, the fast default).
+    """
+    _STATE.choice, _STATE.bench_runs = index, bench_runs
+
+
+def autotune_config_counts() -> dict[str, int]:
+    """Kernel name -> the largest number of configs (after pruning) one of its launches had."""
+    return dict(_STATE.counts)
+
+
+def install_aot_autotune() -> None:
+    """Ahead-of-time path (no interpreter, no GPU): Autotuner.run launches every config in turn.
+
+    The caller has turned launches into compile-only warmups, so every config gets compiled.
+    """
+    _patch_autotune("aot")
+
+
+def as_limitation(exc: BaseException) -> InterpreterLimitation | None:
+    """The InterpreterLimitation behind `exc` (its cause/context chain), or one for a known
+    interpreter-only failure message; None when the failure may be the kernel's."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, InterpreterLimitation):
+            return cur
+        for fragment, what in _KNOWN_FAILURES.items():
+            if fragment in str(cur):
+                return InterpreterLimitation(what)
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _require(obj: Any, *names: str) -> None:
+    missing = [n for n in names if not hasattr(obj, n)]
+    if missing:
+        import triton
+        raise InterpreterLimitation(f"triton {triton.__version__} lacks {', '.join(missing)} of "
+                                    f"{getattr(obj, '__name__', obj)} (kopt's interpreter patches)")
+
+
+# ---- program order and write-back ----
+
+def _programs(grid: tuple[int, int, int]) -> Iterable[tuple[int, int, int]]:
+    axes = [range(n) for n in grid]
+    if _STATE.order == "reverse":
+        return itertools.product(*(reversed(a) for a in axes))
+    if _STATE.order == "shuffle":
+        order = list(itertools.product(*axes))
+        random.Random(_STATE.seed).shuffle(order)
+        return order
+    return itertools.product(*axes)  # x outermost, z innermost: the interpreter's own nesting
+
+
+def _patch_grid(interp: Any) -> None:
+    import triton
+    builder, executor = interp.interpreter_builder, interp.GridExecutor
+
+    def call(self: Any, *args_dev: Any, **kwargs: Any) -> None:
+        spec = inspect.getfullargspec(self.fn)
+        kwargs = {k: v for k, v in kwargs.items() if k in spec.args or k in spec.kwonlyargs}
+        args_hst, kwargs_hst = self._init_args_hst(args_dev, kwargs)
+        for hook in self.pre_run_hooks:
+            hook(*args_hst, **kwargs_hst)
+        scope = interp._patch_lang(self.fn)
+        try:
+            args = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
+            args = {n: a if n in self.constexprs else interp._implicit_cvt(a) for n, a in args.items()}
+            grid = self.grid(args) if callable(self.grid) else self.grid
+            assert len(grid) <= 3, "grid must have at most 3 dimensions"
+            grid = tuple(grid) + (1, ) * (3 - len(grid))
+            builder.set_grid_dim(*grid)
+            try:
+                for x, y, z in _programs(grid):
+                    builder.set_grid_idx(x, y, z)
+                    self.fn(**args)
+            except Exception as e:
+                limitation = as_limitation(e)
+                if limitation is not None:
+                    raise limitation from e
+                if triton.knobs.compilation.front_end_debugging:
+                    raise
+                raise interp.InterpreterError(repr(e)) from e
+        finally:
+            scope.restore()
+        self._restore_args_dev(args_dev, args_hst, kwargs, kwargs_hst)
+
+    def restore_args_dev(self: Any, args_dev: Any, args_hst: Any, kwargs: Any, kwargs_hst: Any) -> None:
+        pairs: dict[int, tuple[Any, Any]] = {}  # device storage address -> (device, host) storage
+
+        def collect(dev: Any, hst: Any) -> None:
+            if hasattr(dev, "data_ptr"):
+                dev, hst = interp._unwrap_tensor(dev), interp._unwrap_tensor(hst)
+                pairs[dev.untyped_storage().data_ptr()] = (dev.untyped_storage(), hst.untyped_storage())
+            elif isinstance(dev, tuple):
+                for d, h in zip(dev, hst):
+                    collect(d, h)
+            elif hasattr(dev, "base") and hasattr(dev, "block_shape"):  # a TensorDescriptor
+                collect(dev.base, hst.base)
+
+        for dev, hst in zip(args_dev, args_hst):
+            collect(dev, hst)
+        for key, dev in kwargs.items():
+            collect(dev, kwargs_hst[key])
+        for dev, hst in pairs.values():
+            if dev.data_ptr() != hst.data_ptr():  # same memory (CPU): nothing to copy, maybe read-only
+                dev.copy_(hst)
+
+    executor.__call__ = call
+    executor._restore_args_dev = restore_args_dev
+
+
+# ---- bf16 ----
+
+def _is_bf16(dtype: Any) -> bool:
+    return getattr(dtype, "name", None) == "bf16"  # scalar bf16 only: pointers and blocks differ
+
+
+def _f64_to_f32_odd(x: np.ndarray) -> np.ndarray:
+    """fp64 -> fp32 rounding to odd: a later rounding to bf16 then equals a direct one."""
+    f = x.astype(np.float32)
+    back = f.astype(np.float64)
+    inexact = np.isfinite(x) & (back != x)
+    f = np.where(inexact & (np.abs(back) > np.abs(x)), np.nextafter(f, np.float32(0)), f)
+    bits = np.where(inexact, f.view(np.uint32) | np.uint32(1), f.view(np.uint32))
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _bf16_bits(x: np.ndarray, rtz: bool = False) -> np.ndarray:
+    """Any float array -> bf16 bit patterns, rounded to nearest even (or toward zero)."""
+    x = np.asarray(x)
+    x = _f64_to_f32_odd(x) if x.dtype == np.float64 else x.astype(np.float32)
+    bits = np.ascontiguousarray(x).view(np.uint32)
+    with np.errstate(over="ignore"):
+        up = np.uint32(0) if rtz else np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+        rounded = ((bits + up) >> np.uint32(16)).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FFF), rounded)  # the canonical NaN of a GPU's cvt
+
+
+def _bf16_widen(bits: np.ndarray) -> np.ndarray:
+    return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _patch_bf16(interp: Any) -> None:
+    import triton.language as tl
+    Handle, builder_cls, native = interp.TensorHandle, interp.InterpreterBuilder, interp._interpreter
+    names = _BUILDER_PATCHED
+    orig = {name: getattr(builder_cls, name) for name in names}
+    orig_np_dtype, orig_validate, orig_post_init = interp._get_np_dtype, interp._validate_np_data_size, \
+        Handle.__post_init__
+    rtz = interp._ir.ROUNDING_MODE.RTZ
+
+    def np_dtype(tt: Any) -> np.dtype:
+        scalar = tt.element_ty if isinstance(tt, tl.block_type) else tt
+        return np.dtype(np.float32) if _is_bf16(scalar) else orig_np_dtype(tt)
+
+    def validate(data: np.ndarray, tt: Any) -> bool:
+        return data.itemsize <= 4 if _is_bf16(tt) else orig_validate(data, tt)
+
+    def post_init(self: Any) -> None:
+        # Invariant: bf16 float data is bf16-representable fp32; uint16 data (the interpreter's own
+        # representation) is taken as bit patterns; bool data (comparison results) is left alone.
+        if _is_bf16(self.dtype):
+            data = np.asarray(self.data)
+            if data.dtype.kind == "f":
+                self.data = _bf16_widen(_bf16_bits(data))
+            elif data.dtype == np.uint16:
+                self.data = _bf16_widen(data)
+        orig_post_init(self)
+
+    def cast_impl(self: Any, src: Any, dst_type: Any) -> Any:
+        dst = dst_type.scalar
+        if _is_bf16(dst):  # integers via fp64 (exact to 2^53), then one rounding in post_init
+            data = src.data.astype(np.float64) if src.data.dtype.kind in "iub" else src.data
+            return Handle(data, dst)
+        if _is_bf16(src.dtype.scalar):  # bf16 values are exact in fp32: widen, or fptosi-truncate
+            return Handle(src.data.astype(orig_np_dtype(dst)), dst)
+        return orig["cast_impl"](self, src, dst_type)
+
+    def fp_to_fp(self: Any, src: Any, dst_type: Any, rounding_mode: Any) -> Any:
+        s, d = src.dtype.scalar, dst_type.scalar
+        if _is_bf16(d):
+            data = src.data if s.primitive_bitwidth >= 16 else orig["create_fp_to_fp"](
+                self, src, tl.float32, rounding_mode).data  # fp8 -> fp32 is exact
+            return Handle(_bf16_bits(data, rtz=rounding_mode == rtz), d)
+        if _is_bf16(s):
+            if rounding_mode != rtz and d.name in ("fp16", "fp32", "fp64"):
+                return Handle(src.data.astype(orig_np_dtype(d)), d)
+            return orig["create_fp_to_fp"](self, Handle(src.data, tl.float32), dst_type, rounding_mode)
+        return orig["create_fp_to_fp"](self, src, dst_type, rounding_mode)
+
+    def bitcast(self: Any, src: Any, dst_type: Any) -> Any:
+        s, d = src.dtype.scalar, dst_type.scalar
+        if _is_bf16(s) and _is_bf16(d):
+            return Handle(src.data, d)
+        if _is_bf16(d):
+            return Handle(src.data.view(np.uint16), d)
+        if _is_bf16(s):
+            return Handle(_bf16_bits(src.data).view(orig_np_dtype(d)), d)
+        return orig["create_bitcast"](self, src, dst_type)
+
+    def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any) -> Any:
+        if not _is_bf16(ptrs.get_element_ty()):
+            return orig["create_masked_load"](self, ptrs, mask, other, *rest)
+        fill = np.zeros(ptrs.data.shape, np.uint16) if other is None else _bf16_bits(other.data)
+        return Handle(native.load(ptrs.data, mask.data, fill, np.dtype(np.uint16)), tl.bfloat16)
+
+    def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *rest: Any) -> Any:
+        if not _is_bf16(ptrs.get_element_ty()):
+            return orig["create_masked_store"](self, ptrs, value, mask, *rest)
+        return native.store(ptrs.data, _bf16_bits(value.data), mask.data)
+
+    def fabs(self: Any, arg: Any) -> Any:
+        return Handle(np.abs(arg.data), arg.dtype.scalar) if _is_bf16(arg.dtype) else orig["create_fabs"](self, arg)
+
+    def fma(self: Any, x: Any, y: Any, z: Any) -> Any:
+        if not _is_bf16(z.dtype.scalar):
+            return orig["create_fma"](self, x, y, z)
+        # bf16 x bf16 is exact in fp64 and the fp64 add rounds innocuously: one rounding to bf16.
+        return Handle(x.data.astype(np.float64) * y.data + z.data.astype(np.float64), z.dtype.scalar)
+
+    def atomic(name: str) -> Callable[..., Any]:
+        def run(self: Any, *args: Any) -> Any:
+            if any(_is_bf16(getattr(a, "dtype", None)) for a in args):
+                raise InterpreterLimitation(f"{name} on bfloat16")
+            return orig[name](self, *args)
+        return run
+
+    def inline_asm(self: Any, *args: Any) -> Any:
+        raise InterpreterLimitation("tl.inline_asm_elementwise")
+
+    interp._get_np_dtype, interp._validate_np_data_size = np_dtype, validate
+    # bf16 constants (`x * 1.5` on bf16 x) round once from the Python float, as the compiler does
+    # (3.9 rounds through fp32; 3.6 lacks get_bf16)
+    builder_cls.get_bf16 = lambda self, value: Handle(np.array([value], np.float64), tl.bfloat16)
+    Handle.__post_init__ = post_init
+    for name, fn in zip(names, (cast_impl, fp_to_fp, bitcast, masked_load, masked_store, fabs, fma,
+                                atomic("create_atomic_rmw"), atomic("create_atomic_cas"), inline_asm)):
+        setattr(builder_cls, name, fn)
+
+
+# ---- libdevice ----
+
+def _ufunc(fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """Float math: fp32 arguments are evaluated in fp64, then rounded to the result dtype (for fma
+    that is one rounding: an fp32 product is exact in fp64, and 53 >= 2 * 24 + 2 bits)."""
+    def run(*xs: np.ndarray) -> np.ndarray:
+        wide = [x.astype(np.float64) if x.dtype.kind == "f" and x.itemsize < 8 else x for x in xs]
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(*wide))
+    return run
+
+
+def _view(dtype: Any) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: x.view(dtype)  # bit reinterpretations (float_as_int and the like)
+
+
+_erf, _lgamma, _tgamma = (np.vectorize(f, otypes=[np.float64]) for f in (math.erf, math.lgamma, math.gamma))
+_bits = {"float_as_int": np.int32, "float_as_uint": np.uint32, "int_as_float": np.float32,
+         "uint_as_float": np.float32, "double_as_longlong": np.int64, "longlong_as_double": np.float64}
+_NUMPY = {name: name for name in ("tanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "cbrt",
+                                   "sin", "cos", "tan", "sinh", "cosh", "floor", "ceil", "trunc", "rint", "hypot",
+                                   "fmod", "copysign", "ldexp", "isnan", "isinf", "signbit")}
+_NUMPY.update(asin="arcsin", acos="arccos", atan="arctan", asinh="arcsinh", acosh="arccosh", atanh="arctanh",
+              atan2="arctan2", pow="power", sqrt_rn="sqrt", nearbyint="rint", div_rn="divide", add_rn="add",
+              sub_rn="subtract", mul_rn="multiply", fast_dividef="divide", scalbn="ldexp", isfinited="isfinite",
+              finitef="isfinite", abs="abs", fast_powf="power",
+              **{f"fast_{n}f": n for n in ("exp", "log", "log2", "log10", "sin", "cos", "tan", "tanh")})
+_LIBDEVICE: dict[str, Callable[..., np.ndarray]] = {
+    **{name: _ufunc(getattr(np, fn)) for name, fn in _NUMPY.items()},
+    **{name: _ufunc(fn) for name, fn in {
+        "exp10": lambda x: 10.0 ** x, "fast_exp10f": lambda x: 10.0 ** x, "rsqrt": lambda x: 1.0 / np.sqrt(x),
+        "rsqrt_rn": lambda x: 1.0 / np.sqrt(x), "rcp_rn": lambda x: 1.0 / x, "rcbrt": lambda x: 1.0 / np.cbrt(x),
+        "sinpi": lambda x: np.sin(np.pi * x), "cospi": lambda x: np.cos(np.pi * x), "erf": _erf,
+        "erfc": lambda x: 1.0 - _erf(x), "lgamma": _lgamma, "tgamma": _tgamma,
+        "normcdf": lambda x: 0.5 * (1.0 + _erf(x / math.sqrt(2.0))),
+        "round": lambda x: np.copysign(np.floor(np.abs(x) + 0.5), x), "saturatef": lambda x: np.clip(x, 0.0, 1.0),
+        "fdim": lambda x, y: np.maximum(x - y, 0.0), "fma": lambda x, y, z: x * y + z,
+        "fma_rn": lambda x, y, z: x * y + z, **{f"{t}2{u}_rn": lambda x: x for t, u in (
+            ("double", "float"), ("int", "float"), ("uint", "float"), ("ll", "float"), ("ll", "double"),
+            ("int", "double"), ("uint", "double"))},
+    }.items()},
+    **{f"{src}2{dst}_{mode}": _ufunc(fn) for src in ("float", "double")  # float -> integer
+       for dst in ("int", "uint", "ll", "ull") for mode, fn in
+       (("rn", np.rint), ("rz", np.trunc), ("rd", np.floor), ("ru", np.ceil))},
+    **{name: _view(t) for name, t in _bits.items()},
+    "nextafter": lambda x, y: np.nextafter(x, y),
+    "popc": lambda x: np.array([(int(v) & (2**(8 * x.itemsize) - 1)).bit_count() for v in x.flat]).reshape(x.shape),
+}
+
+
+def _libdevice_result(symbol: str, args: list[Any], ret_type: Any, interp: Any) -> Any:
+    name = _STATE.calling[-1] if _STATE.calling else symbol
+    impl = _LIBDEVICE.get(name)
+    if impl is None:
+        raise InterpreterLimitation(f"libdevice.{name} ({symbol})")
+    ret = ret_type.scalar
+    return interp.TensorHandle(impl(*(a.data for a in args)).astype(interp._get_np_dtype(ret)), ret)
+
+
+def _patch_libdevice(interp: Any) -> None:
+    import triton.language as tl
+    modules = [importlib.import_module(path) for path in _LIBDEVICE_MODULES]
+    semantic, builder, orig_patch_lang = interp.interpreter_semantic, interp.interpreter_builder, interp._patch_lang
+
+    def implementation(module: Any, name: str) -> Callable[..., Any]:
+        # The stub module's calls go to a backend's (CUDA first), as the compiler maps them.
+        owners = [module] + [m for m in modules if m is not module]
+        real = next((getattr(m, name) for m in owners if tl.core.is_builtin(getattr(m, name, None))), None)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if real is None:
+                raise InterpreterLimitation(f"libdevice.{name} (no backend defines it)")
+            _STATE.calling.append(name)
+            try:
+                return real(*args, **{**kwargs, "_semantic": semantic})
+            finally:
+                _STATE.calling.pop()
+        return run
+
+    replacements: dict[tuple[Any, str], Callable[..., Any]] = {}
+    originals: dict[int, tuple[Any, str, Any]] = {}  # id of a libdevice function -> (module, name, it)
+    for m in modules:
+        for n, f in list(vars(m).items()):
+            if inspect.isfunction(f) and f.__module__ == m.__name__ and not n.startswith("_"):
+                replacements[(m, n)], originals[id(f)] = implementation(m, n), (m, n, f)
+
+    def patch_lang(fn: Any) -> Any:
+        scope = orig_patch_lang(fn)
+        interp._patch_builtin(tl.math, builder, scope)  # tl.math also when imported on its own
+        # 3.6 calls int() on a 1-element array, which numpy 2 refuses (3.9 squeezes it first)
+        scope.set_attr(tl.core.tensor, "__index__", lambda self: int(np.asarray(self.handle.data).squeeze()))
+        for (m, n), replacement in replacements.items():
+            scope.set_attr(m, n, replacement)
+        swapped = {k: v for k, v in fn.__globals__.items() if id(v) in originals}  # `from libdevice import tanh`
+        fn.__globals__.update({k: replacements[originals[id(v)][:2]] for k, v in swapped.items()})
+        restore = scope.restore
+
+        def restore_all() -> None:
+            fn.__globals__.update(swapped)
+            restore()
+        scope.restore = restore_all
+        return scope
+
+    def extern_elementwise(self: Any, lib: Any, path: Any, symbol: str, args: list[Any], ret: Any,
+                           pure: Any) -> Any:
+        return _libdevice_result(symbol, args, ret, interp)
+
+    interp._patch_lang = patch_lang
+    interp.InterpreterBuilder.create_extern_elementwise = extern_elementwise
+
+
+# ---- autotune ----
+
+def _patch_autotune(mode: str) -> None:
+    from triton import knobs
+    from triton.runtime import autotuner
+    _require(autotuner.Autotuner, "run", "prune_configs")  # again: install_aot_autotune comes here directly
+    _STATE.autotune_mode = mode
+    if "autotune" in _STATE.patched:
+        return
+    orig_run = autotuner.Autotuner.run
+
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        interpreting = knobs.runtime.interpret
+        if (_STATE.autotune_mode == "interp") != bool(interpreting):
+            return orig_run(self, *args, **kwargs)
+        self.nargs = dict(zip(self.arg_names, args))
+        try:
+            configs = list(self.prune_configs(kwargs)) if len(self.configs) > 1 else list(self.configs)
+            name = self.base_fn.__name__
+            _STATE.counts[name] = max(_STATE.counts.get(name, 0), len(configs))
+            for config in configs:
+                conflicts = kwargs.keys() & config.kwargs.keys()
+                if conflicts:
+                    raise ValueError(f"Conflicting meta-parameters: {', '.join(conflicts)}."
+                                     " Make sure that you don't re-define auto-tuned symbols.")
+            if not interpreting:  # ahead of time: every launch compiles one config
+                ret = None
+                for config in configs:
+                    full = {**self.nargs, **kwargs, **config.all_kwargs()}
+                    if config.pre_hook is not None:
+                        config.pre_hook(full)  # may shape the arguments (descriptor block shapes)
+                    ret = self.fn.run(*args, **kwargs, **config.all_kwargs())
+                return ret
+            index = (_STATE.choice or 0) % len(configs)
+            config = configs[index]
+            full = {**self.nargs, **kwargs, **config.all_kwargs()}
+            if len(configs) > 1:
+                _tune(self, args, kwargs, index, config, full)
+            self.best_config = config
+            if config.pre_hook is not None:
+                config.pre_hook(full)
+            return self.fn.run(*args, **kwargs, **config.all_kwargs())
+        finally:
+            self.nargs = None
+
+    autotuner.Autotuner.run = run
+    _STATE.patched.add("autotune")
+
+
+def _tune(tuner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], index: int, config: Any,
+          full: dict[str, Any]) -> None:
+    """What a GPU's first launch for a tuning key leaves behind, without timing anything."""
+    named = {k: v for k, v in {**tuner.nargs, **kwargs}.items() if k in tuner.arg_names}
+    key = [named[k] for k in tuner.keys if k in named]
+    key += [str(v.dtype) for v in named.values() if hasattr(v, "dtype")]
+    tuned = tuner.__dict__.setdefault("_kopt_tuned", {})
+    if tuned.get(tuple(key)) == index:
+        return
+    tuned[tuple(key)] = index
+    for _ in range(_STATE.bench_runs):  # as Autotuner._bench's kernel_call
+        if config.pre_hook is not None:
+            config.pre_hook(full)
+        tuner.pre_hook(full)
+        try:
+            tuner.fn.run(*args, **kwargs, **config.all_kwargs())
+        except Exception as e:
+            tuner.post_hook(full, exception=e)
+            raise
+        tuner.post_hook(full, exception=None)
+    tuner.pre_hook(full, reset_only=True)
