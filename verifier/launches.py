@@ -137,17 +137,9 @@ class Launch:
     compiled: Any = None  # the CompiledKernel for the target, when the recorder compiles
     compile_s: float = 0.0
 
-    @property
-    def specialization(self) -> str:
-        return specialization(self.constexprs)
-
-    @property
-    def key(self) -> str:
-        return f"{self.kernel}[{self.specialization}]"
-
-    @property
-    def programs(self) -> int:
-        return math.prod(self.grid)
+    specialization = property(lambda self: specialization(self.constexprs))
+    key = property(lambda self: f"{self.kernel}[{self.specialization}]")
+    programs = property(lambda self: math.prod(self.grid))
 
 
 def _grid(grid: Any, bound: dict[str, Any]) -> tuple[int, int, int]:
@@ -243,31 +235,52 @@ def _amd_usage(kernel: Any) -> tuple[int | None, int | None]:
     import re
     text = kernel.asm.get("amdgcn", "")
 
-    def note(name: str) -> int | None:
-        found = re.search(rf"\.{name}:\s+(\d+)", text)
-        return int(found.group(1)) if found else None
-
-    vgpr, agpr, spill = note("vgpr_count"), note("agpr_count") or 0, note("vgpr_spill_count")
+    vgpr, agpr, spill = (int(m.group(1)) if (m := re.search(rf"\.{name}:\s+(\d+)", text)) else None
+                         for name in ("vgpr_count", "agpr_count", "vgpr_spill_count"))
+    agpr = agpr or 0
     # spills in bytes per lane, as NVIDIA's LOCAL is per thread
     return (vgpr + agpr if vgpr is not None else None), (spill * 4 if spill is not None else None)
+
+
+def dry_run(fn: Callable, args: list, kwargs: dict, target: str, kernel_file: str,
+            usage: dict[int, tuple] | None = None) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Call the entry point once on meta tensors, every launch compiled for the active driver's
+    target (a _TargetOnlyDriver) instead of launched: (LaunchReport fields less `workload`,
+    specialization keys, an error or None). The candidate's exceptions propagate."""
+    from kopt.verifier.compile import parse_target
+    backend, _, _, limit = parse_target(target)
+    with Recorder(compile=True) as recorder:
+        fn(*args, **kwargs)
+    error = None if recorder.launches else "the entry point launched no Triton kernel"
+    rows = [measure(launch, target, backend, {} if usage is None else usage) for launch in recorder.launches]
+    for launch, row in zip(recorder.launches, rows):
+        if launch.file != kernel_file:
+            error = error or f"{launch.kernel} is a Triton kernel not defined in the kernel file"
+        if row["shared_bytes"] > limit:
+            error = error or f"{launch.kernel} needs {row['shared_bytes']} B of shared memory; {target} allows {limit}"
+    return rows, sorted(recorder.keys()), error
 
 
 def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any]:
     """Launch reports of the entry point on each GPU workload, on meta tensors, for job["target"].
 
-    job: the keys compile.compile_entry_point gets (reference, kernel, module, entry_point,
-    positional_args, target) plus workloads [{"id", "params"}], dtype (the GPU dtype) and an
-    optional seed. Returns {"launches": [LaunchReport fields], "workload_keys": {id: [keys]},
-    "errors": {id: message}}: a workload whose entry point raises is an error, not a crash."""
+    job: reference, kernel, module, entry_point, positional_args, target, plus workloads
+    [{"id", "params"}], dtype (the GPU dtype, e.g. "bfloat16") and an optional seed. Returns
+    {"launches": [LaunchReport fields], "workload_keys": {id: [keys]}, "errors": {id: message}}:
+    a workload whose entry point raises is an error entry, not a crash. Loads the task's
+    reference (meta inputs hold no content); a child that must not can call dry_run instead."""
+    import torch
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
 
-    from kopt.verifier.child import DTYPES, split_call
+    from kopt.verifier import interp
+    from kopt.verifier.child import split_call
     from kopt.verifier.compile import _TargetOnlyDriver, parse_target
 
-    backend, arch, warp, limit = parse_target(job["target"])
+    backend, arch, warp, _ = parse_target(job["target"])
     previous = driver._active
     driver.set_active(_TargetOnlyDriver(GPUTarget(backend, arch, warp)))
+    interp.install_aot_autotune()  # a multi-config autotune: one launch (and row) per config
     reference = load(job["reference"], "kopt_task_reference")
     module = load(job["kernel"], job["module"])
     fn = getattr(module, job["entry_point"], None)
@@ -279,33 +292,27 @@ def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any
         for workload in job["workloads"]:
             wid = workload["id"]
             try:
-                inputs = reference.make_inputs(workload["params"], DTYPES[job["dtype"]], job.get("seed", 0), "meta")
+                inputs = reference.make_inputs(workload["params"], getattr(torch, job["dtype"]), job.get("seed", 0),
+                                               "meta")
             except Exception as exc:
                 errors[wid] = (f"the task's make_inputs(case, dtype, seed, 'meta') failed ({type(exc).__name__}: "
                                f"{exc}): the task needs a meta-tensor fast path for launch reports")
                 continue
-            real = [n for n, v in inputs.items() if getattr(v, "device", None) is not None and v.device.type != "meta"]
-            if real:
-                errors[wid] = f"make_inputs(..., 'meta') returned tensors not on the meta device: {real}"
+            tensors = {n: v for n, v in inputs.items() if isinstance(v, torch.Tensor)}
+            wrong = [n for n, v in tensors.items() if v.device.type != "meta" or
+                     (v.is_floating_point() and v.dtype != getattr(torch, job["dtype"]))]
+            if wrong:  # another dtype would compile (and report) other kernels than the GPU runs
+                errors[wid] = f"make_inputs(..., {job['dtype']}, 'meta') returned {wrong} off meta or in another dtype"
                 continue
             args, kwargs = split_call(inputs, job["positional_args"])
             try:
-                with Recorder(compile=True) as recorder:
-                    fn(*args, **kwargs)
+                mine, keys[wid], error = dry_run(fn, args, kwargs, job["target"], job["kernel"], usage)
             except Exception as exc:  # the candidate's failure on this workload, reported
                 errors[wid] = f"{type(exc).__name__}: {str(exc)[:2000]}"
                 continue
-            if not recorder.launches:
-                errors[wid] = "the entry point launched no Triton kernel"
-            keys[wid] = sorted(recorder.keys())
-            for launch in recorder.launches:
-                if launch.file != job["kernel"]:
-                    errors.setdefault(wid, f"{launch.kernel} is a Triton kernel not defined in the kernel file")
-                row = dict(measure(launch, job["target"], backend, usage), workload=wid)
-                if row["shared_bytes"] > limit:
-                    errors.setdefault(wid, f"{launch.kernel} needs {row['shared_bytes']} bytes of shared memory; "
-                                           f"{job['target']} allows {limit}")
-                rows.append(row)
+            if error:
+                errors[wid] = error
+            rows += [dict(row, workload=wid) for row in mine]
     finally:
         driver.set_active(previous) if previous is not None else setattr(driver, "_active", None)
     return {"launches": rows, "workload_keys": keys, "errors": errors}

@@ -19,7 +19,7 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         raise ValueError(f"unknown case parameters {sorted(unknown)}")
     rows, cols = case["rows"], case["cols"]
     if device == "meta":  # shapes, strides and dtypes only: what a dry run of the launches needs
-        meta = dict(dtype=dtype, device="meta")
+        meta = {"dtype": dtype, "device": "meta"}
         return {"x": torch.empty(rows, cols, **meta), "weight": torch.empty(cols, **meta),
                 "out": torch.empty(rows, cols, **meta), "eps": float(case.get("eps", 1e-6))}
     gen = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ import torch
 from tests.conftest import BASELINE
 
 from kopt.verifier import launches
-from kopt.verifier.child import load_candidate, split_call
+from kopt.verifier.child import load_module, split_call
 from kopt.verifier.launches import DEVICES, Recorder, coverage, occupancy, render, workload_report
 from kopt.verifier.task import Task, load_task
 from kopt.verifier.verdict import LaunchReport
@@ -43,7 +43,7 @@ def variant(tmp_path: Path, source: Path, **constants: int) -> Path:
 
 @pytest.fixture(scope="module")
 def baseline_report(extend_task: Task) -> dict:
-    return workload_report(job(extend_task, BASELINE), load_candidate)
+    return workload_report(job(extend_task, BASELINE), load_module)
 
 
 def test_baseline_workloads_on_sm90(baseline_report: dict) -> None:
@@ -70,7 +70,7 @@ def test_baseline_workloads_on_sm90(baseline_report: dict) -> None:
 def test_spilling_config_is_reported(extend_task: Task, tmp_path: Path) -> None:
     # 128x128 tiles with 4 warps: more live fp32 accumulators than 255 registers hold on sm_90
     kernel = variant(tmp_path, BASELINE, BLOCK_N=128, NUM_WARPS=4)
-    report = workload_report(job(extend_task, kernel, ["W2"]), load_candidate)
+    report = workload_report(job(extend_task, kernel, ["W2"]), load_module)
     (row,) = report["launches"]
     assert row["spill_bytes"] > 0 and row["registers"] == 255 and row["num_warps"] == 4
     assert "SPILLS" in render(report["launches"])
@@ -93,13 +93,13 @@ def test_occupancy_by_hand() -> None:
 
 INTERPRETED = """
 import json, sys, torch
-from kopt.verifier.child import load_candidate, split_call
+from kopt.verifier.child import load_module, split_call
 from kopt.verifier.launches import Recorder
 from kopt.verifier.task import load_task
 task = load_task("extend_attention")
 case = next(c for c in task.config.cases if c.id == "C8").params
 inputs = task.load_reference().make_inputs(case, torch.float32, 3, "cpu")
-module = load_candidate(sys.argv[1], "kopt_interpreted")
+module = load_module(sys.argv[1], "kopt_interpreted")
 assert type(module._fwd_kernel).__name__ == "InterpretedFunction"
 with Recorder() as ran:
     module.extend_attention_fwd(*split_call(inputs, 13)[0], **split_call(inputs, 13)[1])
@@ -118,7 +118,7 @@ def test_interpreter_and_jit_keys_agree(extend_task: Task) -> None:
     case = next(c for c in extend_task.config.cases if c.id == "C8").params
     meta = extend_task.load_reference().make_inputs(case, torch.float32, 3, "meta")
     args, kwargs = split_call(meta, extend_task.config.positional_args)
-    jitted = load_candidate(str(BASELINE), "kopt_jitted")
+    jitted = load_module(str(BASELINE), "kopt_jitted")
     with Recorder() as dry:  # neither executed nor compiled: just recorded
         jitted.extend_attention_fwd(*args, **kwargs)
     assert ran["keys"] == sorted(dry.keys()) and len(dry.keys()) == 1
@@ -142,21 +142,27 @@ def test_rmsnorm_and_errors_per_workload(tmp_path: Path) -> None:
         "    if rows == 0:\n", "    if rows > 1000:\n        raise NotImplementedError('too many rows')\n    if rows == 0:\n")
     path = tmp_path / "kernel.py"
     path.write_text(kernel)
-    report = workload_report(job(task, path), load_candidate)
+    report = workload_report(job(task, path), load_module)
     assert set(report["errors"]) == {"G1", "G3"} and "too many rows" in report["errors"]["G1"]
     (row,) = report["launches"]
     assert row["workload"] == "G2" and row["grid"] == [64, 1, 1] and row["num_warps"] == 4
     assert "G1: error: NotImplementedError: too many rows" in render(report["launches"], report["errors"])
 
-    amd = workload_report(job(task, task.baseline_path, ["G2"], target="gfx942"), load_candidate)
+    amd = workload_report(job(task, task.baseline_path, ["G2"], target="gfx942"), load_module)
     (row,) = amd["launches"]
     assert row["sm_count"] == 304 and row["registers"] and row["ctas_per_sm"] >= 1
 
     no_meta = tmp_path / "reference.py"
     no_meta.write_text(Path(task.reference_path).read_text().replace(
         '    if device == "meta":', '    if device == "meta":\n        raise ValueError("no meta")\n    if False:'))
-    failed = workload_report(dict(job(task, task.baseline_path, ["G2"]), reference=str(no_meta)), load_candidate)
+    failed = workload_report(dict(job(task, task.baseline_path, ["G2"]), reference=str(no_meta)), load_module)
     assert failed["launches"] == [] and "meta-tensor fast path" in failed["errors"]["G2"]
+
+    fp32 = tmp_path / "reference_fp32.py"  # meta inputs in another dtype would compile other kernels
+    fp32.write_text(Path(task.reference_path).read_text().replace('{"dtype": dtype, "device": "meta"}',
+                                                                 '{"dtype": torch.float32, "device": "meta"}'))
+    failed = workload_report(dict(job(task, task.baseline_path, ["G2"]), reference=str(fp32)), load_module)
+    assert failed["launches"] == [] and "another dtype" in failed["errors"]["G2"]
 
 
 def test_module_size() -> None:
