@@ -58,7 +58,7 @@ class _TargetOnlyDriver:
 
 
 def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
-    """(registers, local bytes) from the bundled cuobjdump; (None, None) if it is missing."""
+    """(registers, spilled bytes per thread) from the bundled cuobjdump; (None, None) if it is missing."""
     import triton.backends.nvidia as nvidia
     tool = os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")
     if not os.path.exists(tool):
@@ -69,8 +69,10 @@ def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
         text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
                               timeout=60).stdout
     regs = re.search(r"REG:(\d+)", text)
-    local = re.search(r"LOCAL:(\d+)", text)
-    return (int(regs.group(1)) if regs else None), (int(local.group(1)) if local else None)
+    # ptxas puts spilled registers in the stack frame (STACK), not in LOCAL (local arrays);
+    # a Triton kernel inlines every call, so its stack frame is its spills
+    local = [int(m.group(1)) for m in re.finditer(r"(?:STACK|LOCAL):(\d+)", text)]
+    return (int(regs.group(1)) if regs else None), (sum(local) if local else None)
 
 
 class Compiler:

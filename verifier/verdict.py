@@ -29,10 +29,34 @@ class KernelResources(Record):
     compile_s: float
 
 
+class LaunchReport(Record):
+    """One kernel launch of the entry point on one GPU workload, dry-run on meta tensors and
+    compiled for the target: what it launches and how it fills the assumed device."""
+
+    workload: str
+    kernel: str
+    specialization: str  # constexpr values, "NAME=value, ..." sorted by name
+    grid: list[int]
+    programs: int
+    num_warps: int
+    num_stages: int
+    registers: int | None = None
+    spill_bytes: int | None = None
+    shared_bytes: int
+    ctas_per_sm: int | None = None  # None: no device is assumed for the target
+    limited_by: str | None = None  # the limit deciding ctas_per_sm: registers, shared memory, threads, max CTAs
+    waves: float | None = None  # programs / (ctas_per_sm x sm_count)
+    sm_count: int | None = None
+    device_assumed: str | None = None
+    compile_s: float = 0.0
+
+
 class CompileReport(Record):
     target: str
     shared_limit_bytes: int
     kernels: list[KernelResources] = Field(default_factory=list)
+    launches: list[LaunchReport] = Field(default_factory=list)  # the GPU workloads' launches (launches.py)
+    launch_errors: dict[str, str] = Field(default_factory=dict)  # workload id -> why it has no report
     ok: bool
     error: str | None = None
     wall_s: float = 0.0

@@ -202,9 +202,10 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     scalars = {"is_causal": causal, "max_len_extend": int(max_len), "sm_scale": sm_scale,
                "logit_cap": float(case.get("logit_cap", 0.0)), "sliding_window_size": int(window)}
     if device == "meta":  # shapes only, for the launch report of big workloads: nothing is drawn
-        return _assemble(torch.empty(n_ext, hq, lq, device="meta"), torch.empty(n_ext, hkv, lq, device="meta"),
-                         torch.empty(n_ext, hkv, lv, device="meta"), torch.empty(pool, hkv, lq, device="meta"),
-                         torch.empty(pool, hkv, lv, device="meta"), qo, kv,
+        meta = {"dtype": dtype, "device": "meta"}  # the requested dtype: it decides the kernels compiled
+        return _assemble(torch.empty(n_ext, hq, lq, **meta), torch.empty(n_ext, hkv, lq, **meta),
+                         torch.empty(n_ext, hkv, lv, **meta), torch.empty(pool, hkv, lq, **meta),
+                         torch.empty(pool, hkv, lv, **meta), qo, kv,
                          torch.empty(sum(p for p, _ in lengths), dtype=index_dtype, device="meta"),
                          torch.empty(int(mask_lengths[-1]), dtype=torch.bool, device="meta") if masked else None,
                          mask_lengths if masked else None, scalars, dtype, "meta", strided, index_dtype)

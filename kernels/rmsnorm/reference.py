@@ -17,8 +17,12 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     unknown = set(case) - KNOWN
     if unknown:
         raise ValueError(f"unknown case parameters {sorted(unknown)}")
-    gen = torch.Generator().manual_seed(seed)
     rows, cols = case["rows"], case["cols"]
+    if device == "meta":  # shapes, strides and dtypes only: what a dry run of the launches needs
+        meta = {"dtype": dtype, "device": "meta"}
+        return {"x": torch.empty(rows, cols, **meta), "weight": torch.empty(cols, **meta),
+                "out": torch.empty(rows, cols, **meta), "eps": float(case.get("eps", 1e-6))}
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, cols, generator=gen)
     row_scale = torch.tensor([1e-2, 1.0, 30.0])[torch.randint(0, 3, (rows, 1), generator=gen)]
     x = x * row_scale * case.get("scale", 1.0)
