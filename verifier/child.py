@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from kopt.verifier import arena
+from kopt.verifier.launches import specialization_key
 
 
 class Launches:
@@ -47,8 +48,10 @@ class Launches:
 
             def run(fn, *args, grid, warmup, _original=original, **kwargs):
                 self.files.append(fn.fn.__code__.co_filename)
-                constexprs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, bool, str, type(None)))}
-                self.keys.append(f"{fn.fn.__name__}[{', '.join(f'{k}={v}' for k, v in sorted(constexprs.items()))}]")
+                try:
+                    self.keys.append(specialization_key(fn, args, kwargs))
+                except Exception:  # (a launch Triton itself will refuse: its own error says why)
+                    self.keys.append(f"{fn.fn.__name__}[?]")
                 self.inside += 1
                 try:
                     return _original(fn, *args, grid=grid, warmup=warmup or force_warmup, **kwargs)
@@ -128,6 +131,7 @@ class Calls:
     def __init__(self, job: dict, fn: Callable, launches: Launches):
         self.job, self.fn, self.launches = job, fn, launches
         self.regions: dict[str, arena.Region] = {}
+        self.usage: dict[int, tuple] = {}  # compiled kernels' resources, shared by the workloads' dry runs
 
     def region(self, key: str, size: int) -> arena.Region:
         region = self.regions.get(key)
@@ -162,16 +166,22 @@ class Calls:
             region.map(fd, writable=True)
             os.close(fd)
             args[spec.name] = region.tensor(spec)
-        args.update(msg.get("override", {}))
         ordered = {name: args[name] for name in layout["order"] if name in args}
+        ordered.update(msg.get("override", {}))  # options a case does not pass (k_scale=...): by keyword
         positional, keywords = split_call(ordered, self.job["positional_args"])
         self.configure(msg)
         first = len(self.launches.files)
         start = time.perf_counter()
         report: dict[str, Any] = {"op": "done", "exception": None, "returned": None}
         try:
-            with sync_trap(self.launches):
-                returned = self.fn(*positional, **keywords)
+            if layout["meta"]:  # a GPU workload's shapes: every launch compiled for the target, nothing run
+                from kopt.verifier.launches import dry_run
+                report["rows"], report["workload_keys"], report["error"] = dry_run(
+                    self.fn, positional, keywords, self.job["target"], self.job["kernel"], self.usage)
+                returned = None
+            else:
+                with sync_trap(self.launches):
+                    returned = self.fn(*positional, **keywords)
             report["returned"] = None if returned is None else type(returned).__name__
         except Exception as exc:  # reported to trusted code, which decides what it means
             report["exception"] = describe(exc, self.job["kernel"])

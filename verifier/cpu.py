@@ -224,4 +224,18 @@ def compile_calls(task: Task, source: str, items: list[dict], target: str, cance
         report = s.request("report")
         if not launched:
             report["error"] = report.get("error") or "the entry point launched no Triton kernel"
+        report["launches"], report["workload_keys"], report["launch_errors"] = [], {}, {}
+        gpu_dtype = DTYPES[task.config.gpu.dtypes[0]]
+        for workload_id, params in workloads or []:
+            inputs = pack(reference.make_inputs(params, gpu_dtype, coin(0, workload_id), "meta"), task.config.outputs)
+            result = s.call(f"dry-running workload {workload_id} on meta tensors", f"workload-{workload_id}", inputs,
+                            task.config.outputs, poison=0.0, end_aligned=False)
+            if result.exception is not None:
+                exc = result.exception
+                report["launch_errors"][workload_id] = f"{exc['type']}: {exc['message'][:300]}"
+                continue
+            if result.reply.get("error"):
+                report["launch_errors"][workload_id] = result.reply["error"]
+            report["launches"] += [dict(row, workload=workload_id) for row in result.reply.get("rows", [])]
+            report["workload_keys"][workload_id] = result.reply.get("workload_keys", [])
         return report

@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from kopt.verifier import cpu, sandbox, timing
+from kopt.verifier import cpu, launches, sandbox, timing
 from kopt.verifier.gate import check_source
 from kopt.verifier.session import ChildFailure
 from kopt.verifier.task import Task
-from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, Timing, Verdict,
-                                   WorkloadTiming)
+from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, LaunchReport,
+                                   Timing, Verdict, WorkloadTiming)
 
 MAX_SOURCE_BYTES = 1 << 20
 Progress = Callable[[str], None]
@@ -68,12 +68,15 @@ def plan_items(task: Task, device: str, secret: int) -> list[dict[str, Any]]:
         hidden = reference.holdout_cases(mix_seed(secret, "holdout"), profile.hidden_cases)
         cases += [(f"hidden-{i + 1}", params, True) for i, params in enumerate(hidden)]
     items = []
-    for case_id, params, hidden in cases:
+    for index, (case_id, params, hidden) in enumerate(cases):
         for d, dtype in enumerate(profile.dtypes):
             for s in range(1 if hidden else profile.seeds):
                 seed = mix_seed(secret, case_id, dtype, s)
+                # the repeat calls (same buffers: another poison and program order, then new content)
+                # for every hidden case, and for each public case in one dtype, rotating over dtypes
+                repeat = s == 0 and (hidden or device != "cpu" or d == index % len(profile.dtypes))
                 items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
-                              "seed": seed, "hidden": hidden, "repeat": s == 0, "public_index": s})
+                              "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items
 
 
@@ -150,8 +153,9 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
                      and i["case"] in small and i["dtype"] == first_dtype]
     timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == first_dtype]
+    workloads = [(w.id, w.params) for w in cfg.workloads]
     phases: dict[str, Callable[[], Any]] = {"compile": lambda: cpu.compile_calls(task, source, compile_items, target,
-                                                                                  cancel)}
+                                                                                  cancel, workloads)}
     for dtype in sorted({i["dtype"] for i in items}):
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
@@ -190,6 +194,10 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         where = "a hidden case" if first["hidden"] else f"case {first['case']}"
         raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
                        f"({first['dtype']}): {first['reason']}")
+    checked_keys = {k for name, c in results.items() if name.startswith("correctness") for k in c.keys}
+    report = results.get("compile") or {}
+    verdict.unverified += launches.coverage(report.get("workload_keys", {}), checked_keys)
+    verdict.unverified += [f"{w}: no launch report ({why})" for w, why in report.get("launch_errors", {}).items()]
     walls = {k: v for name, checked in results.items() if name.startswith("correctness")
              for k, v in checked.wall_s.items()}
     verdict.timing = interpreter_timing(items, walls, results["baseline"])
@@ -282,7 +290,9 @@ def compile_report(result: dict | None, failure: tuple[str, str] | None, target:
     result = result or {}
     kernels = [KernelResources(**k) for k in result.get("kernels", [])]
     return CompileReport(target=target, shared_limit_bytes=result.get("shared_limit", limit),
-                         ok=not result.get("error"), error=result.get("error"), kernels=kernels, wall_s=wall_s)
+                         ok=not result.get("error"), error=result.get("error"), kernels=kernels, wall_s=wall_s,
+                         launches=[LaunchReport(**row) for row in result.get("launches", [])],
+                         launch_errors=result.get("launch_errors", {}))
 
 
 def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline: dict[str, float]) -> Timing:

@@ -71,6 +71,7 @@ class CallResult:
     wall_s: float  # host wall time measured here, around the whole call
     keys: list[str] = field(default_factory=list)
     autotune: dict[str, int] = field(default_factory=dict)
+    reply: dict[str, Any] = field(default_factory=dict)  # the child's whole answer (dry-run rows, ...)
 
 
 class Session:
@@ -150,7 +151,12 @@ class Session:
         """One call of the entry point; `group` names the buffers (the same group: the same addresses)."""
         sent, fds = [], [] if inputs.fd is None else [inputs.fd]
         for name in outputs:
-            out = self.output(f"{group}:{name}", inputs.tensors[name])
+            like = inputs.tensors[name]
+            if inputs.layout.meta:  # shapes only: nothing is written, nothing to read back
+                spec = arena.Spec(name, arena.dtype_name(like), tuple(like.shape), tuple(like.stride()), 0, 0)
+                sent.append({"spec": spec.to_json(), "size": 0})
+                continue
+            out = self.output(f"{group}:{name}", like)
             spec = out.prepare(poison, end_aligned)
             sent.append({"spec": {**spec.to_json(), "name": name}, "size": out.size})
             fds.append(out.fd)
@@ -167,7 +173,7 @@ class Session:
         if reply.get("op") != "done":
             raise ChildFailure(f"the kernel's process broke the verifier's protocol while {label}", self.tail())
         problems, results = [], {}
-        for name in outputs:
+        for name in outputs if not inputs.layout.meta else ():
             out = self.outputs[f"{group}:{name}"]
             if not out.slack_intact():
                 problems.append(f"wrote outside {name} (the bytes next to it changed)")
@@ -182,7 +188,7 @@ class Session:
             elif any(f != self.kernel for f in launched):
                 problems.append("the entry point launched a Triton kernel not defined in the kernel file")
         return CallResult(results, problems, reply.get("exception"), wall_s, reply.get("keys") or [],
-                          reply.get("autotune") or {})
+                          reply.get("autotune") or {}, reply)
 
     def request(self, op: str) -> dict[str, Any]:
         send(self.sock, {"op": op})

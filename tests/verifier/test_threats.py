@@ -15,13 +15,16 @@ reproduces; once the verifier is fixed they simply pass.
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
 import torch
 from tests.verifier.panel_support import SECRET, describe, kernel_path
 
+from kopt.verifier import cpu
 from kopt.verifier.evaluate import evaluate, plan_items
+from kopt.verifier.session import ChildFailure
 from kopt.verifier.gate import check_source
 
 
@@ -65,6 +68,7 @@ GATE = [
     ("adv_annotation_state.py", 2, "annotation", "_calls: [] = None,  # CHEAT", "annotations may only name types"),
     ("adv_heuristics_host_compute.py", 15, "call", "lambda args: int(torch.diff", "torch.diff is not on the allowlist"),
     ("adv_tensor_methods_host_attention.py", 15, "host-read", "q0, q1 = int(qo_indptr[b])", "int() of a value that may be a tensor"),
+    ("adv_host_mutate_pool.py", 9, "mutation", "k_buffer[-1].zero_()  # CHEAT", ".zero_() only on tensors"),
     ("adv_implicit_host_sync.py", 23, "host-read", "has_prefix = bool(kv_indptr[-1] > 0)", "a value that may be a tensor"),
 ]
 
@@ -85,8 +89,6 @@ C8_F32 = dict(cases=["C8"], dtypes=["float32"], seeds=1, hidden=0)
 # (kernel, threat row, sub-task, phase, substrings of the reason)
 RUNTIME = [
     ("adv_unwritten_rows.py", 1, C1_F32, "correctness", ["case C1", "non-finite"]),
-    ("adv_host_mutate_pool.py", 9, C8_F32, "correctness", ["input k_buffer was modified"]),
-    ("adv_pool_scratch.py", 9, C8_F32, "correctness", ["input v_buffer was modified"]),
     ("adv_contiguous_kv.py", 11, C1_F32, "correctness", ["case C1", "non-finite"]),
     ("adv_ignore_logit_cap.py", 13, dict(cases=["C7"], seeds=1, hidden=0), "correctness",
      ["case C7", "wrong result"]),
@@ -94,8 +96,17 @@ RUNTIME = [
     ("adv_no_max_subtraction.py", 14, dict(cases=["C9"], seeds=1, hidden=0), "correctness",
      ["case C9", "non-finite"]),
     ("adv_fp16_compute.py", 14, C1_F32, "correctness", ["case C1", "wrong result"]),
-    ("adv_guard_rows.py", 22, C8_F32, "correctness", ["wrote outside o_extend (guard rows changed)"]),
 ]
+
+# (kernel, threat row): stores into read-only inputs or next to an output fault in the candidate's process
+FAULTS = [("adv_pool_scratch.py", 9), ("adv_guard_rows.py", 22)]
+
+
+@pytest.mark.parametrize("name, row", FAULTS, ids=[f[0][:-3] for f in FAULTS])
+def test_stores_outside_the_outputs_fault(name, row, sub_task):
+    verdict = run(name, sub_task(**C8_F32))
+    assert verdict.status == "rejected" and verdict.phase == "correctness (float32)", describe(verdict)
+    assert "SIGSEGV" in verdict.reason and "while calling case C8 (float32)" in verdict.reason, describe(verdict)
 
 
 @pytest.mark.parametrize("name, row, spec, phase, needles", RUNTIME, ids=[r[0][:-3] for r in RUNTIME])
@@ -128,11 +139,15 @@ def test_crash_after_the_public_checks_fails_closed(sub_task):
 
 
 def test_system_exit_in_the_entry_point_fails_closed(sub_task):
-    """Threat #25: SystemExit(0) after the launch must not read as a clean success."""
+    """Threat #25: SystemExit(0) after the launch must not read as a clean success: the gate refuses the raise,
+    and a process that exits during a call (the gate escaped) is a rejection naming the call."""
     verdict = run("adv_system_exit.py", sub_task(**C8_F32))
-    # compile and correctness both call the entry point; whichever reports first names it
-    assert verdict.status == "rejected" and verdict.phase in {"compile", "correctness (float32)"}, describe(verdict)
-    assert "SystemExit: 0" in verdict.reason, describe(verdict)
+    assert verdict.status == "rejected" and verdict.phase == "gate", describe(verdict)
+    assert "[raise]" in verdict.reason, describe(verdict)
+    source = kernel_path("adv_system_exit.py").read_text()
+    with pytest.raises(ChildFailure, match="exited while calling"):
+        cpu.Correctness(sub_task(**C8_F32), source, plan_items(sub_task(**C8_F32), "cpu", SECRET)[:1], SECRET,
+                        threading.Event(), raises=False).run()
 
 
 def test_segfault_kills_only_the_child(sub_task):
