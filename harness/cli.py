@@ -124,6 +124,10 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
             table.add_row(k.name, str(k.num_warps), str(k.num_stages), str(k.registers), str(k.spill_bytes),
                           str(k.shared_bytes))
         console.print(table)
+    if verdict.compile and verdict.compile.launches:
+        from kopt.verifier.launches import render
+        console.print(f"[bold]GPU workloads' launches[/] (compiled for {verdict.compile.target}; facts, not timings):")
+        console.print(escape(render(verdict.compile.launches, verdict.compile.launch_errors)), highlight=False)
     if verdict.cases:
         table = Table(title="correctness")
         for col in ("case", "dtype", "result", "rel. L2", "max abs", "reason"):
@@ -147,6 +151,12 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
         if t.interpreter_ratio is not None:
             console.print(f"interpreter (CPU) time ratio baseline/candidate: {t.interpreter_ratio:.3f} "
                           "[dim](not a GPU speedup)[/]")
+    if verdict.unverified:
+        console.print("[bold yellow]UNVERIFIED[/] (what this verdict could not check):", highlight=False)
+        for line in verdict.unverified:
+            console.print(f"  - {escape(line)}", highlight=False)
+    else:
+        console.print("[green]fully verified[/] (nothing left unchecked)")
     console.print("wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in verdict.wall_s.items()), style="dim")
 
 

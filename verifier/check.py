@@ -123,10 +123,11 @@ def worst_index(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any]) -> tu
     return tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape))
 
 
-def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: str) -> tuple[str | None, Any]:
-    """(reason or None, index of the worst element)."""
-    reason, _, _ = compare(out, ref.to(out.device) if ref.device != out.device else ref, tol, dtype)
-    return reason, (worst_index(out, ref, tol) if reason else None)
+def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any],
+          dtype: str) -> tuple[str | None, Any, float | None, float | None]:
+    """(reason or None, index of the worst element, rel. L2 error, max abs error)."""
+    reason, rel, worst = compare(out, ref.to(out.device) if ref.device != out.device else ref, tol, dtype)
+    return reason, (worst_index(out, ref, tol) if reason else None), rel, worst
 
 
 def repeat_disagreement(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor],

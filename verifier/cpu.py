@@ -59,6 +59,7 @@ class Correctness:
         self.calls = 0
         self.result = Checked()
         self.autotune = 0  # configs of the largest autotuned kernel seen so far
+        self.errors: dict[str, tuple[float, float]] = {}  # item -> worst (rel. L2, max abs) over its calls
 
     def inputs(self, item: dict, variant: int, like: Inputs | None = None) -> Inputs:
         tensors = self.reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu",
@@ -125,6 +126,7 @@ class Correctness:
         finally:
             first_in.close()
         row["passed"], row["reason"] = reason is None, reason
+        row["rel_l2"], row["max_abs"] = self.errors.get(item["key"], (None, None))
         return row
 
     def has_variants(self) -> bool:
@@ -141,7 +143,10 @@ class Correctness:
             return "; ".join(result.problems)
         expected = self.reference.reference(inputs.tensors)
         for name, ref in expected.items():
-            reason, index = check.judge(result.outputs[name], ref, tol, item["dtype"])
+            reason, index, rel, worst = check.judge(result.outputs[name], ref, tol, item["dtype"])
+            if rel is not None:
+                self.errors[item["key"]] = (max(rel, self.errors.get(item["key"], (0, 0))[0]),
+                                            max(worst, self.errors.get(item["key"], (0, 0))[1]))
             if reason:
                 where = check.locate(self.reference, inputs.tensors, name, index)
                 return f"{name}: {reason}" + (f" ({where})" if where else "")

@@ -13,7 +13,9 @@ import torch
 KNOWN = {"rows", "cols", "eps", "scale"}
 
 
-def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str = "cpu") -> dict[str, Any]:
+def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str = "cpu",
+                variant: int = 0) -> dict[str, Any]:
+    """x, weight, out, eps; a variant > 0 has the same shapes with new content (same-buffer repeat calls)."""
     unknown = set(case) - KNOWN
     if unknown:
         raise ValueError(f"unknown case parameters {sorted(unknown)}")
@@ -22,7 +24,7 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         meta = {"dtype": dtype, "device": "meta"}
         return {"x": torch.empty(rows, cols, **meta), "weight": torch.empty(cols, **meta),
                 "out": torch.empty(rows, cols, **meta), "eps": float(case.get("eps", 1e-6))}
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + variant) % (1 << 62))
     x = torch.randn(rows, cols, generator=gen)
     row_scale = torch.tensor([1e-2, 1.0, 30.0])[torch.randint(0, 3, (rows, 1), generator=gen)]
     x = x * row_scale * case.get("scale", 1.0)

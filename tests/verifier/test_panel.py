@@ -136,7 +136,9 @@ def planned(extend_task: Task) -> list[tuple[dict, Facts]]:
 def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
     verdict = full_verdict(name)
     assert verdict.status == "rejected" and verdict.phase == "correctness", describe(verdict)
-    rows = verdict.cases
+    raises = [c for c in verdict.cases if c.case.startswith("raises:")]
+    assert raises and all(c.passed for c in raises), describe(verdict)  # the mutants keep the refusals
+    rows = [c for c in verdict.cases if not c.case.startswith("raises:")]
     assert [(c.case, c.dtype, c.hidden) for c in rows] == \
         [(i["case"], i["dtype"], i["hidden"]) for i, _ in planned], "verdict rows are not the planned case runs"
     changes = MUTANTS[name]
@@ -156,7 +158,9 @@ HONEST = ["baseline", "honest_small_blocks.py", "honest_split_loops.py"]
 def test_honest_kernel_passes(name, extend_task, full_verdict, planned):
     verdict = full_verdict(extend_task.baseline_path if name == "baseline" else name)
     assert verdict.status == "ok", describe(verdict)
-    assert len(verdict.cases) == len(planned) and all(c.passed for c in verdict.cases), describe(verdict)
+    rows = [c for c in verdict.cases if not c.case.startswith("raises:")]
+    assert len(rows) == len(planned) and all(c.passed for c in verdict.cases), describe(verdict)
+    assert len(verdict.cases) - len(rows) == len(extend_task.config.raises)
     assert any(c.hidden for c in verdict.cases)
     assert verdict.compile is not None and verdict.compile.ok and verdict.compile.kernels
     assert verdict.timing is not None and verdict.timing.label == "interpreter (CPU)"

@@ -25,7 +25,6 @@ from tests.verifier.panel_support import SECRET, describe, kernel_path
 from kopt.verifier import cpu
 from kopt.verifier.evaluate import evaluate, plan_items
 from kopt.verifier.session import ChildFailure
-from kopt.verifier.gate import check_source
 
 
 def line_of(name: str, marker: str) -> int:
