@@ -180,7 +180,11 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         raise Rejected(name, f"{name}: {reason}", log)
     if verdict.compile is not None and not verdict.compile.ok:
         raise Rejected("compile", f"compile for {target}: {verdict.compile.error}")
-    rows = [r for name, checked in results.items() if name.startswith("correctness") for r in checked.rows]
+    # rows in the plan's order (case, then dtype, then seed), then the must-raise checks
+    per_dtype = {name[len("correctness ("):-1]: iter(checked.rows) for name, checked in results.items()
+                 if name.startswith("correctness")}
+    rows = [next(per_dtype[item["dtype"]]) for item in items]
+    rows += [r for it in per_dtype.values() for r in it]
     verdict.cases = [CaseResult(**r) for r in rows]
     for name, checked in results.items():
         if name.startswith("correctness"):
@@ -359,7 +363,8 @@ def compile_only(source: str, task: Task, target: str | None = None) -> CompileR
     items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["dtype"] == first]
     start = time.monotonic()
     try:
-        result = cpu.compile_calls(task, source, items, target, threading.Event())
+        result = cpu.compile_calls(task, source, items, target, threading.Event(),
+                                   [(w.id, w.params) for w in cfg.workloads])
         return compile_report(result, None, target, time.monotonic() - start)
     except ChildFailure as exc:
         return compile_report(None, (exc.reason, exc.log), target, time.monotonic() - start)
