@@ -343,10 +343,14 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     prefixes = [0, 1, 3, 31, 63, 64, 65, 127, 129, 255, 257, 511, 700, 1023, 1500]
     extends = [1, 2, 3, 31, 63, 64, 65, 129, 257, 600]
     cases: list[dict[str, Any]] = []
-    if count:
-        cases.append({"heads": [1, 1], "head_dim": pick([64, 128]),
-                      "requests": [[pick([2048, 3000, 4100, 8192]), pick([1, 5, 17])], [pick(prefixes), 1]]})
-    for i in range(1, count):
+    if count:  # a long prefix in a pool as large as the GPU workloads' (a branch on pool size shows)
+        p = pick([2048, 3000, 4100, 8192])
+        cases.append({"heads": [1, 1], "head_dim": pick([64, 128]), "pool_slack": 45000 / p,
+                      "requests": [[p, pick([1, 5, 17])], [pick(prefixes), 1]]})
+    if count > 1:  # the heads and head dims of a GPU workload, with tiny requests (a branch on them shows)
+        hq, hkv, d = pick([(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)])
+        cases.append({"heads": [hq, hkv], "head_dim": d, "requests": [[pick(prefixes[:9]), pick([1, 3, 17])]]})
+    for i in range(len(cases), count):
         hkv = pick([1, 2])
         group = pick([1, 2, 4, 7, 8, 16])
         d = pick([32, 64, 80, 96, 128, 192, 256])
