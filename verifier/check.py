@@ -142,12 +142,13 @@ def repeat_disagreement(first: dict[str, torch.Tensor], second: dict[str, torch.
     return None
 
 
-def locate(reference: Any, inputs: dict[str, Any], output: str, index: Any) -> str:
-    """The task's own words for the case and the worst element (reference.describe), if it has them."""
+def locate(reference: Any, inputs: dict[str, Any], output: str, index: Any, hidden: bool = False) -> str:
+    """The task's own words for the case and the worst element (reference.describe), if it has them;
+    a hidden case is described without its lengths."""
     describe = getattr(reference, "describe", None)
     if describe is None:
         return ""
     try:
-        return describe(inputs, output, index)
+        return describe(inputs, output, index, hidden=hidden)
     except Exception as exc:  # a task's describer must never turn a verdict into a crash
         return f"(the task could not describe the case: {type(exc).__name__})"

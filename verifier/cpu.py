@@ -148,7 +148,7 @@ class Correctness:
                 self.errors[item["key"]] = (max(rel, self.errors.get(item["key"], (0, 0))[0]),
                                             max(worst, self.errors.get(item["key"], (0, 0))[1]))
             if reason:
-                where = check.locate(self.reference, inputs.tensors, name, index)
+                where = check.locate(self.reference, inputs.tensors, name, index, item["hidden"])
                 return f"{name}: {reason}" + (f" ({where})" if where else "")
         return None
 

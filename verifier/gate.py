@@ -480,17 +480,33 @@ class _Host(_Checker):
                 self.expr(node.msg)
         elif isinstance(node, (ast.Pass, ast.Break, ast.Continue)):
             pass
+        elif isinstance(node, ast.FunctionDef) and not node.decorator_list:
+            self.nested(node)
         else:
             what = {ast.Try: "try/except is not allowed: a failing kernel must fail, not fall back",
                     ast.Global: "global statements are not allowed: no state between calls",
                     ast.Nonlocal: "nonlocal statements are not allowed", ast.With: "with statements are not allowed",
-                    ast.Delete: "del is not allowed", ast.FunctionDef: "nested functions are not allowed (use a "
-                    "lambda for a grid, or a module-level function)", ast.ClassDef: "classes are not allowed",
+                    ast.Delete: "del is not allowed", ast.FunctionDef: "a nested function may not be decorated",
+                    ast.ClassDef: "classes are not allowed",
                     ast.Import: "imports belong at module level", ast.ImportFrom: "imports belong at module level"}
             rule = "try" if isinstance(node, ast.Try) else "global" if isinstance(node, (ast.Global, ast.Nonlocal)) \
                 else "statement"
             self.fail(node, rule, what.get(type(node), f"{type(node).__name__} statements are not allowed in host code"))
         return None
+
+    def nested(self, node: ast.FunctionDef) -> None:
+        """A local function (a grid function of META): made anew each call, so it keeps no state; its
+        parameters are Triton's meta dict, and it reads the enclosing function's locals."""
+        if not self.name_rule(ast.Name(id=node.name, lineno=node.lineno)):
+            return
+        for default in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            if not self.mod.is_constant(default):
+                self.fail(default, "mutable-default", "default argument values must be constants")
+        inner = _Host(self.mod, node, self.report, role="grid", outer=self.scope.kinds)
+        for stmt in node.body:
+            inner.stmt(stmt)
+        self.scope.kinds[node.name] = FUNC
+        self.scope.local_made.discard(node.name)
 
     def raise_(self, node: ast.Raise) -> None:
         exc = node.exc
@@ -673,7 +689,7 @@ class _Host(_Checker):
         chain = self.mod.chain(func) if isinstance(func, ast.Attribute) else (
             self.mod.aliases.get(func.id) if isinstance(func, ast.Name) else None)
         arg_kinds = [self.expr(a.value if isinstance(a, ast.Starred) else a) for a in node.args]
-        kw_kinds = {kw.arg: self.expr(kw.value) for kw in node.keywords}
+        kw_kinds = {kw.arg: VALUE if self.device_of_tensor(kw, func) else self.expr(kw.value) for kw in node.keywords}
         if chain is not None:
             if not self.mod.chain_allowed(chain):
                 self.fail(node, "call", f"{chain} is not on the allowlist")
@@ -705,6 +721,17 @@ class _Host(_Checker):
             return VALUE if base != CONFIGS else CONFIGS
         self.fail(node, "call", "only calls of names and attribute chains are allowed")
         return TENSOR
+
+    def device_of_tensor(self, kw: ast.keyword, func: ast.AST) -> bool:
+        """`device=t.device` in an allocation (torch.empty(..., device=q.device)): the one place a
+        tensor's device may be named; it is passed on, never compared or branched on."""
+        value = kw.value
+        if kw.arg != "device" or not (isinstance(value, ast.Attribute) and value.attr == "device"):
+            return False
+        alloc = self.mod.chain(func) in {"torch.empty", "torch.zeros", "torch.empty_strided", "torch.full",
+                                         "torch.ones"} or (isinstance(func, ast.Attribute) and
+                                                           func.attr in A.TENSOR_ALLOC_ATTRS)
+        return alloc and self.expr(value.value) == TENSOR
 
     def launch(self, node: ast.Call, kernel: str, grid: ast.AST) -> None:
         if isinstance(grid, ast.Lambda):

@@ -343,10 +343,10 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     prefixes = [0, 1, 3, 31, 63, 64, 65, 127, 129, 255, 257, 511, 700, 1023, 1500]
     extends = [1, 2, 3, 31, 63, 64, 65, 129, 257, 600]
     cases: list[dict[str, Any]] = []
-    if count:  # a long prefix in a pool as large as the GPU workloads' (a branch on pool size shows)
-        p = pick([2048, 3000, 4100, 8192])
-        cases.append({"heads": [1, 1], "head_dim": pick([64, 128]), "pool_slack": 45000 / p,
-                      "requests": [[p, pick([1, 5, 17])], [pick(prefixes), 1]]})
+    if count:  # prefixes as long as the GPU workloads' (W2: 32768) in a pool as large as theirs
+        p = pick([1100, 2048, 3000, 4100, 8192, 16500])
+        cases.append({"heads": [1, 1], "head_dim": pick([64, 128]), "pool_slack": 0.4,
+                      "requests": [[33000, pick([1, 2, 5])], [p, pick([1, 3])]]})
     if count > 1:  # the heads and head dims of a GPU workload, with tiny requests (a branch on them shows)
         hq, hkv, d = pick([(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)])
         cases.append({"heads": [hq, hkv], "head_dim": d, "requests": [[pick(prefixes[:9]), pick([1, 3, 17])]]})
@@ -400,8 +400,9 @@ def cost(case: dict[str, Any], dtype_bytes: int, seed: int = 0) -> tuple[float, 
     return float((read + written) * dtype_bytes), float(2.0 * hq * pairs * (lq + lv))
 
 
-def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None) -> str:
-    """The case's shape and options, and where the worst element is (request, query, head)."""
+def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None, hidden: bool = False) -> str:
+    """The case's shape and options, and where the worst element is (request, query, head); for a
+    hidden case without its lengths (an agent must not learn the hold-out shapes from rejections)."""
     q, v = inputs["q_extend"], inputs["v_extend"]
     qo = inputs["qo_indptr"].tolist()
     kv = inputs["kv_indptr"].tolist()
@@ -417,10 +418,14 @@ def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None)
         options.append(f"logit cap {inputs['logit_cap']:g}")
     if inputs["sm_scale"] is not None:
         options.append(f"sm_scale {inputs['sm_scale']:.4g}")
+    if hidden:
+        shown = f"{len(requests)} (lengths hidden)"
+        options = [o for o in options if not o.startswith(("window", "logit cap", "sm_scale"))]
     text = (f"Hq/Hkv {q.shape[1]}/{inputs['k_extend'].shape[1]}, Lq/Lv {q.shape[2]}/{v.shape[2]}, "
             f"requests (P, E) {shown}, {', '.join(options)}, kv_indices {inputs['kv_indices'].dtype}")
     if index:
         row, head = index[0], index[1] if len(index) > 1 else 0
         b = next(i for i in range(len(qo) - 1) if qo[i] <= row < qo[i + 1])
-        text += f"; worst element: request {b} (P={requests[b][0]}, E={requests[b][1]}), query t={row - qo[b]}, head {head}"
+        where = "" if hidden else f" (P={requests[b][0]}, E={requests[b][1]}), query t={row - qo[b]}"
+        text += f"; worst element: request {b}{where}, head {head}"
     return text

@@ -83,7 +83,10 @@ CHEATS = [
     ("def f(x, o, n, scale):\n    with torch.no_grad():\n        pass\n", "statement"),
     ("def f(x, o, n, scale):\n    yield x\n", "syntax"),
     ("async def f(x, o, n, scale):\n    return x\n", "module-code"),
-    ("def f(x, o, n, scale):\n    def g():\n        return x\n    return g\n", "statement"),
+    ("def f(x, o, n, scale):\n    @triton.jit\n    def g():\n        return x\n    return g\n", "statement"),
+    ("def f(x, o, n, scale):\n    def g(meta):\n        return int(x)\n    return g\n", "host-read"),
+    ("def f(x, o, n, scale):\n    return torch.empty(3, device=x.device if x.is_cuda else 'cpu')\n", "host-method"),
+    ("def f(x, o, n, scale):\n    d = x.device\n    return torch.empty(3, device=d)\n", "host-method"),
     # device introspection (threat 28)
     ("def f(x, o, n, scale):\n    return x.device\n", "host-method"),
     ("def f(x, o, n, scale):\n    return x.is_cuda\n", "host-method"),
@@ -180,7 +183,8 @@ HONEST = [
     "reset_to_zero=['O'])\n"
     "@triton.heuristics({'EVEN': lambda args: args['n'] % args['B'] == 0})\n@triton.jit\n"
     "def k(X, O, n, B: tl.constexpr, EVEN: tl.constexpr):\n    pass\n\n"
-    "def f(x, o, n, scale):\n    grid = lambda META: (triton.cdiv(x.shape[0], META['B']),)\n    k[grid](x, o, n)\n",
+    "def f(x, o, n, scale):\n    grid = lambda META: (triton.cdiv(x.shape[0], META['B']),)\n    k[grid](x, o, n)\n"
+    "    def grid2(meta):\n        return (triton.cdiv(x.shape[0], meta['B']), n)\n    k[grid2](x, o, n)\n",
     # SGLang-style argument checks, **kwargs of unknown options, helpers, allocation, views
     "@triton.jit\ndef k(X, O, M):\n    pass\n\n"
     "def _launch(x, o, m, block):\n    grid = (triton.cdiv(m, block),)\n    k[grid](x, o, m)\n\n"
@@ -189,7 +193,7 @@ HONEST = [
     "    if isinstance(scale, torch.Tensor) or scale != 1.0:\n        raise NotImplementedError('scale')\n"
     "    if any(t.dtype != x.dtype for t in (x, o)) or not all(t.stride(-1) == 1 for t in (x, o)):\n"
     "        raise ValueError('dtype')\n    m = x.shape[0] * x.shape[1]\n"
-    "    lse = torch.empty((m, 2), dtype=torch.float32, device='cuda')\n    part = o.new_empty((4, m))\n"
+    "    lse = torch.empty((m, 2), dtype=torch.float32, device=x.device)\n    part = o.new_empty((4, m))\n"
     "    scratch = torch.empty_like(o)\n    scratch.zero_()\n    flat = x.view(-1, x.shape[-1]).transpose(0, 1)\n"
     "    sizes = []\n    sizes.append(m)\n    _launch(flat, o[:, :1], m, 64)\n    _launch(lse, part, sizes[0], 32)\n",
     # tensor descriptors and their allocator (Hopper)

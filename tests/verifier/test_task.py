@@ -120,4 +120,4 @@ def test_holdout_always_has_a_long_prefix(extend_task):
     ref = extend_task.load_reference()
     for seed in range(5):
         first = ref.holdout_cases(seed, 3)[0]
-        assert max(p for p, _ in first["requests"]) >= 2048
+        assert max(p for p, _ in first["requests"]) >= 32768  # as long as W2's

@@ -206,4 +206,4 @@ def test_some_case_has_strided_inputs(cpu_plan):
 
 def test_some_cpu_case_has_a_long_prefix(cpu_plan):
     longest = max(int((inputs["kv_indptr"][1:] - inputs["kv_indptr"][:-1]).max()) for _, inputs in cpu_plan)
-    assert longest >= 2048  # a hidden long-prefix case every evaluation
+    assert longest >= 32768  # a hidden prefix as long as W2's, every evaluation
