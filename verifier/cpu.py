@@ -185,24 +185,61 @@ class InterpreterLimit(Exception):
     """The interpreter cannot run a construct the kernel uses: an `error`, not the kernel's fault."""
 
 
-def baseline_times(task: Task, items: list[dict], cancel: threading.Event) -> dict[str, float]:
-    """The pinned baseline's interpreter wall times on the same inputs (trusted code, its own process)."""
+@dataclass
+class Baseline:
+    """What the pinned baseline did on the candidate's inputs: interpreter times, and for dtypes with a
+    comparative rule (bf16) its own error against the reference on every item."""
+
+    times: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # key -> rel, max abs, max |ref|
+
+
+def baseline_run(task: Task, timed: list[dict], compared: list[dict], cancel: threading.Event) -> Baseline:
+    """The pinned baseline on the same inputs as the candidate (trusted code, its own process)."""
     reference = task.load_reference()
-    times = {}
+    out = Baseline()
+    tolerances = task.config.tolerance
+    timed_keys = {i["key"] for i in timed}
+    todo = timed + [i for i in compared if i["key"] not in timed_keys]
+    compared_keys = {i["key"] for i in compared}
     with Session(task.baseline_path.read_text(), job_for(task, "interpret", "kopt_baseline"), interpret=True,
                  timeout_s=task.config.timeouts.correctness_s, memory_bytes=CPU_CHILD_MEMORY, cancel=cancel) as s:
-        for item in items:
+        for item in todo:
             inputs = pack(reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu"),
                           task.config.outputs)
             try:
-                result = s.call(f"timing the baseline on {item['case']}", item["key"], inputs, task.config.outputs,
+                result = s.call(f"running the baseline on {item['case']}", item["key"], inputs, task.config.outputs,
                                 poison=0.0, end_aligned=False)
+                if result.exception is not None:
+                    raise ChildFailure(f"the baseline raised {result.exception['type']}: "
+                                       f"{result.exception['message']}")
+                if item["key"] in timed_keys:
+                    out.times[item["key"]] = result.wall_s
+                if item["key"] in compared_keys:
+                    tol = tolerances[item["dtype"]].model_dump()
+                    for name, ref in reference.reference(inputs.tensors).items():
+                        _, _, rel, worst = check.judge(result.outputs[name], ref, tol, item["dtype"])
+                        scale = float(ref.abs().max()) if ref.numel() else 0.0
+                        out.errors[item["key"]] = (rel or 0.0, worst or 0.0, scale)
             finally:
                 inputs.close()
-            if result.exception is not None:
-                raise ChildFailure(f"the baseline raised {result.exception['type']}: {result.exception['message']}")
-            times[item["key"]] = result.wall_s
-    return times
+    return out
+
+
+def comparative(rows: list[dict], items: list[dict], base: Baseline, task: Task) -> None:
+    """bf16's rule: the candidate's error at most `comparative_factor` x the baseline's on the same inputs,
+    plus one bf16 ulp at the output's magnitude (a 5% logit-scale error hides inside bf16's own bounds)."""
+    for row, item in zip(rows, items):
+        factor = task.config.tolerance[item["dtype"]].comparative_factor
+        if factor is None or not row["passed"] or item["key"] not in base.errors or row["rel_l2"] is None:
+            continue
+        base_rel, base_worst, scale = base.errors[item["key"]]
+        if row["rel_l2"] > factor * base_rel + 2.0 ** -check.BF16_ULP_BITS or \
+                row["max_abs"] > factor * base_worst + check.ulp(scale, item["dtype"]):
+            row["passed"] = False
+            row["reason"] = (f"less accurate than the baseline on the same inputs: rel. L2 {row['rel_l2']:.3g} vs "
+                             f"{base_rel:.3g}, max abs {row['max_abs']:.3g} vs {base_worst:.3g} (allowed: {factor:g}x "
+                             "the baseline's + one ulp)")
 
 
 def compile_calls(task: Task, source: str, items: list[dict], target: str, cancel: threading.Event,

@@ -160,7 +160,8 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
         phases[f"correctness ({dtype})"] = checker.run
-    phases["baseline"] = lambda: cpu.baseline_times(task, timed, cancel)
+    compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
+    phases["baseline"] = lambda: cpu.baseline_run(task, timed, compared, cancel)
     say(f"compiling and checking {len(items)} case runs in {len(phases)} child processes")
     results, failures = run_parallel(phases, cancel, verdict)
     if "compile" in results or "compile" in failures:
@@ -184,6 +185,7 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     per_dtype = {name[len("correctness ("):-1]: iter(checked.rows) for name, checked in results.items()
                  if name.startswith("correctness")}
     rows = [next(per_dtype[item["dtype"]]) for item in items]
+    cpu.comparative(rows, items, results["baseline"], task)
     rows += [r for it in per_dtype.values() for r in it]
     verdict.cases = [CaseResult(**r) for r in rows]
     for name, checked in results.items():
@@ -204,7 +206,7 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     verdict.unverified += [f"{w}: no launch report ({why})" for w, why in report.get("launch_errors", {}).items()]
     walls = {k: v for name, checked in results.items() if name.startswith("correctness")
              for k, v in checked.wall_s.items()}
-    verdict.timing = interpreter_timing(items, walls, results["baseline"])
+    verdict.timing = interpreter_timing(items, walls, results["baseline"].times)
     verdict.unverified.append("GPU timing: this machine has no GPU (interpreter wall times are not GPU speed); "
                               "use kopt eval --device cuda on a GPU machine")
     for dtype in cfg.gpu.dtypes:
