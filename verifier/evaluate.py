@@ -73,8 +73,8 @@ def plan_items(task: Task, device: str, secret: int) -> list[dict[str, Any]]:
             for s in range(1 if hidden else profile.seeds):
                 seed = mix_seed(secret, case_id, dtype, s)
                 # the repeat calls (same buffers: another poison and program order, then new content)
-                # for every hidden case, and for each public case in one dtype, rotating over dtypes
-                repeat = s == 0 and (hidden or device != "cpu" or d == index % len(profile.dtypes))
+                # for each case in one dtype on CPU, rotating over the dtypes (every dtype on a GPU)
+                repeat = s == 0 and (device != "cpu" or d == index % len(profile.dtypes))
                 items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
                               "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items
