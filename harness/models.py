@@ -68,7 +68,8 @@ def builtin_for(task: Task, device: str) -> Model:
 
 
 def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook | None = None,
-                outage_budget_s: float | None = None, device: str = "cpu") -> Model:
+                outage_budget_s: float | None = None, device: str = "cpu", consumed: int = 0) -> Model:
+    """The run's model client; `consumed`: model responses the run already recorded (replay starts after them)."""
     check_spec(config.model)
     kind, _, rest = config.model.partition(":")
     pricing = Pricing(config.price_input_per_mtok, config.price_output_per_mtok)
@@ -79,7 +80,7 @@ def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook
         return builtin_for(task, device)
     if kind == "replay":
         from kopt.agent.replay import ReplayModel
-        return ReplayModel(Path(rest))
+        return ReplayModel(Path(rest), start=consumed)
     from kopt.agent.retry import RetryPolicy
     retry = RetryPolicy() if outage_budget_s is None else RetryPolicy(outage_budget_s=outage_budget_s)
     if kind == "openai":

@@ -14,8 +14,9 @@ from kopt.agent.model import ModelError
 from kopt.harness.models import build_model, check_spec, default_context_tokens
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
-from kopt.harness.trajectory import CorruptTrajectory
-from kopt.harness.workspace import Budgets, RunConfig, RunLocked, StallPolicy, Workspace
+from kopt.harness.trajectory import CorruptTrajectory, UnsupportedTrajectory
+from kopt.harness.config import RunConfig, flag_values, task_prompts
+from kopt.harness.workspace import RunLocked, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier import sandbox
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
@@ -38,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             parse_target(args.target)
     except (ModelError, TaskError, TargetError) as exc:
         return fail(str(exc))
-    if args.max_usd is not None and not (args.price_in or args.price_out):
+    if args.max_usd is not None and not (args.price_input_per_mtok or args.price_output_per_mtok):
         return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
     if args.device == "cuda":
         import torch
@@ -58,17 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def make_config(args: argparse.Namespace, task: Task, run_id: str) -> RunConfig:
-    return RunConfig(
-        run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
-        model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, price_input_per_mtok=args.price_in,
-        price_output_per_mtok=args.price_out, device=args.device, target=args.target, approve=args.approve,
-        context_tokens=args.context_tokens, outage_hours=args.outage_hours,
-        stall=StallPolicy(warn_after=args.stall_warn, redesign_after=args.stall_redesign,
-                          max_redesigns=args.max_redesigns),
-        budgets=Budgets(max_hours=args.max_hours, max_tool_calls=args.max_tool_calls, max_evals=args.max_evals,
-                        max_usd=args.max_usd, max_tokens=args.max_tokens,
-                        max_failed_evals_in_row=args.max_failed_evals_in_row,
-                        max_model_errors_in_row=args.max_model_errors_in_row))
+    return RunConfig(run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
+                     prompts=task_prompts(task.root), **flag_values(args, RunConfig))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -116,22 +108,18 @@ def _execute(ws: Workspace, task: Task) -> int:
             return answer in ("", "y", "yes")
 
     with RunPanel(console) as panel:
-        holder: dict[str, Run] = {}
-        try:
-            model = build_model(config, task, on_retry=lambda event: holder["run"].model_retry(event),
-                                outage_budget_s=config.outage_hours * 3600, device=resolve_device(config.device))
-        except ModelError as exc:
-            return fail(str(exc))
         offline = config.model == "builtin" or config.model.startswith("replay:")
         try:
-            run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+            run = Run(ws, None, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
                       context_tokens=config.context_tokens or default_context_tokens(config.model),
                       summarize=not offline)
-        except CorruptTrajectory as exc:
+        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
             return fail(str(exc))
-        holder["run"] = run
-        if hasattr(model, "position"):  # replay: skip the responses this run already consumed
-            model.position = run.counters.model_responses
+        try:  # a replayed model goes on after the responses this run already consumed
+            run.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
+                                    device=resolve_device(config.device), consumed=run.counters.model_responses)
+        except ModelError as exc:
+            return fail(str(exc))
         stop = run.execute()
     if stop.reason == "already_ended":
         console.print(f"run {config.run_id} already ended ({stop.detail}); nothing to resume.")

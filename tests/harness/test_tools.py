@@ -17,7 +17,7 @@ def box(tmp_path):
     events = []
     fake = FakeVerifier()
     tools = ToolBox(ws, CandidateStore(ws.root), fake.evaluate, fake.compile,
-                    lambda kind, **data: events.append((kind, data)))
+                    lambda event: events.append((event.type, event.data)))
     tools.events, tools.fake = events, fake
     return tools
 
