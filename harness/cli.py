@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue a run exactly where it stopped")
     res.add_argument("run_dir")
 
+    tasks = sub.add_parser("tasks", help="the built-in tasks: name, description, directory")
+    tasks.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     from kopt.harness.views import add_parsers  # status, history, report, compare, export
     add_parsers(sub)
     return parser
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return cmd_eval(args)
+    if args.command == "tasks":
+        return cmd_tasks(args)
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)
@@ -55,6 +60,27 @@ def main(argv: list[str] | None = None) -> int:
 def usage_error(console: Console, message: str) -> int:
     console.print(f"[bold red]kopt: error:[/] {escape(message)}", highlight=False)
     return EXIT_USAGE
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    import json
+
+    from kopt.verifier.task import builtin_tasks, load_task
+    found = []
+    for name in builtin_tasks():
+        task = load_task(name)
+        found.append({"name": task.name, "description": task.config.description, "directory": str(task.root),
+                      "baseline": str(task.baseline_path)})
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return EXIT_OK
+    table = Table(title="built-in tasks (`--task NAME`; any task directory works too)")
+    for col in ("name", "description", "directory"):
+        table.add_column(col)
+    for t in found:
+        table.add_row(t["name"], escape(t["description"]), t["directory"])
+    Console().print(table)
+    return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

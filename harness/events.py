@@ -53,7 +53,7 @@ class Base(BaseModel):
 
 class RunStart(Base):
     type: Literal["run_start"] = "run_start"
-    trajectory_format: str = TRAJECTORY_FORMAT
+    trajectory_format: str  # TRAJECTORY_FORMAT when written; absent (format 1) before
     config: dict[str, Any]  # run.json without its secret
     messages: list[Message]  # the context's fixed head: system prompt and instruction
     model: str

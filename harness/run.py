@@ -186,7 +186,7 @@ class Run:
             head: list[Message] = [
                 SystemMessage(content=prompts.system.format(editable=self.ws.config.editable_file)),
                 UserMessage(content=self.ws.root.joinpath("instruction.md").read_text())]
-            self.recorder.record(ev.RunStart(config=self.ws.config.model_dump(mode="json", exclude={"secret"}),
+            self.recorder.record(ev.RunStart(trajectory_format=ev.TRAJECTORY_FORMAT, config=self.ws.config.model_dump(mode="json", exclude={"secret"}),
                                              messages=head, model=driver.name, context_tokens=self.context_tokens,
                                              driver=driver))
             return Context(self.context_tokens, head)

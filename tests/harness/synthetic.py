@@ -80,7 +80,7 @@ def make_run(root: Path, spec: RunSpec) -> Path:
     store = CandidateStore(root)
     w = ClockWriter(root / TRAJECTORY, fsync=False)
     messages = [SystemMessage(content="You are a GPU kernel engineer."), UserMessage(content="Make the kernel fast.")]
-    w.append(ev.RunStart(config=json.loads(config.model_dump_json()), messages=messages, model=spec.model,
+    w.append(ev.RunStart(trajectory_format=ev.TRAJECTORY_FORMAT, config=json.loads(config.model_dump_json()), messages=messages, model=spec.model,
                          context_tokens=32000))
     counter = {"calls": 0, "responses": 0}
 
