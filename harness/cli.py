@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue a run exactly where it stopped")
     res.add_argument("run_dir")
 
+    mcp = sub.add_parser("mcp", help="serve a run's tools over MCP (stdio) to another agent scaffold")
+    mcp.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR", help="a run to continue (a new segment), or where "
+                     "to create one")
+    mcp.add_argument("--task", default="extend_attention", help="built-in task name or task directory (new runs)")
+    mcp.add_argument("--run-dir", default=None, help="run directory of a new run (default: workspaces/<time>-<task>)")
+    from kopt.harness.config import Budgets
+    add_flags(mcp, RunConfig, only=("device", "target", *Budgets.model_fields))
+
     tasks = sub.add_parser("tasks", help="the built-in tasks: name, description, directory")
     tasks.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -51,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)
-    from kopt.harness.session import cmd_resume, cmd_run
-    if args.command == "run":
-        return cmd_run(args)
-    return cmd_resume(args)
+    from kopt.harness.session import cmd_mcp, cmd_resume, cmd_run
+    commands = {"run": cmd_run, "resume": cmd_resume, "mcp": cmd_mcp}
+    return commands[args.command](args)
 
 
 def usage_error(console: Console, message: str) -> int:

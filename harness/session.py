@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -24,6 +25,7 @@ from kopt.verifier.task import Task, TaskError, load_task
 
 EXIT = {"finished": 0, "budget": 0, "stalled": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
 REPO_WORKSPACES = Path(__file__).resolve().parents[1] / "workspaces"
+MCP_MODEL = "mcp"  # run.json's model for a run created by `kopt mcp` (the client is named in the trajectory)
 
 
 def fail(message: str) -> int:
@@ -34,13 +36,22 @@ def fail(message: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         check_spec(args.model)
-        task = load_task(args.task)
-        if args.target:
-            parse_target(args.target)
-    except (ModelError, TaskError, TargetError) as exc:
+    except ModelError as exc:
         return fail(str(exc))
     if args.max_usd is not None and not (args.price_input_per_mtok or args.price_output_per_mtok):
         return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
+    created = create(args)
+    return created if isinstance(created, int) else execute(*created)
+
+
+def create(args: argparse.Namespace, **fixed) -> tuple[Workspace, Task] | int:
+    """A new run directory from the flags (`fixed`: config fields the command sets), or an exit code."""
+    try:
+        task = load_task(args.task)
+        if args.target:
+            parse_target(args.target)
+    except (TaskError, TargetError) as exc:
+        return fail(str(exc))
     if args.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -48,24 +59,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = f"{new_run_id()}-{task.name}"
     root = Path(args.run_dir) if args.run_dir else REPO_WORKSPACES / run_id
     try:
-        config = make_config(args, task, run_id)
+        config = make_config(args, task, run_id, **fixed)
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     try:
-        ws = Workspace.create(root, config, task.baseline_path, task.instruction_path)
+        return Workspace.create(root, config, task.baseline_path, task.instruction_path), task
     except FileExistsError as exc:
         return fail(str(exc))
-    return execute(ws, task)
 
 
-def make_config(args: argparse.Namespace, task: Task, run_id: str) -> RunConfig:
+def make_config(args: argparse.Namespace, task: Task, run_id: str, **fixed) -> RunConfig:
     return RunConfig(run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
-                     prompts=task_prompts(task.root), **flag_values(args, RunConfig))
+                     prompts=task_prompts(task.root), **{**flag_values(args, RunConfig), **fixed})
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    opened = open_run(Path(args.run_dir))
+    if isinstance(opened, int):
+        return opened
+    if opened[0].config.model == MCP_MODEL:
+        return fail(f"{args.run_dir} is driven over MCP: continue it with `kopt mcp {args.run_dir}`")
+    return execute(*opened)
+
+
+def open_run(root: Path) -> tuple[Workspace, Task] | int:
+    """An existing run directory and its task (the same task, by hash), or an exit code."""
     try:
-        ws = Workspace.open(Path(args.run_dir))
+        ws = Workspace.open(root)
     except FileNotFoundError as exc:
         return fail(str(exc))
     task_dir = Path(ws.config.task)
@@ -76,7 +96,52 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if task.hash != ws.config.task_hash:
         return fail(f"task {task.name} changed since this run started (hash {task.hash[:12]} != "
                     f"{ws.config.task_hash[:12]}): its verdicts would not be comparable; start a new run")
-    return execute(ws, task)
+    return ws, task
+
+
+def verifier_for(config: RunConfig, task: Task) -> tuple[Callable, Callable]:
+    """(evaluate(source, candidate id), compile_report(source)) for the run's task, device and target."""
+    def evaluate_candidate(source: str, candidate_id: int):
+        return evaluate(source, task, device=config.device, target=config.target,
+                        secret=mix_seed(config.secret, "candidate", candidate_id))
+
+    def compile_candidate(source: str):
+        return compile_only(source, task, config.target)
+    return evaluate_candidate, compile_candidate
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """`kopt mcp`: continue RUN_DIR as a new segment, or create a run from --task, and serve its tools on stdio."""
+    try:
+        from kopt.harness.server import Session, serve
+    except ImportError:
+        return fail("kopt mcp needs the MCP Python SDK: pip install 'kopt[mcp]'")
+    target = Path(args.run_dir_arg) if args.run_dir_arg else None
+    if target is not None and (target / "run.json").is_file():
+        opened = open_run(target)
+    else:
+        if target is not None and args.run_dir is None:
+            args.run_dir = str(target)
+        opened = create(args, model=MCP_MODEL)
+    if isinstance(opened, int):
+        return opened
+    ws, task = opened
+    try:
+        lock = ws.lock()
+    except RunLocked as exc:
+        return fail(str(exc))
+    try:
+        sandbox.sweep_stale_dirs()
+        evaluate_candidate, compile_candidate = verifier_for(ws.config, task)
+        try:
+            run = Run(ws, None, evaluate_candidate, compile_candidate, context_tokens=0, summarize=False)
+        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
+            return fail(str(exc))
+        Console(stderr=True).print(f"kopt mcp: serving run {ws.config.run_id} ({ws.root}) on stdio", highlight=False)
+        serve(Session(ws, run))
+        return 0
+    finally:
+        lock.close()
 
 
 def execute(ws: Workspace, task: Task) -> int:
@@ -94,12 +159,7 @@ def _execute(ws: Workspace, task: Task) -> int:
     console = Console()
     config = ws.config
     sandbox.sweep_stale_dirs()  # what a killed kopt left behind
-    def evaluate_candidate(source: str, candidate_id: int):
-        return evaluate(source, task, device=config.device, target=config.target,
-                        secret=mix_seed(config.secret, "candidate", candidate_id))
-
-    def compile_candidate(source: str):
-        return compile_only(source, task, config.target)
+    evaluate_candidate, compile_candidate = verifier_for(config, task)
 
     approve = None
     if config.approve:
