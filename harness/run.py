@@ -43,7 +43,8 @@ def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
     """The same head, window and summary the agent had. The window is kept as records and only its
     final contents become messages: a long run compacts away most of what it ever said."""
     state = Resume()
-    open_calls: list[ToolCall] = []
+    open_calls: list[ToolCall] = []  # of the last model response, not answered yet
+    calls: dict[str, ToolCall] = {}  # every started call (an MCP client's have no model response)
     window: list[Message | ev.ToolResult] = []
     for event in history:
         if isinstance(event, ev.RunStart):
@@ -53,6 +54,8 @@ def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
             open_calls = list(event.response.message.tool_calls)
         elif isinstance(event, ev.UserMessage):
             window.append(UserMessage(content=event.content))
+        elif isinstance(event, ev.ToolCallEvent):
+            calls[event.call.id] = event.call
         elif isinstance(event, ev.ToolResult):
             open_calls = [c for c in open_calls if c.id != event.call_id]
             window.append(event)
@@ -63,7 +66,8 @@ def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
             window, state.summary = [], None
     state.window = [ToolMessage(tool_call_id=m.call_id, name=m.name, content=m.content, is_error=m.is_error)
                     if isinstance(m, ev.ToolResult) else m for m in window]
-    state.pending = [(c, started.get(c.id)) for c in open_calls]
+    cut = [calls[i] for i in started if i in calls and all(c.id != i for c in open_calls)]
+    state.pending = [(c, started.get(c.id)) for c in cut + open_calls]
     return state
 
 
