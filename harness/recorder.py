@@ -27,12 +27,10 @@ STATE = "state.json"
 
 
 class Recorder:
-    def __init__(self, root: Path, history: list[ev.Base], on_event: Callable[[ev.Base], None] | None = None):
-        """`history`: the events the log already holds (trajectory.read), folded here."""
+    def __init__(self, root: Path, fold: Fold, on_event: Callable[[ev.Base], None] | None = None):
+        """`fold`: of the events the log already holds; the writer continues after them."""
         self.root = root
-        self.fold = Fold()
-        for event in history:
-            self.fold.apply(event)
+        self.fold = fold
         last = self.fold.last
         self.writer = Writer(root / TRAJECTORY, next_seq=(last.seq + 1) if last else 0,
                              elapsed_offset_s=last.elapsed_s if last else 0.0)

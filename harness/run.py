@@ -11,7 +11,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from kopt.agent.context import Context
 from kopt.agent.loop import Agent, Prompts, Stop
@@ -20,6 +20,7 @@ from kopt.agent.model import Model, RetryEvent
 from kopt.harness import events as ev
 from kopt.harness import trajectory
 from kopt.harness.candidates import CandidateStore, score
+from kopt.harness.fold import Fold
 from kopt.harness.recorder import Recorded, Recorder
 from kopt.harness.tools import ToolBox, leaderboard_text, sha_of
 from kopt.harness.workspace import STOP_FILE, Workspace
@@ -39,14 +40,17 @@ class Resume:
     pending: list[tuple[ToolCall, str | None]] = field(default_factory=list)  # (call, pre-call sha)
 
 
-def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
+def rebuild(history: Iterable[ev.Base], started: dict[str, str | None] | None = None, fold: Fold | None = None) -> Resume:
     """The same head, window and summary the agent had. The window is kept as records and only its
-    final contents become messages: a long run compacts away most of what it ever said."""
+    final contents become messages: a long run compacts away most of what it ever said. With
+    `fold`, each event is folded in the same pass (and its calls left open are the ones pending)."""
     state = Resume()
     open_calls: list[ToolCall] = []  # of the last model response, not answered yet
-    calls: dict[str, ToolCall] = {}  # every started call (an MCP client's have no model response)
+    calls: dict[str, ToolCall] = {}  # started and unanswered (an MCP client's have no model response)
     window: list[Message | ev.ToolResult] = []
     for event in history:
+        if fold is not None:
+            fold.apply(event)
         if isinstance(event, ev.RunStart):
             state.head = list(event.messages)
         elif isinstance(event, ev.ModelResponseEvent):
@@ -58,6 +62,7 @@ def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
             calls[event.call.id] = event.call
         elif isinstance(event, ev.ToolResult):
             open_calls = [c for c in open_calls if c.id != event.call_id]
+            calls.pop(event.call_id, None)
             window.append(event)
         elif isinstance(event, ev.Compaction):
             window = window[event.drop:]
@@ -66,6 +71,7 @@ def rebuild(history: list[ev.Base], started: dict[str, str | None]) -> Resume:
             window, state.summary = [], None
     state.window = [ToolMessage(tool_call_id=m.call_id, name=m.name, content=m.content, is_error=m.is_error)
                     if isinstance(m, ev.ToolResult) else m for m in window]
+    started = fold.started if fold is not None else (started or {})
     cut = [calls[i] for i in started if i in calls and all(c.id != i for c in open_calls)]
     state.pending = [(c, started.get(c.id)) for c in cut + open_calls]
     return state
@@ -76,12 +82,11 @@ class Run:
                  on_event: Callable[[ev.Base, "Run"], None] | None = None, approve: Callable | None = None,
                  context_tokens: int = 32_000, summarize: bool = True):
         self.ws, self.model = ws, model
-        history, _ = trajectory.read(ws.root / trajectory.TRAJECTORY)  # drops a torn last line
-        self.recorder = Recorder(ws.root, history, on_event=(lambda e: on_event(e, self)) if on_event else None)
-        self.fold = self.recorder.fold
+        self.fold = Fold()  # the log is read once, folded and replayed in the same pass (a torn last line dropped)
+        self.resume = rebuild(trajectory.scan(ws.root / trajectory.TRAJECTORY), fold=self.fold)
+        self.recorder = Recorder(ws.root, self.fold, on_event=(lambda e: on_event(e, self)) if on_event else None)
         self.counters = self.fold.counters
-        self.resume = rebuild(history, self.fold.started)
-        self.fresh = not history
+        self.fresh = self.fold.last is None
         self.context_tokens, self.summarize = context_tokens, summarize
         self.store = CandidateStore(ws.root)
         self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.recorder.record, approve,

@@ -27,41 +27,51 @@ class CorruptTrajectory(ValueError):
 
 
 def read(path: Path, repair: bool = True) -> tuple[list[Event], int]:
-    """All complete events and the byte length they occupy.
+    """All complete events and the byte length they occupy (see `scan`)."""
+    log = scan(path, repair)
+    found = list(log)
+    return found, log.size
+
+
+class scan:  # noqa: N801 (an iterator read like a function)
+    """The complete events of a log, one at a time (a resume folds them without holding them all).
 
     Only the last line can be torn by a crash (no newline, or cut JSON): it is dropped and, with
-    repair, cut from the file. An unreadable line anywhere else raises CorruptTrajectory and
-    the file is left untouched: dropping everything after it would lose recorded work. A log in
-    a format this kopt does not read raises UnsupportedTrajectory.
+    repair, cut from the file once the iteration ends. An unreadable line anywhere else raises
+    CorruptTrajectory and the file is left untouched: dropping everything after it would lose
+    recorded work. A log in a format this kopt does not read raises UnsupportedTrajectory.
+    `size`: the byte length the complete events occupy, once iterated.
     """
-    if not path.exists():
-        return [], 0
-    found: list[Event] = []
-    good = 0
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        last = number == len(lines)
-        if not line.endswith(b"\n"):
-            break  # only the last line can lack its newline
-        try:
-            found.append(events.parse(line))
-        except UnsupportedTrajectory as exc:
-            raise UnsupportedTrajectory(f"{path}: {exc}") from None
-        except (ValueError, UnicodeDecodeError):
-            if last:
-                break
-            raise CorruptTrajectory(f"{path}: line {number} of {len(lines)} is not a valid event; the "
-                                    f"{len(lines) - number} events after it are intact. Repair or remove that "
-                                    "line by hand, then resume.") from None
-        good += len(line)
-    if repair and good < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
-    return found, good
+
+    def __init__(self, path: Path, repair: bool = True):
+        self.path, self.repair, self.size = path, repair, 0
+
+    def __iter__(self) -> Iterator[Event]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            data = f.read()
+        lines = data.splitlines(keepends=True)
+        for number, line in enumerate(lines, 1):
+            if not line.endswith(b"\n"):
+                break  # only the last line can lack its newline
+            try:
+                event = events.parse(line)
+            except UnsupportedTrajectory as exc:
+                raise UnsupportedTrajectory(f"{self.path}: {exc}") from None
+            except (ValueError, UnicodeDecodeError):
+                if number == len(lines):
+                    break
+                raise CorruptTrajectory(f"{self.path}: line {number} of {len(lines)} is not a valid event; the "
+                                        f"{len(lines) - number} events after it are intact. Repair or remove that "
+                                        "line by hand, then resume.") from None
+            self.size += len(line)
+            yield event
+        if self.repair and self.size < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(self.size)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def iter_events(path: Path) -> Iterator[Event]:
