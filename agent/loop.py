@@ -1,12 +1,13 @@
 """The tool-calling loop: limits, compaction, one model turn, its tool calls, repeat.
 
 Control flow ends through `Stop`; a model's malformed tool call comes back to it as an error
-message (the tools decide), never as a crash. The loop knows nothing about kernels.
+message (the tools decide), never as a crash. The loop knows nothing about kernels. The tools
+it is given record their own calls (the harness's recorder); the loop records the model's side.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from kopt.agent.context import Compaction, Context, transcript
@@ -19,6 +20,14 @@ NUDGE = ("You replied without calling a tool. Keep working through the tools; ca
 SUMMARY_PROMPT = ("You are compacting the memory of a long-running optimisation agent. Summarise the transcript "
                   "below in at most 300 words: what was tried, what worked and what failed and why, the current "
                   "state of the file, and what looked promising next. Facts only.")
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """What the loop says on its own: data a caller (a task) may override."""
+
+    nudge: str = NUDGE  # after a reply without a tool call
+    summary: str = SUMMARY_PROMPT  # the system prompt of a compaction's summary request
 
 
 class Stop(Exception):
@@ -46,18 +55,15 @@ class Recorder(Protocol):
 
     def user_message(self, message: UserMessage) -> None: ...
 
-    def tool_call(self, call: ToolCall) -> None: ...
-
-    def tool_result(self, call: ToolCall, outcome: Any, duration_s: float) -> None: ...
-
     def compaction(self, compaction: Compaction, usage: Any) -> None: ...
 
 
 class Agent:
     def __init__(self, model: Model, tools: Tools, recorder: Recorder, context: Context,
                  before_request: Callable[["Agent"], None], status: Callable[[], str | None] = lambda: None,
-                 summarize: bool = True):
+                 summarize: bool = True, prompts: Prompts = Prompts()):
         self.model, self.tools, self.recorder = model, tools, recorder
+        self.prompts = prompts
         self.context = context
         self.before_request = before_request  # limits and policies; raises Stop
         self.status = status
@@ -90,7 +96,7 @@ class Agent:
         self.recorder.model_response(response)
         self.context.append(response.message)
         if not response.message.tool_calls:
-            self.say(NUDGE)
+            self.say(self.prompts.nudge)
             return
         for call in response.message.tool_calls:
             self.run_tool(call)
@@ -104,7 +110,7 @@ class Agent:
             dropped = self.context.window[:plan.drop]
             earlier = f"Earlier summary:\n{self.context.summary}\n\n" if self.context.summary else ""
             try:
-                reply = self.model.complete([SystemMessage(content=SUMMARY_PROMPT),
+                reply = self.model.complete([SystemMessage(content=self.prompts.summary),
                                              UserMessage(content=earlier + transcript(dropped))], [])
                 plan.summary, usage = (reply.message.content or "").strip()[:6000] or None, reply.usage
             except (ModelError, ModelUnavailable):
@@ -113,10 +119,7 @@ class Agent:
         self.context.apply(plan)
 
     def run_tool(self, call: ToolCall) -> None:
-        self.recorder.tool_call(call)
-        start = time.monotonic()
         outcome = self.tools.execute(call)
-        self.recorder.tool_result(call, outcome, time.monotonic() - start)
         self.context.append(ToolMessage(tool_call_id=call.id, name=call.name, content=outcome.content,
                                         is_error=outcome.is_error))
         if outcome.finish is not None:

@@ -23,9 +23,12 @@ from typing import Any
 import atif
 
 import kopt
+from kopt.agent.messages import ToolCall
+from kopt.harness import events as ev
+from kopt.harness.candidates import LABELS
 from kopt.harness.inspect import RunView, history, load
 from kopt.harness.panel import describe
-from kopt.harness.tools import SPECS
+from kopt.harness.tools import TOOLS
 from kopt.harness.trajectory import Event
 
 SCHEMA_VERSION = "ATIF-v1.8"
@@ -36,15 +39,21 @@ def iso(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def tool_call(call: dict[str, Any]) -> atif.ToolCall:
+def tool_call(call: ToolCall) -> atif.ToolCall:
     try:
-        arguments = json.loads(call.get("arguments") or "{}")
+        arguments = json.loads(call.arguments or "{}")
     except ValueError:
         arguments = None
     if isinstance(arguments, dict):
-        return atif.ToolCall(tool_call_id=call["id"], function_name=call["name"], arguments=arguments)
-    return atif.ToolCall(tool_call_id=call["id"], function_name=call["name"], arguments={},
-                         extra={"raw_arguments": call.get("arguments")})  # malformed: kept verbatim
+        return atif.ToolCall(tool_call_id=call.id, function_name=call.name, arguments=arguments)
+    return atif.ToolCall(tool_call_id=call.id, function_name=call.name, arguments={},
+                         extra={"raw_arguments": call.arguments})  # malformed: kept verbatim
+
+
+def evaluation_data(view: RunView, event: ev.Evaluation) -> dict[str, Any]:
+    """The evaluation event, with its verdict's phase, reason and label from the candidate's file."""
+    phase, reason = view.details(event.candidate)
+    return {**event.data, "phase": phase, "reason": reason, "score_label": LABELS.get(event.kind or "", "")}
 
 
 def steps_of(view: RunView) -> list[dict[str, Any]]:
@@ -62,54 +71,54 @@ def steps_of(view: RunView) -> list[dict[str, Any]]:
                       "extra": {"kopt_event": event.type, "seq": event.seq, "elapsed_s": event.elapsed_s, **extra}})
 
     for event in view.events or []:
-        d = event.data
-        if event.type == "run_start":
-            for m in d.get("messages", []):
-                steps.append({"source": "system" if m["role"] == "system" else "user", "timestamp": iso(event.time),
-                              "message": m.get("content") or "", "extra": {"seq": event.seq}})
-        elif event.type == "model_request":
-            request = {"n_messages": d.get("n_messages"), "chars": d.get("chars")}
-        elif event.type == "model_response":
-            r = d["response"]
-            m, usage = r["message"], r.get("usage") or {}
-            step = {"source": "agent", "timestamp": iso(event.time), "model_name": r.get("model"),
-                    "message": m.get("content") or "", "tool_calls": [tool_call(c) for c in m.get("tool_calls", [])]
-                    or None, "extra": {"seq": event.seq, "elapsed_s": event.elapsed_s, "latency_s": r.get("latency_s"),
-                                       "stop_reason": r.get("stop_reason"), "request": request}}
+        if isinstance(event, ev.RunStart):
+            for m in event.messages:
+                steps.append({"source": "system" if m.role == "system" else "user", "timestamp": iso(event.time),
+                              "message": m.content or "", "extra": {"seq": event.seq}})
+        elif isinstance(event, ev.ModelRequest):
+            request = {"n_messages": event.n_messages, "chars": event.chars}
+        elif isinstance(event, ev.ModelResponseEvent):
+            r = event.response
+            m, usage = r.message, r.usage
+            step = {"source": "agent", "timestamp": iso(event.time), "model_name": r.model,
+                    "message": m.content or "", "tool_calls": [tool_call(c) for c in m.tool_calls] or None,
+                    "extra": {"seq": event.seq, "elapsed_s": event.elapsed_s, "latency_s": r.latency_s,
+                              "stop_reason": r.stop_reason, "request": request}}
             if deterministic:
                 step["llm_call_count"] = 0
             else:
-                step["reasoning_content"] = m.get("reasoning")
-                step["metrics"] = atif.Metrics(prompt_tokens=usage.get("input_tokens"),
-                                               completion_tokens=usage.get("output_tokens"),
-                                               cost_usd=usage.get("cost_usd"))
-            for c in m.get("tool_calls", []):
-                owner[c["id"]] = step
+                step["reasoning_content"] = m.reasoning
+                step["metrics"] = atif.Metrics(prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+                                               cost_usd=usage.cost_usd)
+            for c in m.tool_calls:
+                owner[c.id] = step
             steps.append(step)
             request = None
-        elif event.type == "tool_call":
-            last_call = d["call"]["id"]
-            tool_index[last_call] = d.get("index")
-        elif event.type == "evaluation" and last_call is not None and last_call not in attached:
-            attached[last_call] = {"evaluation": d}
-        elif event.type == "forbidden":
-            attached[d["call_id"]] = {"forbidden": d.get("detail")}
-        elif event.type == "tool_result":
-            call_id = d["call_id"]
-            extra = {"seq": event.seq, "tool": d["name"], "is_error": d.get("is_error"), "outcome": d.get("outcome"),
-                     "duration_s": d.get("duration_s"), "tool_call_index": tool_index.get(call_id),
+        elif isinstance(event, ev.ToolCallEvent):
+            last_call = event.call.id
+            tool_index[last_call] = event.index
+        elif isinstance(event, ev.Evaluation) and last_call is not None and last_call not in attached:
+            attached[last_call] = {"evaluation": evaluation_data(view, event)}
+        elif isinstance(event, ev.Forbidden):
+            attached[event.call_id] = {"forbidden": event.detail}
+        elif isinstance(event, ev.ToolResult):
+            call_id = event.call_id
+            extra = {"seq": event.seq, "tool": event.name, "is_error": event.is_error, "outcome": event.outcome,
+                     "duration_s": event.duration_s, "tool_call_index": tool_index.get(call_id),
                      **attached.pop(call_id, {})}
             step = owner.get(call_id)
-            if step is None:  # a result without a recorded call: kept, as a system event
-                system(event, d.get("content") or "", call_id=call_id, **extra)
+            if step is None:  # a result without a recorded call (an MCP client's, or cut off): a system step
+                system(event, event.content, call_id=call_id, **extra)
                 continue
             step.setdefault("results", []).append(atif.ObservationResult(
-                source_call_id=call_id, content=d.get("content") or "", extra=extra))
-        elif event.type == "user_message":
-            steps.append({"source": "user", "timestamp": iso(event.time), "message": d.get("content") or "",
+                source_call_id=call_id, content=event.content, extra=extra))
+        elif isinstance(event, ev.UserMessage):
+            steps.append({"source": "user", "timestamp": iso(event.time), "message": event.content,
                           "extra": {"seq": event.seq}})
-        elif event.type in SYSTEM_EVENTS or event.type == "evaluation":
-            system(event, describe(event), **d)
+        elif isinstance(event, ev.Evaluation):
+            system(event, describe(event), **evaluation_data(view, event))
+        elif event.type in SYSTEM_EVENTS:
+            system(event, describe(event), **event.data)
     return steps
 
 
@@ -129,7 +138,7 @@ def export(root: Path) -> atif.Trajectory:
                "best_candidate": best.candidate if best else None, "best_score": best.score if best else None,
                "score_label": view.label}
     tools = [{"type": "function", "function": {"name": s.name, "description": s.description,
-                                               "parameters": s.parameters}} for s in SPECS]
+                                               "parameters": s.parameters}} for s in (t.spec for t in TOOLS.values())]
     return atif.Trajectory(
         schema_version=SCHEMA_VERSION, session_id=view.run_id,
         agent=atif.Agent(name="kopt", version=kopt.__version__, model_name=view.model, tool_definitions=tools),

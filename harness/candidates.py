@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kopt.harness.trajectory import write_atomic
 from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
+
+# What a score is, by the verdict's timing kind: a GPU speedup, or a ratio that is not one.
+LABELS = {"gpu": "GPU geomean speedup", "interpreter": f"{INTERPRETER_LABEL} time ratio",
+          "simulated": "simulated time ratio"}
 
 
 @dataclass
@@ -38,9 +44,26 @@ def score(verdict: Verdict | None) -> tuple[float | None, str]:
     """The number a candidate is ranked by, and what it is: a GPU geomean or an interpreter ratio."""
     if verdict is None or not verdict.passed or verdict.timing is None:
         return None, ""
-    if verdict.timing.geomean_speedup is not None:
-        return verdict.timing.geomean_speedup, "GPU geomean speedup"
-    return verdict.timing.interpreter_ratio, f"{INTERPRETER_LABEL} time ratio"
+    t = verdict.timing
+    value = t.geomean_speedup if t.kind == "gpu" or t.interpreter_ratio is None else t.interpreter_ratio
+    return value, LABELS[t.kind]
+
+
+def load(path: Path) -> tuple[Verdict | None, dict[str, Any]]:
+    """A candidate file's verdict and meta (note, parent, tool index): the one reader of candidates/NNNN.json.
+    (None, {}) before it is written; an unreadable file raises."""
+    if not path.exists():
+        return None, {}
+    record = json.loads(path.read_text())
+    return Verdict.model_validate(record["verdict"]), record.get("meta") or {}
+
+
+def read(path: Path) -> tuple[Verdict | None, dict[str, Any]]:
+    """`load` for readers of a run that may be live or from another version: (None, {}) if unreadable."""
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None, {}
 
 
 class CandidateStore:
@@ -53,12 +76,7 @@ class CandidateStore:
         self._best: Candidate | None = None
         for py in sorted(self.dir.glob("[0-9][0-9][0-9][0-9].py")):
             cid = int(py.stem)
-            meta_path = py.with_suffix(".json")
-            verdict, meta = None, {}
-            if meta_path.exists():
-                record = json.loads(meta_path.read_text())
-                verdict = Verdict.model_validate(record["verdict"])
-                meta = record.get("meta", {})
+            verdict, meta = load(py.with_suffix(".json"))
             sha = hashlib.sha256(py.read_bytes()).hexdigest()
             self.items[cid] = Candidate(cid, sha, verdict, meta)
             self.by_sha[sha] = cid

@@ -25,35 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     ev.add_argument("--secret", type=int, default=None, help=argparse.SUPPRESS)  # reproduce an evaluation
 
+    from kopt.harness.config import RunConfig, add_flags
     run = sub.add_parser("run", help="start an optimisation run")
     run.add_argument("--task", default="extend_attention", help="built-in task name or task directory")
-    run.add_argument("--model", default="builtin", help="builtin | openai:MODEL | anthropic:MODEL | replay:PATH")
-    run.add_argument("--base-url", default=None, help="API base URL (vLLM, SGLang, Ollama, Model Studio, ...)")
-    run.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
     run.add_argument("--run-dir", default=None, help="run directory (default: workspaces/<time>-<task>)")
-    run.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    run.add_argument("--target", default=None, help="AOT compile target on the CPU path, e.g. sm_90")
-    run.add_argument("--max-hours", type=float, default=None)
-    run.add_argument("--max-tool-calls", type=int, default=None)
-    run.add_argument("--max-evals", type=int, default=None)
-    run.add_argument("--max-usd", type=float, default=None, help="needs --price-in/--price-out")
-    run.add_argument("--max-tokens", type=int, default=None)
-    run.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
-    run.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
-    run.add_argument("--max-failed-evals-in-row", type=int, default=20)
-    run.add_argument("--max-model-errors-in-row", type=int, default=None,
-                     help="consecutive failed model attempts (each retry counts)")
-    run.add_argument("--outage-hours", type=float, default=2.0,
-                     help="keep retrying a failing provider this long before stopping (resumable)")
-    run.add_argument("--context-tokens", type=int, default=None, help="request size limit (default: fitted to the model)")
-    run.add_argument("--stall-warn", type=int, default=5, help="evaluations without improvement before a warning")
-    run.add_argument("--stall-redesign", type=int, default=10,
-                     help="evaluations without improvement before the context restarts from the best candidate")
-    run.add_argument("--max-redesigns", type=int, default=3, help="redesigns without progress before the run ends")
-    run.add_argument("--approve", action="store_true", help="ask before each evaluation")
+    add_flags(run, RunConfig)  # every other flag: a field of the run's configuration
 
     res = sub.add_parser("resume", help="continue a run exactly where it stopped")
     res.add_argument("run_dir")
+
+    mcp = sub.add_parser("mcp", help="serve a run's tools over MCP (stdio) to another agent scaffold")
+    mcp.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR", help="a run to continue (a new segment), or where "
+                     "to create one")
+    mcp.add_argument("--task", default="extend_attention", help="built-in task name or task directory (new runs)")
+    mcp.add_argument("--run-dir", default=None, help="run directory of a new run (default: workspaces/<time>-<task>)")
+    from kopt.harness.config import Budgets
+    add_flags(mcp, RunConfig, only=("device", "target", *Budgets.model_fields))
+
+    tasks = sub.add_parser("tasks", help="the built-in tasks: name, description, directory")
+    tasks.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     from kopt.harness.views import add_parsers  # status, history, report, compare, export
     add_parsers(sub)
@@ -64,18 +54,40 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return cmd_eval(args)
+    if args.command == "tasks":
+        return cmd_tasks(args)
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)
-    from kopt.harness.session import cmd_resume, cmd_run
-    if args.command == "run":
-        return cmd_run(args)
-    return cmd_resume(args)
+    from kopt.harness.session import cmd_mcp, cmd_resume, cmd_run
+    commands = {"run": cmd_run, "resume": cmd_resume, "mcp": cmd_mcp}
+    return commands[args.command](args)
 
 
 def usage_error(console: Console, message: str) -> int:
     console.print(f"[bold red]kopt: error:[/] {escape(message)}", highlight=False)
     return EXIT_USAGE
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    import json
+
+    from kopt.verifier.task import builtin_tasks, load_task
+    found = []
+    for name in builtin_tasks():
+        task = load_task(name)
+        found.append({"name": task.name, "description": task.config.description, "directory": str(task.root),
+                      "baseline": str(task.baseline_path)})
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return EXIT_OK
+    table = Table(title="built-in tasks (`--task NAME`; any task directory works too)")
+    for col in ("name", "description", "directory"):
+        table.add_column(col)
+    for t in found:
+        table.add_row(t["name"], escape(t["description"]), t["directory"])
+    Console().print(table)
+    return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -11,58 +11,50 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from kopt.harness.candidates import read as read_candidate
 from kopt.harness.candidates import score
-from kopt.harness.run import Counters
-from kopt.harness.trajectory import TRAJECTORY, Event, iter_events
+from kopt.harness.config import Budgets
+from kopt.harness.fold import Counters, Evaluated, Fold
+from kopt.harness.trajectory import TRAJECTORY, Event, UnsupportedTrajectory, iter_events
 from kopt.harness.workspace import RUN_JSON, STOP_FILE
-from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
+from kopt.verifier.verdict import INTERPRETER_LABEL
 
-RECENT_EVENTS = 8
 QUIET_S = 900.0  # no run_end and no event for this long (plus a retry's announced wait): stopped, not running
 REACH = 0.9  # compare: effort to reach this fraction of the run's best score
+KIND_NAMES = {"gpu": "GPU", "interpreter": INTERPRETER_LABEL, "simulated": "simulated"}
+Evaluation = Evaluated  # one evaluation event and where in the run it happened (harness.fold)
 
-
-@dataclass
-class Evaluation:
-    """One evaluation event and where in the run it happened."""
-
-    index: int  # 1-based, over every evaluation event (failed ones included)
-    candidate: int
-    elapsed_s: float
-    tool_calls: int  # tool calls so far, the evaluate call included
-    status: str
-    phase: str | None
-    reason: str
-    score: float | None
-    label: str
-    note: str
-    new_best: bool = False  # raised the best-so-far (ties keep the earlier one, as the run does)
+__all__ = ["RunView", "NotARun", "load", "history", "compare", "metrics", "read_candidate", "CandidateRow",
+           "Counters", "Evaluation"]
 
 
 @dataclass
 class RunView:
-    """What a run directory says, read in one pass over its log."""
+    """What a run directory says: its config and the fold of its log (harness.fold), read in one pass."""
 
     root: Path
     config: dict[str, Any]
-    counters: Counters = field(default_factory=Counters)
-    evaluations: list[Evaluation] = field(default_factory=list)
-    best: Evaluation | None = None
-    redesigns: int = 0
-    stall_warnings: int = 0
-    resumes: int = 0
-    failed_in_row: int = 0
-    end: tuple[str, str] | None = None  # (reason, detail) of a run_end after the last start/resume
-    last: Event | None = None
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    fold: Fold = field(default_factory=Fold)
     events: list[Event] | None = None  # every event, when asked for (the report's transcript)
+
+    # the fold's figures, by the names readers use
+    counters = property(lambda self: self.fold.counters)
+    evaluations = property(lambda self: self.fold.evaluations)
+    best = property(lambda self: self.fold.best)
+    redesigns = property(lambda self: self.fold.redesigns)
+    stall_warnings = property(lambda self: self.fold.stall_warnings)
+    resumes = property(lambda self: self.fold.resumes)
+    failed_in_row = property(lambda self: self.fold.failed_in_row)
+    end = property(lambda self: self.fold.end)
+    last = property(lambda self: self.fold.last)
+    recent = property(lambda self: self.fold.recent)
 
     @property
     def run_id(self) -> str:
@@ -70,6 +62,10 @@ class RunView:
 
     @property
     def model(self) -> str:
+        """The model, or for a run driven over MCP `mcp:CLIENT` (compare groups by it)."""
+        driver = self.fold.driver
+        if driver is not None and driver.kind == "mcp":
+            return f"mcp:{driver.name}"
         return self.config.get("model", "?")
 
     @property
@@ -88,8 +84,8 @@ class RunView:
     @property
     def kind(self) -> str:
         """GPU or interpreter (CPU): the two are never compared with each other."""
-        if self.label:
-            return "GPU" if INTERPRETER_LABEL not in self.label else INTERPRETER_LABEL
+        if self.fold.kind:
+            return KIND_NAMES[self.fold.kind]
         for path in sorted((self.root / "candidates").glob("[0-9][0-9][0-9][0-9].json"))[:1]:  # none passed
             verdict, _ = read_candidate(path)
             if verdict is not None:
@@ -103,7 +99,7 @@ class RunView:
         if self.last is None:
             return "not started", "no event in the trajectory yet"
         quiet = (now or time.time()) - self.last.time
-        wait = float(self.last.data.get("wait_s") or 0) if self.last.type == "model_retry" else 0.0
+        wait = float(getattr(self.last, "wait_s", 0) or 0)  # a retry announces its wait
         stopping = " (STOP file present: stopping)" if (self.root / STOP_FILE).exists() else ""
         if quiet <= QUIET_S + wait:
             return "running", f"last event {quiet:.0f} s ago{stopping}"
@@ -112,11 +108,17 @@ class RunView:
 
     def budgets_left(self) -> list[tuple[str, float, float]]:
         """(budget, limit, used) for every budget run.json sets."""
-        b, c = self.config.get("budgets") or {}, self.counters
-        used = {"max_hours": self.elapsed_s / 3600, "max_tool_calls": c.tool_calls, "max_evals": c.evaluations,
-                "max_usd": c.cost_usd, "max_tokens": c.input_tokens + c.output_tokens,
-                "max_failed_evals_in_row": self.failed_in_row}
-        return [(name, b[name], value) for name, value in used.items() if b.get(name) is not None]
+        raw = self.config.get("budgets") or {}
+        try:
+            budgets = Budgets.model_validate(raw)
+        except ValidationError:  # another version's budgets: the ones this version knows
+            budgets = Budgets.model_validate({k: v for k, v in raw.items() if k in Budgets.model_fields})
+        return self.fold.budget_use(budgets, self.elapsed_s)
+
+    def details(self, candidate: int) -> tuple[str | None, str]:
+        """(phase, reason) of a candidate's verdict, from its file."""
+        verdict, _ = read_candidate(self.root / "candidates" / f"{candidate:04d}.json")
+        return (verdict.phase, verdict.reason or "") if verdict else (None, "")
 
 
 class NotARun(Exception):
@@ -142,39 +144,14 @@ def load(root: Path, keep_events: bool = False) -> RunView:
     view = RunView(root, read_config(root), events=[] if keep_events else None)
     path = root / TRAJECTORY
     if path.exists():
-        for event in iter_events(path):
-            apply(view, event)
+        try:
+            for event in iter_events(path):
+                view.fold.apply(event)
+                if view.events is not None:
+                    view.events.append(event)
+        except UnsupportedTrajectory as exc:
+            raise NotARun(str(exc)) from None
     return view
-
-
-def apply(view: RunView, event: Event) -> None:
-    view.counters.apply(event)
-    view.last = event
-    if event.type != "model_request":
-        view.recent.append(event)
-    if view.events is not None:
-        view.events.append(event)
-    d, kind = event.data, event.type
-    if kind == "evaluation":
-        value = d.get("score")
-        e = Evaluation(len(view.evaluations) + 1, d["candidate"], event.elapsed_s, view.counters.tool_calls,
-                       d.get("status", "?"), d.get("phase"), d.get("reason") or "", value, d.get("score_label") or "",
-                       d.get("note") or "")
-        if value is not None and (view.best is None or value > view.best.score):
-            e.new_best, view.best = True, e
-        view.evaluations.append(e)
-        view.failed_in_row = 0 if e.status == "ok" else view.failed_in_row + 1
-    elif kind == "redesign":
-        view.redesigns += 1
-    elif kind == "stall_warning":
-        view.stall_warnings += 1
-    elif kind == "run_resume":
-        view.resumes += 1
-        view.end = None
-    elif kind == "run_start":
-        view.end = None
-    elif kind == "run_end":
-        view.end = (d.get("reason", "?"), d.get("detail", ""))
 
 
 # ---- history: every candidate
@@ -199,15 +176,6 @@ class CandidateRow:
     best: bool  # the run's best
 
 
-def read_candidate(path: Path) -> tuple[Verdict | None, dict[str, Any]]:
-    """A candidate's verdict and meta; (None, {}) if not written yet or unreadable (another version's schema)."""
-    try:
-        record = json.loads(path.read_text())
-        return Verdict.model_validate(record["verdict"]), record.get("meta") or {}
-    except (OSError, ValueError, KeyError, TypeError, ValidationError):
-        return None, {}
-
-
 def history(view: RunView) -> list[CandidateRow]:
     last_eval = {e.candidate: e for e in view.evaluations}  # a re-verified infra error: its latest event
     best_id = view.best.candidate if view.best else None
@@ -227,8 +195,7 @@ def history(view: RunView) -> list[CandidateRow]:
         status = verdict.status if verdict else e.status if e else unjudged if py == sources[-1] else "interrupted"
         rows.append(CandidateRow(
             cid, meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
-            status, verdict.phase if verdict else (e.phase if e else None),
-            (verdict.reason if verdict else (e.reason if e else "")) or "",
+            status, verdict.phase if verdict else None, (verdict.reason if verdict else "") or "",
             value if verdict else (e.score if e else None), label or (e.label if e else ""),
             {w.workload: w.speedup for w in verdict.timing.workloads} if verdict and verdict.timing else {},
             max(registers) if registers else None, sum(spills) if spills else None,
@@ -275,7 +242,7 @@ def metrics(view: RunView, reach: float = REACH) -> RunMetrics:
     best = view.best.score if view.best else None
     hit = next((e for e in view.evaluations if best is not None and e.score is not None and e.score >= reach * best),
                None)
-    failed = Counter(e.phase or e.status for e in view.evaluations if e.status != "ok")
+    failed = Counter(view.details(e.candidate)[0] or e.status for e in view.evaluations if e.status != "ok")
     c = view.counters
     return RunMetrics(str(view.root), view.run_id, view.model, view.task, view.kind, best, c.evaluations, c.tool_calls,
                       hit.index if hit else None, hit.tool_calls if hit else None, round(view.elapsed_s, 3),
@@ -325,7 +292,3 @@ def compare(views: list[RunView], reach: float = REACH) -> list[Group]:
                             {p: spread([r.failed_by_phase.get(p, 0) for r in runs]) for p in phases},
                             dict(Counter(r.end for r in runs))))
     return groups
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj if isinstance(obj, (dict, list)) else asdict(obj), indent=1, default=str)

@@ -6,14 +6,36 @@ they are never written to run.json, the trajectory or a log, and never reach the
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from kopt.agent.model import Model, ModelError, Pricing, RetryHook
 from kopt.harness.workspace import RunConfig
 from kopt.verifier.task import Task
 
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+@dataclass(frozen=True)
+class Client:
+    """A network model client (`KIND:MODEL`): where its class lives and what it needs."""
+
+    module: str  # holds `cls(model, base_url=, api_key=, pricing=, retry=, on_retry=)`
+    cls: str
+    base_url: str
+    key_env: str  # read by default
+    key_always: bool  # a key is needed even on a private base URL
+    context_tokens: int  # when no CONTEXT_WINDOWS fragment matches the model's name
+
+
+# One line per client kind: adding a client is its module in agent/ plus a line here.
+CLIENTS = {
+    "openai": Client("kopt.agent.openai", "OpenAIModel", "https://api.openai.com/v1", "OPENAI_API_KEY", False, 64_000),
+    "anthropic": Client("kopt.agent.anthropic", "AnthropicModel", "https://api.anthropic.com", "ANTHROPIC_API_KEY",
+                        True, 160_000),
+}
+DEFAULT_KEY_ENV = {kind: c.key_env for kind, c in CLIENTS.items()}
 PUBLIC_HOSTS = ("api.openai.com", "api.anthropic.com", "dashscope", "openrouter.ai")
 
 
@@ -31,23 +53,24 @@ def default_context_tokens(spec: str) -> int:
     for fragment, window in CONTEXT_WINDOWS:
         if fragment in name.lower():
             return int(window * 0.8)
-    return 64_000 if kind == "openai" else 160_000
+    return CLIENTS[kind].context_tokens if kind in CLIENTS else 64_000
 
 
 def check_spec(spec: str) -> None:
     kind, _, rest = spec.partition(":")
     if spec == "builtin":
         return
-    if kind in ("openai", "anthropic", "replay") and rest:
+    if (kind in CLIENTS or kind == "replay") and rest:
         return
-    raise ModelError(f"unknown model {spec!r}: use builtin, openai:MODEL, anthropic:MODEL or replay:PATH")
+    raise ModelError(f"unknown model {spec!r}: use builtin, " + ", ".join(f"{k}:MODEL" for k in CLIENTS)
+                     + " or replay:PATH")
 
 
 def api_key(config: RunConfig, kind: str) -> str | None:
     var = config.api_key_env or DEFAULT_KEY_ENV[kind]
     key = os.environ.get(var)
     base = config.base_url or ""
-    needs_key = kind == "anthropic" or not base or any(h in base for h in PUBLIC_HOSTS)
+    needs_key = CLIENTS[kind].key_always or not base or any(h in base for h in PUBLIC_HOSTS)
     if not key and (needs_key or config.api_key_env):
         raise ModelError(f"no API key: set the environment variable {var} (or name another one with --api-key-env)")
     return key
@@ -68,7 +91,8 @@ def builtin_for(task: Task, device: str) -> Model:
 
 
 def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook | None = None,
-                outage_budget_s: float | None = None, device: str = "cpu") -> Model:
+                outage_budget_s: float | None = None, device: str = "cpu", consumed: int = 0) -> Model:
+    """The run's model client; `consumed`: model responses the run already recorded (replay starts after them)."""
     check_spec(config.model)
     kind, _, rest = config.model.partition(":")
     pricing = Pricing(config.price_input_per_mtok, config.price_output_per_mtok)
@@ -79,13 +103,10 @@ def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook
         return builtin_for(task, device)
     if kind == "replay":
         from kopt.agent.replay import ReplayModel
-        return ReplayModel(Path(rest))
+        return ReplayModel(Path(rest), start=consumed)
     from kopt.agent.retry import RetryPolicy
     retry = RetryPolicy() if outage_budget_s is None else RetryPolicy(outage_budget_s=outage_budget_s)
-    if kind == "openai":
-        from kopt.agent.openai import OpenAIModel
-        return OpenAIModel(rest, base_url=config.base_url or "https://api.openai.com/v1",
-                           api_key=api_key(config, kind), pricing=pricing, retry=retry, on_retry=on_retry)
-    from kopt.agent.anthropic import AnthropicModel
-    return AnthropicModel(rest, base_url=config.base_url or "https://api.anthropic.com",
-                          api_key=api_key(config, kind), pricing=pricing, retry=retry, on_retry=on_retry)
+    client = CLIENTS[kind]
+    cls = getattr(importlib.import_module(client.module), client.cls)
+    return cls(rest, base_url=config.base_url or client.base_url, api_key=api_key(config, kind), pricing=pricing,
+               retry=retry, on_retry=on_retry)

@@ -10,7 +10,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from kopt.harness.candidates import score
+from kopt.harness import events as ev
+from kopt.harness.candidates import LABELS
 from kopt.harness.trajectory import Event
 
 if TYPE_CHECKING:
@@ -18,23 +19,23 @@ if TYPE_CHECKING:
 
 
 def describe(event: Event) -> str:
-    d = event.data
-    if event.type == "tool_call":
-        return f"tool {d['call']['name']}({d['call']['arguments'][:80]})"
-    if event.type == "tool_result":
-        return f"{d['name']} -> {d['outcome']}: {d['content'].splitlines()[0][:100] if d['content'] else ''}"
-    if event.type == "evaluation":
-        value = f" {d['score']:.4f} ({d['score_label']})" if d.get("score") is not None else ""
-        return f"evaluation of candidate {d['candidate']:04d}: {d['status']}{value}"
-    if event.type == "model_retry":
-        return f"model call failed ({d['error'][:80]}); retry {d['attempt']} in {d['wait_s']:.0f} s"
-    if event.type == "model_response":
-        usage = d["response"]["usage"]
-        return f"model answered ({usage['input_tokens']} in / {usage['output_tokens']} out tokens)"
-    if event.type == "forbidden":
-        return f"FORBIDDEN {d['name']}: {d['detail'][:100]}"
-    if event.type == "run_end":
-        return f"run ended: {d['reason']} {d['detail'][:100]}"
+    """One line for a person: the panel's last event, `kopt status`, the report's minor events."""
+    if isinstance(event, ev.ToolCallEvent):
+        return f"tool {event.call.name}({event.call.arguments[:80]})"
+    if isinstance(event, ev.ToolResult):
+        return f"{event.name} -> {event.outcome}: {event.content.splitlines()[0][:100] if event.content else ''}"
+    if isinstance(event, ev.Evaluation):
+        value = f" {event.score:.4f} ({LABELS.get(event.kind or '', '')})" if event.score is not None else ""
+        return f"evaluation of candidate {event.candidate:04d}: {event.status}{value}"
+    if isinstance(event, ev.ModelRetry):
+        return f"model call failed ({event.error[:80]}); retry {event.attempt} in {event.wait_s:.0f} s"
+    if isinstance(event, ev.ModelResponseEvent):
+        usage = event.response.usage
+        return f"model answered ({usage.input_tokens} in / {usage.output_tokens} out tokens)"
+    if isinstance(event, ev.Forbidden):
+        return f"FORBIDDEN {event.name}: {event.detail[:100]}"
+    if isinstance(event, ev.RunEnd):
+        return f"run ended: {event.reason} {event.detail[:100]}"
     return event.type
 
 
@@ -71,17 +72,16 @@ class RunPanel:
 
     def render(self, run: "Run") -> Table:
         c, b = run.counters, run.ws.config.budgets
-        best = run.store.best()
-        value, label = score(best.verdict) if best else (None, "")
+        best = run.fold.best
         table = Table(title=f"kopt run {run.ws.config.run_id}  ({run.ws.config.model})", show_header=False)
         table.add_column(style="bold")
         table.add_column()
-        elapsed = run.writer.elapsed_s
+        elapsed = run.elapsed_s
         table.add_row("elapsed", f"{elapsed / 60:.1f} min" + (f" of {b.max_hours * 60:.0f}" if b.max_hours else ""))
         table.add_row("tool calls", f"{c.tool_calls}" + (f" of {b.max_tool_calls}" if b.max_tool_calls else ""))
         table.add_row("evaluations", f"{c.evaluations} ({c.failed_evaluations} failed)" +
                       (f" of {b.max_evals}" if b.max_evals else ""))
-        table.add_row("best", f"candidate {best.id:04d}: {value:.4f} {label}" if best else "none yet")
+        table.add_row("best", f"candidate {best.candidate:04d}: {best.score:.4f} {best.label}" if best else "none yet")
         table.add_row("tokens / cost", f"{c.input_tokens + c.output_tokens} / ${c.cost_usd:.4f}" +
                       (f" of ${b.max_usd:g}" if b.max_usd else ""))
         if c.retries:
@@ -94,15 +94,15 @@ class RunPanel:
 
 def print_summary(console: Console, run: "Run", reason: str, detail: str) -> None:
     c = run.counters
-    best = run.store.best()
+    best = run.fold.best
     console.print(f"\n[bold]run {run.ws.config.run_id} ended:[/] {escape(reason)}" + (f" ({escape(detail[:300])})" if detail else ""))
     console.print(f"  run directory   {run.ws.root}")
-    console.print(f"  elapsed         {run.writer.elapsed_s / 60:.1f} min")
+    console.print(f"  elapsed         {run.elapsed_s / 60:.1f} min")
     console.print(f"  tool calls      {c.tool_calls}   evaluations {c.evaluations} ({c.failed_evaluations} failed)")
     console.print(f"  tokens          {c.input_tokens} in, {c.output_tokens} out   cost ${c.cost_usd:.4f}")
     if best:
-        value, label = score(best.verdict)
-        console.print(f"  best            candidate {best.id:04d}: {value:.4f} {label}  -> {run.ws.root / 'best.py'}")
+        console.print(f"  best            candidate {best.candidate:04d}: {best.score:.4f} {best.label}  -> "
+                      f"{run.ws.root / 'best.py'}")
     else:
         console.print("  best            no passing candidate")
     if reason not in ("finished", "budget", "already_ended", "model_error"):

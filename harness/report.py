@@ -17,6 +17,7 @@ import re
 import time
 from pathlib import Path
 
+from kopt.harness import events as ev
 from kopt.harness.inspect import CandidateRow, RunView, history, load, read_candidate
 from kopt.harness.panel import describe
 from kopt.harness.trajectory import Event
@@ -227,38 +228,36 @@ def clip(text: str) -> str:
 
 
 def message_html(event: Event) -> str:
-    d, stamp = event.data, f"<span class=note>[{event.elapsed_s:.1f} s, #{event.seq}]</span>"
-    if event.type == "run_start":
-        parts = [f"<div class='msg {esc(m['role'])}'><div class=role>{esc(m['role'])} {stamp}</div><details>"
-                 f"<summary>{esc((m.get('content') or '')[:120])}</summary><pre>{clip(m.get('content') or '')}</pre>"
-                 "</details></div>" for m in d.get("messages", [])]
-        return "".join(parts)
-    if event.type == "model_response":
-        m, usage = d["response"]["message"], d["response"].get("usage", {})
-        calls = "".join(f"<details><summary>tool call <b>{esc(c['name'])}</b> {esc(c['arguments'][:100])}</summary>"
-                        f"<pre>{clip(pretty(c['arguments']))}</pre></details>" for c in m.get("tool_calls", []))
-        reasoning = (f"<details><summary>reasoning</summary><pre>{clip(m['reasoning'])}</pre></details>"
-                     if m.get("reasoning") else "")
+    stamp = f"<span class=note>[{event.elapsed_s:.1f} s, #{event.seq}]</span>"
+    if isinstance(event, ev.RunStart):
+        return "".join(f"<div class='msg {esc(m.role)}'><div class=role>{esc(m.role)} {stamp}</div><details>"
+                       f"<summary>{esc((m.content or '')[:120])}</summary><pre>{clip(m.content or '')}</pre>"
+                       "</details></div>" for m in event.messages)
+    if isinstance(event, ev.ModelResponseEvent):
+        m, usage = event.response.message, event.response.usage
+        calls = "".join(f"<details><summary>tool call <b>{esc(c.name)}</b> {esc(c.arguments[:100])}</summary>"
+                        f"<pre>{clip(pretty(c.arguments))}</pre></details>" for c in m.tool_calls)
+        reasoning = (f"<details><summary>reasoning</summary><pre>{clip(m.reasoning)}</pre></details>"
+                     if m.reasoning else "")
         return (f"<div class='msg assistant'><div class=role>assistant {stamp} <span class=note>"
-                f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens</span></div>"
-                f"{reasoning}<pre>{clip(m.get('content') or '')}</pre>{calls}</div>")
-    if event.type == "tool_result":
-        first = (d.get("content") or "").split("\n", 1)[0][:140]
+                f"{usage.input_tokens} in / {usage.output_tokens} out tokens</span></div>"
+                f"{reasoning}<pre>{clip(m.content or '')}</pre>{calls}</div>")
+    if isinstance(event, ev.ToolResult):
+        first = event.content.split("\n", 1)[0][:140]
         return (f"<div class='msg tool'><div class=role>tool result {stamp}</div><details><summary><b>"
-                f"{esc(d['name'])}</b> &rarr; {esc(d.get('outcome', ''))}: {esc(first)}</summary>"
-                f"<pre>{clip(d.get('content') or '')}</pre></details></div>")
-    if event.type == "compaction":
-        summary = (f"<details><summary>summary</summary><pre>{clip(d['summary'])}</pre></details>"
-                   if d.get("summary") else "")
-        return (f"<div class='msg event'>{stamp} context compacted: {d.get('drop')} messages dropped "
-                f"({d.get('tokens_before')} &rarr; {d.get('tokens_after')} tokens){summary}</div>")
-    if event.type == "redesign":
-        best = d.get("best")
-        return (f"<div class='msg event'>{stamp} <b>redesign {d.get('number')}</b>: context restarted from "
-                f"{'candidate %04d' % best if best else 'the baseline'} after {d.get('since_improvement')} "
+                f"{esc(event.name)}</b> &rarr; {esc(event.outcome)}: {esc(first)}</summary>"
+                f"<pre>{clip(event.content)}</pre></details></div>")
+    if isinstance(event, ev.Compaction):
+        summary = (f"<details><summary>summary</summary><pre>{clip(event.summary)}</pre></details>"
+                   if event.summary else "")
+        return (f"<div class='msg event'>{stamp} context compacted: {event.drop} messages dropped "
+                f"({event.tokens_before} &rarr; {event.tokens_after} tokens){summary}</div>")
+    if isinstance(event, ev.Redesign):
+        return (f"<div class='msg event'>{stamp} <b>redesign {event.number}</b>: context restarted from "
+                f"{'candidate %04d' % event.best if event.best else 'the baseline'} after {event.since_improvement} "
                 "evaluations without improvement</div>")
-    if event.type == "user_message":
-        return f"<div class='msg user'><div class=role>user {stamp}</div><pre>{clip(d.get('content', ''))}</pre></div>"
+    if isinstance(event, ev.UserMessage):
+        return f"<div class='msg user'><div class=role>user {stamp}</div><pre>{clip(event.content)}</pre></div>"
     return f"<div class='msg event'>{stamp} {esc(describe(event))}</div>"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -14,8 +15,9 @@ from kopt.agent.model import ModelError
 from kopt.harness.models import build_model, check_spec, default_context_tokens
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
-from kopt.harness.trajectory import CorruptTrajectory
-from kopt.harness.workspace import Budgets, RunConfig, RunLocked, StallPolicy, Workspace
+from kopt.harness.trajectory import CorruptTrajectory, UnsupportedTrajectory
+from kopt.harness.config import RunConfig, flag_values, task_prompts
+from kopt.harness.workspace import RunLocked, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier import sandbox
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
@@ -23,6 +25,7 @@ from kopt.verifier.task import Task, TaskError, load_task
 
 EXIT = {"finished": 0, "budget": 0, "stalled": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
 REPO_WORKSPACES = Path(__file__).resolve().parents[1] / "workspaces"
+MCP_MODEL = "mcp"  # run.json's model for a run created by `kopt mcp` (the client is named in the trajectory)
 
 
 def fail(message: str) -> int:
@@ -33,13 +36,22 @@ def fail(message: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         check_spec(args.model)
+    except ModelError as exc:
+        return fail(str(exc))
+    if args.max_usd is not None and not (args.price_input_per_mtok or args.price_output_per_mtok):
+        return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
+    created = create(args)
+    return created if isinstance(created, int) else execute(*created)
+
+
+def create(args: argparse.Namespace, **fixed) -> tuple[Workspace, Task] | int:
+    """A new run directory from the flags (`fixed`: config fields the command sets), or an exit code."""
+    try:
         task = load_task(args.task)
         if args.target:
             parse_target(args.target)
-    except (ModelError, TaskError, TargetError) as exc:
+    except (TaskError, TargetError) as exc:
         return fail(str(exc))
-    if args.max_usd is not None and not (args.price_in or args.price_out):
-        return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
     if args.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -47,33 +59,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = f"{new_run_id()}-{task.name}"
     root = Path(args.run_dir) if args.run_dir else REPO_WORKSPACES / run_id
     try:
-        config = make_config(args, task, run_id)
+        config = make_config(args, task, run_id, **fixed)
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     try:
-        ws = Workspace.create(root, config, task.baseline_path, task.instruction_text())
+        return Workspace.create(root, config, task.baseline_path, task.instruction_text()), task
     except FileExistsError as exc:
         return fail(str(exc))
-    return execute(ws, task)
 
 
-def make_config(args: argparse.Namespace, task: Task, run_id: str) -> RunConfig:
-    return RunConfig(
-        run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
-        model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, price_input_per_mtok=args.price_in,
-        price_output_per_mtok=args.price_out, device=args.device, target=args.target, approve=args.approve,
-        context_tokens=args.context_tokens, outage_hours=args.outage_hours,
-        stall=StallPolicy(warn_after=args.stall_warn, redesign_after=args.stall_redesign,
-                          max_redesigns=args.max_redesigns),
-        budgets=Budgets(max_hours=args.max_hours, max_tool_calls=args.max_tool_calls, max_evals=args.max_evals,
-                        max_usd=args.max_usd, max_tokens=args.max_tokens,
-                        max_failed_evals_in_row=args.max_failed_evals_in_row,
-                        max_model_errors_in_row=args.max_model_errors_in_row))
+def make_config(args: argparse.Namespace, task: Task, run_id: str, **fixed) -> RunConfig:
+    return RunConfig(run_id=run_id, task=str(task.root), task_hash=task.hash, editable_file=task.config.editable_file,
+                     prompts=task_prompts(task.root), **{**flag_values(args, RunConfig), **fixed})
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    opened = open_run(Path(args.run_dir))
+    if isinstance(opened, int):
+        return opened
+    if opened[0].config.model == MCP_MODEL:
+        return fail(f"{args.run_dir} is driven over MCP: continue it with `kopt mcp {args.run_dir}`")
+    return execute(*opened)
+
+
+def open_run(root: Path) -> tuple[Workspace, Task] | int:
+    """An existing run directory and its task (the same task, by hash), or an exit code."""
     try:
-        ws = Workspace.open(Path(args.run_dir))
+        ws = Workspace.open(root)
     except FileNotFoundError as exc:
         return fail(str(exc))
     task_dir = Path(ws.config.task)
@@ -84,7 +96,52 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if task.hash != ws.config.task_hash:
         return fail(f"task {task.name} changed since this run started (hash {task.hash[:12]} != "
                     f"{ws.config.task_hash[:12]}): its verdicts would not be comparable; start a new run")
-    return execute(ws, task)
+    return ws, task
+
+
+def verifier_for(config: RunConfig, task: Task) -> tuple[Callable, Callable]:
+    """(evaluate(source, candidate id), compile_report(source)) for the run's task, device and target."""
+    def evaluate_candidate(source: str, candidate_id: int):
+        return evaluate(source, task, device=config.device, target=config.target,
+                        secret=mix_seed(config.secret, "candidate", candidate_id))
+
+    def compile_candidate(source: str):
+        return compile_only(source, task, config.target)
+    return evaluate_candidate, compile_candidate
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """`kopt mcp`: continue RUN_DIR as a new segment, or create a run from --task, and serve its tools on stdio."""
+    try:
+        from kopt.harness.server import Session, serve
+    except ImportError:
+        return fail("kopt mcp needs the MCP Python SDK: pip install 'kopt[mcp]'")
+    target = Path(args.run_dir_arg) if args.run_dir_arg else None
+    if target is not None and (target / "run.json").is_file():
+        opened = open_run(target)
+    else:
+        if target is not None and args.run_dir is None:
+            args.run_dir = str(target)
+        opened = create(args, model=MCP_MODEL)
+    if isinstance(opened, int):
+        return opened
+    ws, task = opened
+    try:
+        lock = ws.lock()
+    except RunLocked as exc:
+        return fail(str(exc))
+    try:
+        sandbox.sweep_stale_dirs()
+        evaluate_candidate, compile_candidate = verifier_for(ws.config, task)
+        try:
+            run = Run(ws, None, evaluate_candidate, compile_candidate, context_tokens=0, summarize=False)
+        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
+            return fail(str(exc))
+        Console(stderr=True).print(f"kopt mcp: serving run {ws.config.run_id} ({ws.root}) on stdio", highlight=False)
+        serve(Session(ws, run))
+        return 0
+    finally:
+        lock.close()
 
 
 def execute(ws: Workspace, task: Task) -> int:
@@ -102,12 +159,7 @@ def _execute(ws: Workspace, task: Task) -> int:
     console = Console()
     config = ws.config
     sandbox.sweep_stale_dirs()  # what a killed kopt left behind
-    def evaluate_candidate(source: str, candidate_id: int):
-        return evaluate(source, task, device=config.device, target=config.target,
-                        secret=mix_seed(config.secret, "candidate", candidate_id))
-
-    def compile_candidate(source: str):
-        return compile_only(source, task, config.target)
+    evaluate_candidate, compile_candidate = verifier_for(config, task)
 
     approve = None
     if config.approve:
@@ -116,22 +168,18 @@ def _execute(ws: Workspace, task: Task) -> int:
             return answer in ("", "y", "yes")
 
     with RunPanel(console) as panel:
-        holder: dict[str, Run] = {}
-        try:
-            model = build_model(config, task, on_retry=lambda event: holder["run"].model_retry(event),
-                                outage_budget_s=config.outage_hours * 3600, device=resolve_device(config.device))
-        except ModelError as exc:
-            return fail(str(exc))
         offline = config.model == "builtin" or config.model.startswith("replay:")
         try:
-            run = Run(ws, model, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+            run = Run(ws, None, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
                       context_tokens=config.context_tokens or default_context_tokens(config.model),
                       summarize=not offline)
-        except CorruptTrajectory as exc:
+        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
             return fail(str(exc))
-        holder["run"] = run
-        if hasattr(model, "position"):  # replay: skip the responses this run already consumed
-            model.position = run.counters.model_responses
+        try:  # a replayed model goes on after the responses this run already consumed
+            run.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
+                                    device=resolve_device(config.device), consumed=run.counters.model_responses)
+        except ModelError as exc:
+            return fail(str(exc))
         stop = run.execute()
     if stop.reason == "already_ended":
         console.print(f"run {config.run_id} already ended ({stop.detail}); nothing to resume.")

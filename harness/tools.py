@@ -1,12 +1,19 @@
-"""The agent's tools, confined to the workspace. Misuse becomes an error message, never a crash."""
+"""The agent's tools, confined to the workspace. Misuse becomes an error message, never a crash.
+
+Every tool is a function registered in TOOLS by the `tool` decorator (its spec, and the file it
+changes when it changes one); a driver (kopt's loop, the MCP server) offers `specs()` and calls
+`ToolBox.execute`, recording through harness.recorder. Adding a tool: one decorated function.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from kopt.agent.messages import ToolCall, ToolSpec
+from kopt.harness import events
 from kopt.harness.candidates import Candidate, CandidateStore, score
 from kopt.harness.trajectory import write_atomic
 from kopt.harness.workspace import NOTES, Forbidden, ToolError, Workspace
@@ -17,35 +24,8 @@ MAX_NOTE_CHARS = 20_000
 
 EvaluateFn = Callable[[str, int], Verdict]  # (source, candidate id) -> Verdict
 CompileFn = Callable[[str], CompileReport]
-RecordFn = Callable[..., None]  # record(kind, **data): evaluation and forbidden events
-
-
-def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
-    return ToolSpec(name=name, description=description, parameters={
-        "type": "object", "properties": properties, "required": required, "additionalProperties": False})
-
-
+RecordFn = Callable[[events.Base], Any]  # the recorder: evaluation and forbidden events
 STR, INT = {"type": "string"}, {"type": "integer"}
-SPECS = [
-    _spec("read_file", "Read a workspace file (the kernel, NOTES.md, instruction.md), optionally a 1-based "
-          "inclusive line range.", {"path": STR, "start_line": INT, "end_line": INT}, ["path"]),
-    _spec("write_file", "Replace the whole content of the kernel file or NOTES.md.",
-          {"path": STR, "content": STR}, ["path", "content"]),
-    _spec("edit_file", "Replace one exact, unique occurrence of `old` with `new` in the kernel file or NOTES.md.",
-          {"path": STR, "old": STR, "new": STR}, ["path", "old", "new"]),
-    _spec("evaluate", "Snapshot the kernel file as a candidate and run the verifier: static gate, compile, "
-          "correctness against the reference, timing against the baseline. Returns the verdict and leaderboard.",
-          {"note": {"type": "string", "description": "what this candidate tries"}}, []),
-    _spec("compile_report", "Compile the current kernel for the target GPU without checking it: registers, "
-          "spills and shared memory per kernel.", {}, []),
-    _spec("history", "All evaluated candidates: id, status, score, note.", {}, []),
-    _spec("revert", "Restore an evaluated candidate's source into the kernel file.", {"candidate": INT},
-          ["candidate"]),
-    _spec("notes", "Append text to NOTES.md (your notes survive context resets and resumes).", {"text": STR},
-          ["text"]),
-    _spec("finish", "End the run with a summary of what was achieved.", {"summary": STR}, ["summary"]),
-]
-MUTATING = {"write_file", "edit_file", "revert", "notes"}
 
 
 @dataclass
@@ -54,7 +34,29 @@ class ToolOutcome:
     is_error: bool = False
     forbidden: str | None = None
     finish: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # structured facts behind `content`
+
+
+@dataclass(frozen=True)
+class Tool:
+    spec: ToolSpec
+    run: Callable[..., ToolOutcome]  # run(box, **arguments)
+    changes: Callable[["ToolBox", dict[str, Any]], Path] | None = None  # the file a call changes (exact resume)
+
+
+TOOLS: dict[str, Tool] = {}
+
+
+def tool(name: str, description: str, properties: dict[str, Any] | None = None, required: tuple[str, ...] = (),
+         changes: Callable[["ToolBox", dict[str, Any]], Path] | None = None) -> Callable:
+    """Register a tool: `@tool(name, description, {arg: json schema}, required)` over `fn(box, **args)`."""
+    spec = ToolSpec(name=name, description=description, parameters={
+        "type": "object", "properties": properties or {}, "required": list(required), "additionalProperties": False})
+
+    def register(fn: Callable[..., ToolOutcome]) -> Callable[..., ToolOutcome]:
+        TOOLS[name] = Tool(spec, fn, changes)
+        return fn
+    return register
 
 
 def sha_of(path) -> str | None:
@@ -66,151 +68,189 @@ class ToolBox:
                  record: RecordFn, approve: Callable[[Candidate], bool] | None = None, logged: set[int] | None = None):
         self.ws, self.store = ws, store
         self.logged = logged if logged is not None else set()  # candidates whose evaluation event is in the log
-        self._evaluate, self._compile, self._record, self._approve = evaluate, compile_report, record, approve
-        self.tool_index = 0  # tool calls so far, set by the caller for the candidate's metadata
+        self.evaluate_fn, self.compile_fn, self.record, self.approve = evaluate, compile_report, record, approve
+        self.tool_index = 0  # tool calls so far, set by the recorder for the candidate's metadata
 
     def specs(self) -> list[ToolSpec]:
-        return list(SPECS)
+        return [t.spec for t in TOOLS.values()]
 
-    def target_of(self, call: ToolCall) -> Any:
+    def target_of(self, call: ToolCall) -> Path | None:
         """The file a mutating call changes (for exact resume after an interruption), else None."""
-        if call.name not in MUTATING:
+        entry = TOOLS.get(call.name)
+        if entry is None or entry.changes is None:
             return None
-        if call.name in ("revert",):
-            return self.ws.kernel
-        if call.name == "notes":
-            return self.ws.notes
         try:
-            return self.ws.resolve(call.parsed().get("path"), write=True)
+            return entry.changes(self, call.parsed())
         except (ValueError, ToolError, Forbidden):
             return None
 
     def execute(self, call: ToolCall) -> ToolOutcome:
-        spec = next((s for s in SPECS if s.name == call.name), None)
-        if spec is None:
-            return ToolOutcome(f"unknown tool {call.name!r}; tools: {', '.join(s.name for s in SPECS)}", True)
+        entry = TOOLS.get(call.name)
+        if entry is None:
+            return ToolOutcome(f"unknown tool {call.name!r}; tools: {', '.join(TOOLS)}", True)
         try:
             args = call.parsed()
-            self._check_args(spec, args)
-            return getattr(self, f"tool_{call.name}")(**args)
+            check_args(entry.spec, args)
+            return entry.run(self, **args)
         except Forbidden as exc:
-            self._record("forbidden", call_id=call.id, name=call.name, detail=str(exc))
+            self.record(events.Forbidden(call_id=call.id, name=call.name, detail=str(exc)))
             return ToolOutcome(f"refused: {exc}. This attempt was recorded.", True, forbidden=str(exc))
         except (ToolError, ValueError) as exc:
             return ToolOutcome(f"error: {exc}", True)
-
-    @staticmethod
-    def _check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
-        props, required = spec.parameters["properties"], spec.parameters["required"]
-        unknown = sorted(set(args) - set(props))
-        if unknown:
-            raise ToolError(f"{spec.name} has no argument {unknown[0]!r}; it takes {', '.join(props) or 'none'}")
-        missing = [r for r in required if r not in args]
-        if missing:
-            raise ToolError(f"{spec.name} needs argument {missing[0]!r}")
-        for name, value in args.items():
-            want = props[name]["type"]
-            ok = isinstance(value, str) if want == "string" else isinstance(value, int) and not isinstance(value, bool)
-            if not ok and not (want == "integer" and value is None and name not in required):
-                raise ToolError(f"argument {name!r} of {spec.name} must be a {want}, got {type(value).__name__}")
-
-    # ---- the tools
-    def tool_read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutcome:
-        full = self.ws.resolve(path)
-        lines = full.read_text().splitlines()
-        lo = max(1, start_line or 1)
-        hi = min(len(lines), end_line or len(lines))
-        if lo > max(hi, 1) and lines:
-            raise ToolError(f"{path} has {len(lines)} lines; start_line {lo} is past the end")
-        body = "\n".join(lines[lo - 1:hi])
-        if len(body) > MAX_OUTPUT_CHARS:
-            body = body[:MAX_OUTPUT_CHARS] + "\n[... cut: read a smaller line range]"
-        return ToolOutcome(f"{path} (lines {lo}-{hi} of {len(lines)}):\n{body}")
-
-    def tool_write_file(self, path: str, content: str) -> ToolOutcome:
-        full = self.ws.resolve(path, write=True)
-        write_atomic(full, content)
-        return ToolOutcome(f"wrote {path} ({len(content.splitlines())} lines)")
-
-    def tool_edit_file(self, path: str, old: str, new: str) -> ToolOutcome:
-        full = self.ws.resolve(path, write=True)
-        text = full.read_text()
-        if not old:
-            raise ToolError("old must be non-empty text copied exactly from the file")
-        count = text.count(old)
-        if count == 0:
-            first = old.strip().splitlines()[0] if old.strip() else old
-            hint = [i + 1 for i, line in enumerate(text.splitlines()) if first.strip() and first.strip() in line]
-            where = f" (its first line appears at line {hint[0]}: check whitespace and the following lines)" if hint else ""
-            raise ToolError(f"old text not found in {path}{where}; read the file and copy the text exactly")
-        if count > 1:
-            raise ToolError(f"old text occurs {count} times in {path}; include more surrounding lines to make it unique")
-        line = text[:text.index(old)].count("\n") + 1
-        write_atomic(full, text.replace(old, new, 1))
-        return ToolOutcome(f"edited {path}: replaced {len(old.splitlines())} line(s) at line {line} with "
-                           f"{len(new.splitlines())} line(s)")
-
-    def tool_evaluate(self, note: str | None = None) -> ToolOutcome:
-        source = self.ws.kernel.read_text()
-        candidate = self.store.snapshot(source)
-        done = candidate.verdict is not None and candidate.verdict.status != "error"  # an infra error may be retried
-        if done and candidate.id in self.logged:
-            self._record("evaluation_cached", candidate=candidate.id)  # repeating itself: the stall policy counts it
-            return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
-                               + summarize(candidate, self.store), data={"candidate": candidate.id, "cached": True})
-        if not done:  # (a verdict on disk whose event a crash cut off is logged now, not verified again)
-            if self._approve is not None and not self._approve(candidate):
-                return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
-            verdict = self._evaluate(source, candidate.id)
-            meta = {"note": note or "", "tool_index": self.tool_index, "parent": self.parent_of(candidate)}
-            self.store.record(candidate.id, verdict, meta)
-        verdict, meta = candidate.verdict, candidate.meta
-        value, label = score(verdict)
-        self._record("evaluation", candidate=candidate.id, sha256=candidate.sha256, status=verdict.status,
-                     phase=verdict.phase, reason=(verdict.reason or "")[:2000], score=value, score_label=label,
-                     note=meta.get("note", ""), wall_s=round(sum(verdict.wall_s.values()), 3))
-        self.logged.add(candidate.id)
-        return ToolOutcome(summarize(candidate, self.store), is_error=not verdict.passed,
-                           data={"candidate": candidate.id, "cached": False})
 
     def parent_of(self, candidate: Candidate) -> int | None:
         """The most recent earlier candidate (the one the agent was editing from)."""
         earlier = [c for c in self.store.items if c < candidate.id]
         return max(earlier) if earlier else None
 
-    def tool_compile_report(self) -> ToolOutcome:
-        report = self._compile(self.ws.kernel.read_text())
-        return ToolOutcome(format_compile(report), is_error=not report.ok)
 
-    def tool_history(self) -> ToolOutcome:
-        items = sorted(self.store.items.values(), key=lambda c: c.id)
-        if not items:
-            return ToolOutcome("no candidates evaluated yet")
-        shown = items[-30:]
-        lines = [f"{len(items)} candidates" + (" (last 30 shown)" if len(items) > 30 else "") + ":"]
-        for c in shown:
-            value, label = score(c.verdict)
-            status = c.verdict.status if c.verdict else "interrupted"
-            lines.append(f"  {c.name} {status:<8} " + (f"{value:.4f} " if value is not None else "") +
-                         (c.meta.get("note") or "") + ("" if c.passed or not c.verdict else f" [{(c.verdict.reason or '')[:120]}]"))
-        lines.append(leaderboard_text(self.store))
-        return ToolOutcome("\n".join(lines))
+def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
+    props, required = spec.parameters["properties"], spec.parameters["required"]
+    unknown = sorted(set(args) - set(props))
+    if unknown:
+        raise ToolError(f"{spec.name} has no argument {unknown[0]!r}; it takes {', '.join(props) or 'none'}")
+    missing = [r for r in required if r not in args]
+    if missing:
+        raise ToolError(f"{spec.name} needs argument {missing[0]!r}")
+    for name, value in args.items():
+        want = props[name]["type"]
+        ok = isinstance(value, str) if want == "string" else isinstance(value, int) and not isinstance(value, bool)
+        if not ok and not (want == "integer" and value is None and name not in required):
+            raise ToolError(f"argument {name!r} of {spec.name} must be a {want}, got {type(value).__name__}")
 
-    def tool_revert(self, candidate: int) -> ToolOutcome:
-        if candidate not in self.store.items:
-            raise ToolError(f"no candidate {candidate}; evaluated: {', '.join(map(str, sorted(self.store.items))) or 'none'}")
-        write_atomic(self.ws.kernel, self.store.path(candidate).read_text())
-        return ToolOutcome(f"restored candidate {candidate:04d} into {self.ws.config.editable_file}")
 
-    def tool_notes(self, text: str) -> ToolOutcome:
-        if len(text) > MAX_NOTE_CHARS:
-            raise ToolError(f"a note may hold at most {MAX_NOTE_CHARS} characters; summarise")
-        with open(self.ws.notes, "a") as f:
-            f.write(text.rstrip("\n") + "\n")
-        return ToolOutcome(f"appended {len(text)} characters to {NOTES}")
+def _path(box: ToolBox, args: dict[str, Any]) -> Path:
+    return box.ws.resolve(args.get("path"), write=True)
 
-    def tool_finish(self, summary: str) -> ToolOutcome:
-        return ToolOutcome("run finished", finish=summary or "(no summary)")
+
+# ---- the tools, in the order they are offered
+
+@tool("read_file", "Read a workspace file (the kernel, NOTES.md, instruction.md), optionally a 1-based inclusive "
+      "line range.", {"path": STR, "start_line": INT, "end_line": INT}, ("path",))
+def read_file(box: ToolBox, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutcome:
+    full = box.ws.resolve(path)
+    lines = full.read_text().splitlines()
+    lo = max(1, start_line or 1)
+    hi = min(len(lines), end_line or len(lines))
+    if lo > max(hi, 1) and lines:
+        raise ToolError(f"{path} has {len(lines)} lines; start_line {lo} is past the end")
+    body = "\n".join(lines[lo - 1:hi])
+    if len(body) > MAX_OUTPUT_CHARS:
+        body = body[:MAX_OUTPUT_CHARS] + "\n[... cut: read a smaller line range]"
+    return ToolOutcome(f"{path} (lines {lo}-{hi} of {len(lines)}):\n{body}",
+                       data={"path": path, "start_line": lo, "end_line": hi, "lines": len(lines)})
+
+
+@tool("write_file", "Replace the whole content of the kernel file or NOTES.md.", {"path": STR, "content": STR},
+      ("path", "content"), changes=_path)
+def write_file(box: ToolBox, path: str, content: str) -> ToolOutcome:
+    full = box.ws.resolve(path, write=True)
+    write_atomic(full, content)
+    return ToolOutcome(f"wrote {path} ({len(content.splitlines())} lines)")
+
+
+@tool("edit_file", "Replace one exact, unique occurrence of `old` with `new` in the kernel file or NOTES.md.",
+      {"path": STR, "old": STR, "new": STR}, ("path", "old", "new"), changes=_path)
+def edit_file(box: ToolBox, path: str, old: str, new: str) -> ToolOutcome:
+    full = box.ws.resolve(path, write=True)
+    text = full.read_text()
+    if not old:
+        raise ToolError("old must be non-empty text copied exactly from the file")
+    count = text.count(old)
+    if count == 0:
+        first = old.strip().splitlines()[0] if old.strip() else old
+        hint = [i + 1 for i, line in enumerate(text.splitlines()) if first.strip() and first.strip() in line]
+        where = f" (its first line appears at line {hint[0]}: check whitespace and the following lines)" if hint else ""
+        raise ToolError(f"old text not found in {path}{where}; read the file and copy the text exactly")
+    if count > 1:
+        raise ToolError(f"old text occurs {count} times in {path}; include more surrounding lines to make it unique")
+    line = text[:text.index(old)].count("\n") + 1
+    write_atomic(full, text.replace(old, new, 1))
+    return ToolOutcome(f"edited {path}: replaced {len(old.splitlines())} line(s) at line {line} with "
+                       f"{len(new.splitlines())} line(s)")
+
+
+@tool("evaluate", "Snapshot the kernel file as a candidate and run the verifier: static gate, compile, correctness "
+      "against the reference, timing against the baseline. Returns the verdict and leaderboard.",
+      {"note": {"type": "string", "description": "what this candidate tries"}})
+def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
+    source = box.ws.kernel.read_text()
+    candidate = box.store.snapshot(source)
+    done = candidate.verdict is not None and candidate.verdict.status != "error"  # an infra error may be retried
+    if done and candidate.id in box.logged:
+        box.record(events.EvaluationCached(candidate=candidate.id))
+        return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
+                           + summarize(candidate, box.store), data=verdict_data(candidate, cached=True))
+    if not done:  # (a verdict on disk whose event a crash cut off is logged now, not verified again)
+        if box.approve is not None and not box.approve(candidate):
+            return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
+        verdict = box.evaluate_fn(source, candidate.id)
+        meta = {"note": note or "", "tool_index": box.tool_index, "parent": box.parent_of(candidate)}
+        box.store.record(candidate.id, verdict, meta)
+    verdict = candidate.verdict
+    value, _ = score(verdict)
+    box.record(events.Evaluation(candidate=candidate.id, sha256=candidate.sha256, status=verdict.status, score=value,
+                                 kind=verdict.timing.kind if verdict.timing else None,
+                                 note=candidate.meta.get("note", "")))
+    box.logged.add(candidate.id)
+    return ToolOutcome(summarize(candidate, box.store), is_error=not verdict.passed,
+                       data=verdict_data(candidate, cached=False))
+
+
+def verdict_data(candidate: Candidate, cached: bool) -> dict[str, Any]:
+    """What `evaluate` tells a policy, as data: the same facts its text says."""
+    v = candidate.verdict
+    kernels = v.compile.kernels if v.compile and v.compile.ok else []
+    return {"candidate": candidate.id, "cached": cached, "status": v.status, "score": score(v)[0],
+            "spill_bytes": sum(k.spill_bytes or 0 for k in kernels)}
+
+
+@tool("compile_report", "Compile the current kernel for the target GPU without checking it: registers, spills and "
+      "shared memory per kernel.")
+def compile_report(box: ToolBox) -> ToolOutcome:
+    report = box.compile_fn(box.ws.kernel.read_text())
+    return ToolOutcome(format_compile(report), is_error=not report.ok,
+                       data={"ok": report.ok, "spill_bytes": sum(k.spill_bytes or 0 for k in report.kernels)})
+
+
+@tool("history", "All evaluated candidates: id, status, score, note.")
+def history(box: ToolBox) -> ToolOutcome:
+    items = sorted(box.store.items.values(), key=lambda c: c.id)
+    if not items:
+        return ToolOutcome("no candidates evaluated yet")
+    shown = items[-30:]
+    lines = [f"{len(items)} candidates" + (" (last 30 shown)" if len(items) > 30 else "") + ":"]
+    for c in shown:
+        value, label = score(c.verdict)
+        status = c.verdict.status if c.verdict else "interrupted"
+        lines.append(f"  {c.name} {status:<8} " + (f"{value:.4f} " if value is not None else "") +
+                     (c.meta.get("note") or "") + ("" if c.passed or not c.verdict else f" [{(c.verdict.reason or '')[:120]}]"))
+    lines.append(leaderboard_text(box.store))
+    return ToolOutcome("\n".join(lines))
+
+
+@tool("revert", "Restore an evaluated candidate's source into the kernel file.", {"candidate": INT}, ("candidate",),
+      changes=lambda box, args: box.ws.kernel)
+def revert(box: ToolBox, candidate: int) -> ToolOutcome:
+    if candidate not in box.store.items:
+        raise ToolError(f"no candidate {candidate}; evaluated: {', '.join(map(str, sorted(box.store.items))) or 'none'}")
+    write_atomic(box.ws.kernel, box.store.path(candidate).read_text())
+    return ToolOutcome(f"restored candidate {candidate:04d} into {box.ws.config.editable_file}")
+
+
+@tool("notes", "Append text to NOTES.md (your notes survive context resets and resumes).", {"text": STR}, ("text",),
+      changes=lambda box, args: box.ws.notes)
+def notes(box: ToolBox, text: str) -> ToolOutcome:
+    if len(text) > MAX_NOTE_CHARS:
+        raise ToolError(f"a note may hold at most {MAX_NOTE_CHARS} characters; summarise")
+    with open(box.ws.notes, "a") as f:
+        f.write(text.rstrip("\n") + "\n")
+    return ToolOutcome(f"appended {len(text)} characters to {NOTES}")
+
+
+@tool("finish", "End the run with a summary of what was achieved.", {"summary": STR}, ("summary",))
+def finish(box: ToolBox, summary: str) -> ToolOutcome:
+    return ToolOutcome("run finished", finish=summary or "(no summary)")
 
 
 def format_compile(report: CompileReport) -> str:

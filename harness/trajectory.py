@@ -7,33 +7,19 @@ the file to the last complete event) so the log stays valid.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from kopt.harness import events
+from kopt.harness.events import UnsupportedTrajectory
+
 TRAJECTORY = "trajectory.jsonl"
+Event = events.Base  # any event of harness.events
 
-
-@dataclass
-class Event:
-    seq: int
-    type: str
-    time: float  # unix time
-    elapsed_s: float  # run time, continuous across resumes (downtime excluded)
-    data: dict[str, Any]
-
-    def to_json(self) -> str:
-        return json.dumps({"seq": self.seq, "type": self.type, "time": round(self.time, 6),
-                           "elapsed_s": round(self.elapsed_s, 6), **self.data}, ensure_ascii=False,
-                          separators=(",", ":"))
-
-    @classmethod
-    def from_obj(cls, obj: dict[str, Any]) -> "Event":
-        seq, kind, t, elapsed = obj.pop("seq"), obj.pop("type"), obj.pop("time"), obj.pop("elapsed_s")
-        return cls(seq, kind, t, elapsed, obj)
+__all__ = ["TRAJECTORY", "Event", "CorruptTrajectory", "UnsupportedTrajectory", "read", "iter_events", "Writer",
+           "write_atomic"]
 
 
 class CorruptTrajectory(ValueError):
@@ -41,49 +27,64 @@ class CorruptTrajectory(ValueError):
 
 
 def read(path: Path, repair: bool = True) -> tuple[list[Event], int]:
-    """All complete events and the byte length they occupy.
+    """All complete events and the byte length they occupy (see `scan`)."""
+    log = scan(path, repair)
+    found = list(log)
+    return found, log.size
+
+
+class scan:  # noqa: N801 (an iterator read like a function)
+    """The complete events of a log, one at a time (a resume folds them without holding them all).
 
     Only the last line can be torn by a crash (no newline, or cut JSON): it is dropped and, with
-    repair, cut from the file. An unreadable line anywhere else raises CorruptTrajectory and
-    the file is left untouched: dropping everything after it would lose recorded work.
+    repair, cut from the file once the iteration ends. An unreadable line anywhere else raises
+    CorruptTrajectory and the file is left untouched: dropping everything after it would lose
+    recorded work. A log in a format this kopt does not read raises UnsupportedTrajectory.
+    `size`: the byte length the complete events occupy, once iterated.
     """
-    if not path.exists():
-        return [], 0
-    events: list[Event] = []
-    good = 0
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        last = number == len(lines)
-        if not line.endswith(b"\n"):
-            break  # only the last line can lack its newline
-        try:
-            events.append(Event.from_obj(json.loads(line)))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
-            if last:
-                break
-            raise CorruptTrajectory(f"{path}: line {number} of {len(lines)} is not a valid event; the "
-                                    f"{len(lines) - number} events after it are intact. Repair or remove that "
-                                    "line by hand, then resume.") from None
-        good += len(line)
-    if repair and good < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
-    return events, good
+
+    def __init__(self, path: Path, repair: bool = True):
+        self.path, self.repair, self.size = path, repair, 0
+
+    def __iter__(self) -> Iterator[Event]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            data = f.read()
+        lines = data.splitlines(keepends=True)
+        for number, line in enumerate(lines, 1):
+            if not line.endswith(b"\n"):
+                break  # only the last line can lack its newline
+            try:
+                event = events.parse(line)
+            except UnsupportedTrajectory as exc:
+                raise UnsupportedTrajectory(f"{self.path}: {exc}") from None
+            except (ValueError, UnicodeDecodeError):
+                if number == len(lines):
+                    break
+                raise CorruptTrajectory(f"{self.path}: line {number} of {len(lines)} is not a valid event; the "
+                                        f"{len(lines) - number} events after it are intact. Repair or remove that "
+                                        "line by hand, then resume.") from None
+            self.size += len(line)
+            yield event
+        if self.repair and self.size < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(self.size)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def iter_events(path: Path) -> Iterator[Event]:
-    """Stream events without repairing (safe while a run is writing)."""
+    """Stream events without repairing (safe while a run is writing); stops at the first unreadable line."""
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
                 return
             try:
-                yield Event.from_obj(json.loads(line))
-            except (json.JSONDecodeError, KeyError, TypeError):
+                yield events.parse(line)
+            except UnsupportedTrajectory as exc:
+                raise UnsupportedTrajectory(f"{path}: {exc}") from None
+            except (ValueError, UnicodeDecodeError):
                 return
 
 
@@ -102,9 +103,13 @@ class Writer:
     def elapsed_s(self) -> float:
         return self._offset + (time.monotonic() - self._start)
 
-    def append(self, kind: str, **data: Any) -> Event:
-        event = Event(self.seq, kind, time.time(), self.elapsed_s, data)
-        self._file.write(event.to_json().encode() + b"\n")
+    def append(self, event: Event | str, /, **data: Any) -> Event:
+        """Stamp the envelope (seq, time, elapsed) on an event and append it; `append("type", **fields)`
+        builds and validates the event from plain data."""
+        if isinstance(event, str):
+            event = events.make(event, **data)
+        event.seq, event.time, event.elapsed_s = self.seq, round(time.time(), 6), round(self.elapsed_s, 6)
+        self._file.write(events.dump(event) + b"\n")
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())

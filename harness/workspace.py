@@ -11,16 +11,15 @@ import fcntl
 import fnmatch
 import json
 import os
-import secrets
 import shutil
 import tempfile
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from kopt.harness.config import Budgets, Prompts, RunConfig, StallPolicy
 from kopt.harness.trajectory import write_atomic
+
+__all__ = ["Budgets", "Prompts", "RunConfig", "StallPolicy", "Workspace", "Forbidden", "ToolError", "RunLocked"]
 
 NOTES = "NOTES.md"
 INSTRUCTION = "instruction.md"
@@ -31,50 +30,6 @@ LOCK_FILE = ".lock"
 OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candidates/*", "best.py", "report.html",
               "reference.py", "task.toml", "baseline.py", "verifier", "verifier/*", "*.pt", "*.pyc", "__pycache__*",
               ".*")
-
-
-class Budgets(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_hours: float | None = None  # wall time of the run (elapsed, excluding downtime between resumes)
-    max_tool_calls: int | None = None
-    max_evals: int | None = None
-    max_usd: float | None = None  # needs prices: input/output USD per million tokens
-    max_tokens: int | None = None  # input + output tokens over all model calls
-    max_failed_evals_in_row: int | None = 20  # consecutive evaluations that did not pass
-    max_model_errors_in_row: int | None = None  # consecutive failed model attempts (each retry counts)
-
-
-class StallPolicy(BaseModel):
-    """What happens when evaluations stop improving on the best candidate."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    warn_after: int = Field(5, ge=1)  # evaluations without improvement before the agent is told
-    redesign_after: int = Field(10, ge=1)  # ... before its context restarts from the best candidate
-    max_redesigns: int = Field(3, ge=0)  # redesigns without progress before the run ends as stalled
-
-
-class RunConfig(BaseModel):
-    """Frozen at run creation, written to run.json; resume reads it back unchanged."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    run_id: str
-    task: str  # absolute path of the task directory
-    task_hash: str
-    editable_file: str
-    model: str  # builtin | openai:MODEL | anthropic:MODEL | replay:PATH
-    base_url: str | None = None
-    api_key_env: str | None = None  # the variable's name; the key itself is never stored
-    price_input_per_mtok: float = 0.0
-    price_output_per_mtok: float = 0.0
-    device: str = "auto"
-    target: str | None = None
-    budgets: Budgets = Budgets()
-    stall: StallPolicy = StallPolicy()
-    context_tokens: int | None = None  # None: fitted to the model (see harness.models)
-    outage_hours: float = 2.0  # how long a failing provider is retried before the run stops (resumable)
-    approve: bool = False
-    secret: int = Field(default_factory=lambda: secrets.randbits(62))  # mixed into every evaluation's seeds
-    created: float = Field(default_factory=time.time)
 
 
 class Forbidden(Exception):

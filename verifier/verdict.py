@@ -5,11 +5,12 @@ Fail closed: only `status == "ok"` means the kernel is correct (and, on GPU, tim
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["ok", "rejected", "error"]
+Kind = Literal["gpu", "interpreter", "simulated"]  # what a timing measured: never compared across kinds
 INTERPRETER_LABEL = "interpreter (CPU)"
 
 
@@ -87,11 +88,19 @@ class WorkloadTiming(Record):
 
 class Timing(Record):
     label: str
+    kind: Kind = "gpu"  # derived from label in files written before the field existed
     workloads: list[WorkloadTiming] = Field(default_factory=list)
     geomean_speedup: float | None = None  # GPU only: the number people trust
     interpreter_ratio: float | None = None  # CPU only: baseline/candidate interpreter wall time
     noise_band: float | None = None  # A/A spread; |speedup - 1| inside it is a tie
     notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data and "label" in data:
+            data = {**data, "kind": "interpreter" if "interpreter" in str(data["label"]) else "gpu"}
+        return data
 
 
 class Verdict(Record):

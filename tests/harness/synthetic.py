@@ -1,8 +1,8 @@
 """Synthetic run directories for the inspection tests and benchmark: a known history, written fast.
 
-Events go through the real trajectory.Writer (fsync off) with a settable clock, candidates
-through the real CandidateStore, so the files have exactly the format a run writes, and a
-test knows every number in them.
+Events are the real event models (harness.events) written by the real trajectory.Writer (fsync
+off) with a settable clock, candidates go through the real CandidateStore, so the files have
+exactly the format a run writes, and a test knows every number in them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kopt.agent.messages import AssistantMessage, ModelResponse, SystemMessage, ToolCall, Usage, UserMessage
+from kopt.harness import events as ev
 from kopt.harness.candidates import CandidateStore, score
 from kopt.harness.trajectory import TRAJECTORY, Writer
 from kopt.harness.workspace import RUN_JSON, Budgets, RunConfig
@@ -77,32 +79,30 @@ def make_run(root: Path, spec: RunSpec) -> Path:
     (root / "kernel.py").write_text(BASELINE)
     store = CandidateStore(root)
     w = ClockWriter(root / TRAJECTORY, fsync=False)
-    messages = [{"role": "system", "content": "You are a GPU kernel engineer."},
-                {"role": "user", "content": "Make the kernel fast."}]
-    w.append("run_start", config=json.loads(config.model_dump_json()), messages=messages, model=spec.model,
-             context_tokens=32000)
+    messages = [SystemMessage(content="You are a GPU kernel engineer."), UserMessage(content="Make the kernel fast.")]
+    w.append(ev.RunStart(trajectory_format=ev.TRAJECTORY_FORMAT, config=json.loads(config.model_dump_json()), messages=messages, model=spec.model,
+                         context_tokens=32000))
     counter = {"calls": 0, "responses": 0}
 
     def turn(name: str, arguments: dict, content: str | None = None, forbidden: str | None = None,
              evaluate=None) -> None:
         counter["calls"] += 1
-        call = {"id": f"c{counter['calls']}", "name": name, "arguments": json.dumps(arguments)}
+        call = ToolCall(id=f"c{counter['calls']}", name=name, arguments=json.dumps(arguments))
         w.now_s += spec.seconds_per_call / 2
-        w.append("model_request", index=counter["responses"], n_messages=2 + 2 * counter["calls"], chars=1000)
-        w.append("model_response", index=counter["responses"], response={
-            "message": {"role": "assistant", "content": f"step {counter['calls']}", "tool_calls": [call],
-                        "reasoning": None},
-            "usage": {"input_tokens": spec.tokens[0], "output_tokens": spec.tokens[1], "cost_usd": spec.cost_usd},
-            "model": spec.model, "latency_s": 1.0, "stop_reason": "tool_calls"})
+        w.append(ev.ModelRequest(index=counter["responses"], n_messages=2 + 2 * counter["calls"], chars=1000))
+        w.append(ev.ModelResponseEvent(index=counter["responses"], response=ModelResponse(
+            message=AssistantMessage(content=f"step {counter['calls']}", tool_calls=[call]),
+            usage=Usage(input_tokens=spec.tokens[0], output_tokens=spec.tokens[1], cost_usd=spec.cost_usd),
+            model=spec.model, latency_s=1.0, stop_reason="tool_calls")))
         counter["responses"] += 1
-        w.append("tool_call", index=counter["calls"], call=call, pre_sha=None)
+        w.append(ev.ToolCallEvent(index=counter["calls"], call=call))
         w.now_s += spec.seconds_per_call / 2
         if forbidden:
-            w.append("forbidden", call_id=call["id"], name=name, detail=forbidden)
+            w.append(ev.Forbidden(call_id=call.id, name=name, detail=forbidden))
         if evaluate is not None:
             content = evaluate()
-        w.append("tool_result", call_id=call["id"], name=name, content=content or "", is_error=bool(forbidden),
-                 duration_s=0.01, outcome="forbidden" if forbidden else "ok")
+        w.append(ev.ToolResult(call_id=call.id, name=name, content=content or "", is_error=bool(forbidden),
+                               duration_s=0.01, outcome="forbidden" if forbidden else "ok"))
 
     for k in range(spec.forbidden):
         turn("read_file", {"path": "../verifier/check.py"}, "refused", forbidden="../verifier/check.py leaves the "
@@ -116,15 +116,14 @@ def make_run(root: Path, spec: RunSpec) -> Path:
             v = verdict_for(outcome, i, spec.gpu)
             store.record(candidate.id, v, {"note": f"try {i}", "tool_index": counter["calls"],
                                            "parent": candidate.id - 1 if candidate.id > 1 else None})
-            value, label = score(v)
-            w.append("evaluation", candidate=candidate.id, sha256=candidate.sha256, status=v.status, phase=v.phase,
-                     reason=v.reason or "", score=value, score_label=label, note=f"try {i}", wall_s=1.0)
+            w.append(ev.Evaluation(candidate=candidate.id, sha256=candidate.sha256, status=v.status, score=score(v)[0],
+                                   kind=v.timing.kind if v.timing else None, note=f"try {i}"))
             return f"candidate {candidate.id:04d}: {v.status}"
         turn("evaluate", {"note": f"try {i}"}, evaluate=evaluate)
     for n in range(spec.redesigns):
-        w.append("redesign", number=n + 1, best=None, since_improvement=10)
+        w.append(ev.Redesign(number=n + 1, best=None, since_improvement=10))
     if spec.end:
-        w.append("run_end", reason=spec.end, detail=f"{spec.end} detail")
+        w.append(ev.RunEnd(reason=spec.end, detail=f"{spec.end} detail"))
     w.close()
     return root
 

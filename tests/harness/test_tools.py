@@ -7,6 +7,7 @@ import os
 import pytest
 
 from kopt.harness.candidates import CandidateStore
+from kopt.verifier.verdict import CompileReport
 from kopt.harness.tools import ToolBox
 from tests.harness.helpers import FakeVerifier, call, make_workspace
 
@@ -17,7 +18,7 @@ def box(tmp_path):
     events = []
     fake = FakeVerifier()
     tools = ToolBox(ws, CandidateStore(ws.root), fake.evaluate, fake.compile,
-                    lambda kind, **data: events.append((kind, data)))
+                    lambda event: events.append((event.type, event.data)))
     tools.events, tools.fake = events, fake
     return tools
 
@@ -115,3 +116,56 @@ def test_store_reloads_from_disk(box):
     run(box, "evaluate")
     store = CandidateStore(box.ws.root)
     assert store.best().id == 1 and store.items[1].verdict.passed
+
+
+# ---- the text contract with the built-in policy, and the tool registry
+
+def test_builtin_reads_the_same_facts_the_tools_return_as_data(box):
+    """agent/builtin.py reads evaluate's and compile_report's text back; rewording them must fail here,
+    not silently change the floor every LLM must beat."""
+    from kopt.agent.builtin import BuiltinModel, spill_total
+    from kopt.verifier.verdict import KernelResources
+
+    def report(source):
+        return CompileReport(target="sm_90", shared_limit_bytes=232448, ok=True, kernels=[
+            KernelResources(name="_k", num_warps=4, num_stages=2, shared_bytes=1024, registers=40, spill_bytes=24,
+                            compile_s=0.1)])
+    box.compile_fn = report
+    for source in ("# FAST\n", "# FAST FAST\n", "# BROKEN\n"):
+        box.ws.kernel.write_text(source)
+        out = run(box, "evaluate", note="x")
+        d = out.data
+        score = f" {d['score']:.4f}" if d["score"] is not None else ""
+        assert BuiltinModel.outcome(out.content) == f"candidate {d['candidate']:04d} {d['status']}{score} spill 0"
+    compiled = run(box, "compile_report")
+    assert spill_total(compiled.content) == compiled.data["spill_bytes"] == 24
+    read = run(box, "read_file", path="kernel.py")
+    assert read.content.split("\n", 1)[1] == box.ws.kernel.read_text().rstrip("\n")  # what builtin takes as the file
+
+
+def test_a_new_tool_is_one_decorated_function(tmp_path, monkeypatch):
+    """Adding a tool touches one file (harness/tools.py, or any module imported before the run) plus its
+    registration line, the decorator: the loop offers it, calls it, and records it like any other."""
+    from kopt.harness import tools
+    from kopt.harness.run import Run
+    from kopt.harness.tools import INT, ToolOutcome, tool
+    from tests.harness.helpers import ScriptedModel
+
+    monkeypatch.setattr(tools, "TOOLS", dict(tools.TOOLS))  # the registration is undone after the test
+
+    @tool("count_lines", "Count the lines of the kernel file, or of its first N lines.", {"limit": INT})
+    def count_lines(box, limit: int | None = None) -> ToolOutcome:
+        lines = box.ws.kernel.read_text().splitlines()
+        return ToolOutcome(f"{len(lines[:limit] if limit else lines)} lines")
+
+    ws = make_workspace(tmp_path / "run")
+    fake = FakeVerifier()
+    script = [[call("count_lines", {"limit": 3})], [call("count_lines", {"limit": "x"})], [call("finish", {"summary": "ok"})]]
+    r = Run(ws, ScriptedModel(script), fake.evaluate, fake.compile)
+    assert "count_lines" in [s.name for s in r.tools.specs()]
+    assert r.execute().reason == "finished"
+    from kopt.harness import trajectory
+    found, _ = trajectory.read(ws.root / "trajectory.jsonl")
+    results = [e for e in found if e.type == "tool_result" and e.name == "count_lines"]
+    assert [r.content for r in results] == ["3 lines", "error: argument 'limit' of count_lines must be a integer, got str"]
+    assert r.counters.tool_calls == 3

@@ -1,0 +1,147 @@
+"""A run's configuration, declared once: each field with its default and description.
+
+Frozen at run creation, written to run.json; resume reads it back unchanged. The command
+line's run flags are derived from these fields (`add_flags`, `flag_values`), so a default or a
+help text is written here and nowhere else. Prompts are data: a task may override them with a
+`prompts.toml` in its directory (keys `system`, `nudge`, `summary`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import time
+import tomllib
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kopt.agent.loop import NUDGE, SUMMARY_PROMPT
+
+SYSTEM_PROMPT = """You are a GPU kernel engineer optimising a Triton kernel, working unattended through tools.
+Your editable file is {editable}. Change only it (and NOTES.md, your notes, which survive resets).
+Workflow: read the kernel, form a hypothesis, edit, evaluate. `evaluate` runs a verifier you cannot see or
+change: it compiles the kernel, checks it against a reference on many hidden shapes, and times it against the
+baseline. Only a kernel that passes every check counts; the best passing candidate is kept. Use revert to go
+back to an earlier candidate, history to see them all, compile_report for registers/spills/shared memory.
+Call finish(summary) when you are done."""
+PROMPTS_FILE = "prompts.toml"
+
+
+def flag(name: str) -> dict[str, Any]:
+    """A field's command-line flag when it is not the field's name with dashes."""
+    return {"flag": name}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budgets(Frozen):
+    max_hours: float | None = Field(None, description="wall time of the run (elapsed, excluding downtime between "
+                                                      "resumes)")
+    max_tool_calls: int | None = Field(None, description="tool calls over the whole run")
+    max_evals: int | None = Field(None, description="evaluations over the whole run")
+    max_usd: float | None = Field(None, description="model cost; needs --price-in/--price-out")
+    max_tokens: int | None = Field(None, description="input + output tokens over all model calls")
+    max_failed_evals_in_row: int | None = Field(20, description="consecutive evaluations that did not pass")
+    max_model_errors_in_row: int | None = Field(None, description="consecutive failed model attempts (each retry "
+                                                                  "counts)")
+
+
+class StallPolicy(Frozen):
+    """What happens when evaluations stop improving on the best candidate."""
+
+    warn_after: int = Field(5, ge=1, description="evaluations without improvement before a warning",
+                            json_schema_extra=flag("--stall-warn"))
+    redesign_after: int = Field(10, ge=1, description="evaluations without improvement before the context restarts "
+                                "from the best candidate", json_schema_extra=flag("--stall-redesign"))
+    max_redesigns: int = Field(3, ge=0, description="redesigns without progress before the run ends")
+
+
+class Prompts(Frozen):
+    """What kopt says to the agent on its own."""
+
+    system: str = Field(SYSTEM_PROMPT, description="the system prompt ({editable} is the kernel's file name)")
+    nudge: str = Field(NUDGE, description="sent after a reply without a tool call")
+    summary: str = Field(SUMMARY_PROMPT, description="the system prompt of a compaction's summary request")
+
+
+def task_prompts(task_root: Path) -> Prompts:
+    path = Path(task_root) / PROMPTS_FILE
+    return Prompts.model_validate(tomllib.loads(path.read_text())) if path.is_file() else Prompts()
+
+
+class RunConfig(Frozen):
+    run_id: str
+    task: str  # absolute path of the task directory
+    task_hash: str
+    editable_file: str
+    model: str = Field("builtin", description="builtin | openai:MODEL | anthropic:MODEL | replay:PATH")
+    base_url: str | None = Field(None, description="API base URL (vLLM, SGLang, Ollama, Model Studio, ...)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (its name is "
+                                                      "stored, never the key)")
+    price_input_per_mtok: float = Field(0.0, description="USD per million input tokens",
+                                        json_schema_extra=flag("--price-in"))
+    price_output_per_mtok: float = Field(0.0, description="USD per million output tokens",
+                                         json_schema_extra=flag("--price-out"))
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="cuda: real compile, bf16 checks and GPU "
+                                                   "timing; cpu: AOT compile + interpreter; auto: cuda if visible")
+    target: str | None = Field(None, description="AOT compile target on the CPU path, e.g. sm_90")
+    budgets: Budgets = Budgets()
+    stall: StallPolicy = StallPolicy()
+    context_tokens: int | None = Field(None, description="request size limit (default: fitted to the model)")
+    outage_hours: float = Field(2.0, description="keep retrying a failing provider this long before stopping "
+                                                 "(resumable)")
+    approve: bool = Field(False, description="ask before each evaluation")
+    prompts: Prompts = Prompts()
+    secret: int = Field(default_factory=lambda: secrets.randbits(62))  # mixed into every evaluation's seeds
+    created: float = Field(default_factory=time.time)
+
+
+# ---- command-line flags from the fields
+
+def _plain(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], only: tuple[str, ...] | None = None) -> None:
+    """One flag per described field of `model` (and of its nested models), default and help from the field."""
+    for name, info in model.model_fields.items():
+        kind = _plain(info.annotation)
+        if kind is Prompts:
+            continue  # data of the task, not flags
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            add_flags(parser, kind, only)
+            continue
+        if info.description is None or (only is not None and name not in only):
+            continue
+        option = (info.json_schema_extra or {}).get("flag") or "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(option, dest=name, action="store_true", help=info.description)
+        elif get_origin(kind) is Literal:
+            parser.add_argument(option, dest=name, default=info.default, choices=list(get_args(kind)),
+                                help=info.description)
+        else:
+            parser.add_argument(option, dest=name, type=kind, default=info.default, help=info.description,
+                                metavar=option[2:].upper().replace("-", "_"))
+
+
+def flag_values(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of `model` the parsed flags set (nested models built from theirs)."""
+    values: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = _plain(info.annotation)
+        if kind is Prompts:
+            continue
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            inner = flag_values(args, kind)
+            if inner:
+                values[name] = kind(**inner)
+        elif info.description is not None and hasattr(args, name):
+            values[name] = getattr(args, name)
+    return values

@@ -1,0 +1,244 @@
+"""The trajectory's vocabulary: one pydantic model per event type, one adapter (EVENT) for all.
+
+Every line of trajectory.jsonl is one of these, tagged by `type`. Writers build them, readers
+get them back typed; `run_start` says which trajectory format the log was written in.
+Adding an event type: a class here with its `type` literal, and its name in EVENTS.
+
+Format 1 (kopt before the typed record) is migrated on read (`migrate_v1`); a log of a
+format this kopt does not know is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+
+from kopt.agent.messages import Message, ModelResponse, ToolCall, Usage
+
+TRAJECTORY_FORMAT = "2"
+FORMATS = ("1", "2")  # formats this kopt reads: "1" is migrated on read
+ENVELOPE = ("seq", "type", "time", "elapsed_s")
+Kind = Literal["gpu", "interpreter", "simulated"]
+
+
+class UnsupportedTrajectory(ValueError):
+    """A log written in a trajectory format this kopt does not read."""
+
+
+class Driver(BaseModel):
+    """Who made the tool calls of a session: a model through kopt's loop, or an MCP client."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["model", "mcp"]
+    name: str  # the model spec, or the client's name from the MCP handshake
+    version: str | None = None
+
+
+class Base(BaseModel):
+    """The envelope every event has; the writer stamps it."""
+
+    model_config = ConfigDict(extra="forbid")
+    seq: int = 0
+    type: str
+    time: float = 0.0  # unix time
+    elapsed_s: float = 0.0  # run time, continuous across resumes (downtime excluded)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's own fields as JSON data (without the envelope)."""
+        return self.model_dump(mode="json", exclude=set(ENVELOPE))
+
+
+class RunStart(Base):
+    type: Literal["run_start"] = "run_start"
+    trajectory_format: str  # TRAJECTORY_FORMAT when written; absent (format 1) before
+    config: dict[str, Any]  # run.json without its secret
+    messages: list[Message]  # the context's fixed head: system prompt and instruction
+    model: str
+    context_tokens: int
+    driver: Driver | None = None  # None in format 1: a model, named by `model`
+
+
+class RunResume(Base):
+    type: Literal["run_resume"] = "run_resume"
+    tool_calls: int
+    evaluations: int
+    pending: list[str]  # tool calls cut off by the interruption, finished now
+    removed_stop_file: bool
+    driver: Driver | None = None
+
+
+class RunEnd(Base):
+    type: Literal["run_end"] = "run_end"
+    reason: str
+    detail: str = ""
+
+
+class ModelRequest(Base):
+    type: Literal["model_request"] = "model_request"
+    index: int
+    n_messages: int
+    chars: int
+
+
+class ModelResponseEvent(Base):
+    type: Literal["model_response"] = "model_response"
+    index: int
+    response: ModelResponse
+
+
+class ModelRetry(Base):
+    type: Literal["model_retry"] = "model_retry"
+    index: int
+    attempt: int
+    error: str
+    status: int | None
+    wait_s: float
+
+
+class UserMessage(Base):
+    type: Literal["user_message"] = "user_message"
+    content: str
+
+
+class ToolCallEvent(Base):
+    type: Literal["tool_call"] = "tool_call"
+    index: int  # tool calls so far, this one included
+    call: ToolCall
+    pre_sha: str | None = None  # the changed file's hash before a mutating call (exact resume)
+    retry: bool = False  # redone after a crash cut it off: counted once
+
+
+class ToolResult(Base):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+    duration_s: float
+    outcome: Literal["ok", "error", "forbidden"]
+
+
+class Evaluation(Base):
+    """The verdict's summary; the rest is in candidates/NNNN.json (harness.candidates.read)."""
+
+    type: Literal["evaluation"] = "evaluation"
+    candidate: int
+    sha256: str
+    status: Literal["ok", "rejected", "error"]
+    score: float | None
+    kind: Kind | None  # what the score measures; None when nothing was timed
+    note: str = ""
+
+
+class EvaluationCached(Base):
+    type: Literal["evaluation_cached"] = "evaluation_cached"
+    candidate: int
+
+
+class Forbidden(Base):
+    type: Literal["forbidden"] = "forbidden"
+    call_id: str
+    name: str
+    detail: str
+
+
+class Compaction(Base):
+    type: Literal["compaction"] = "compaction"
+    drop: int
+    tokens_before: int
+    tokens_after: int
+    summary: str | None = None
+    usage: Usage | None = None
+
+
+class Redesign(Base):
+    type: Literal["redesign"] = "redesign"
+    number: int
+    best: int | None
+    since_improvement: int
+
+
+class StallWarning(Base):
+    type: Literal["stall_warning"] = "stall_warning"
+    since_improvement: int
+
+
+class Unknown(Base):
+    """An event type this kopt does not know (kept as written; nothing folds it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+EVENTS = (RunStart, RunResume, RunEnd, ModelRequest, ModelResponseEvent, ModelRetry, UserMessage, ToolCallEvent,
+          ToolResult, Evaluation, EvaluationCached, Forbidden, Compaction, Redesign, StallWarning)
+BY_TYPE = {cls.model_fields["type"].default: cls for cls in EVENTS}
+
+
+def _tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BY_TYPE else "unknown"
+
+
+Event = Annotated[Union[tuple(Annotated[cls, Tag(name)] for name, cls in BY_TYPE.items())  # noqa: UP007
+                        + (Annotated[Unknown, Tag("unknown")],)], Discriminator(_tag)]
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def make(event_type: str, /, **data: Any) -> Base:
+    """An event from its type name and fields, validated (for writers that hold plain data)."""
+    return EVENT.validate_python({"type": event_type, **data})
+
+
+def dump(event: Base) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def parse(line: bytes) -> Base:
+    """One log line as its event: validated as written, else migrated from format 1.
+
+    Raises ValueError (a line that is no event) or UnsupportedTrajectory.
+    """
+    try:
+        event = EVENT.validate_json(line)
+    except ValidationError:
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object") from None
+        check_format(obj)
+        try:
+            event = EVENT.validate_python(migrate_v1(obj))
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+    if isinstance(event, RunStart):
+        check_format({"type": "run_start", "trajectory_format": event.trajectory_format})
+    return event
+
+
+def check_format(obj: dict[str, Any]) -> None:
+    if obj.get("type") == "run_start" and obj.get("trajectory_format", "1") not in FORMATS:
+        raise UnsupportedTrajectory(
+            f"this log is in trajectory format {obj['trajectory_format']!r}, written by a newer kopt; this kopt "
+            f"reads formats {', '.join(FORMATS)}: upgrade kopt to resume or inspect this run")
+
+
+def kind_of_label(label: str | None) -> Kind | None:
+    if not label:
+        return None
+    return "interpreter" if "interpreter" in label else "simulated" if "simulated" in label else "gpu"
+
+
+def migrate_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 event in today's shape. Format 1 had no version field and kept a flattened
+    verdict in each evaluation event (phase, reason, label, wall time): those stay in the
+    candidate's file, which is where every reader now takes them from."""
+    kind = obj.get("type")
+    if kind == "run_start":
+        return {**obj, "trajectory_format": obj.get("trajectory_format", "1")}
+    if kind == "evaluation" and "kind" not in obj:
+        keep = {k: obj[k] for k in (*ENVELOPE, "candidate", "sha256", "status", "score", "note") if k in obj}
+        return {**keep, "kind": kind_of_label(obj.get("score_label"))}
+    return obj
+

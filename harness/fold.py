@@ -1,0 +1,198 @@
+"""The fold: what a run's events add up to, built by applying them in order.
+
+Counters, budgets used, the best candidate so far and when it was found, failures in a row,
+the stall state and how the run stands. The live run, its panel, `kopt status`, `history`,
+`report`, `compare` and the ATIF export all read these figures from here; nothing else
+recomputes them. Applying one event costs the same at event 10 and at event 100,000.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from kopt.harness import events as ev
+from kopt.harness.candidates import LABELS
+from kopt.harness.config import Budgets
+
+RECENT_EVENTS = 8
+# Budgets checked before every model request (max_model_errors_in_row is checked at each retry).
+REQUEST_BUDGETS = ("max_hours", "max_tool_calls", "max_evals", "max_usd", "max_tokens", "max_failed_evals_in_row")
+
+
+@dataclass
+class Counters:
+    tool_calls: int = 0
+    evaluations: int = 0
+    model_requests: int = 0
+    model_responses: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    forbidden: int = 0
+    retries: int = 0
+    failed_evaluations: int = 0
+
+
+@dataclass
+class Evaluated:
+    """One evaluation event and where in the run it happened."""
+
+    index: int  # 1-based, over every evaluation event (failed ones included)
+    candidate: int
+    elapsed_s: float
+    tool_calls: int  # tool calls so far, the evaluate call included
+    status: str
+    score: float | None
+    kind: str | None  # gpu | interpreter | simulated, None when nothing was timed
+    note: str
+    new_best: bool = False  # raised the best so far (ties keep the earlier one)
+
+    @property
+    def label(self) -> str:
+        """What the score is ('GPU geomean speedup', the interpreter's ratio), '' when nothing was timed."""
+        return LABELS.get(self.kind or "", "")
+
+
+@dataclass
+class Fold:
+    counters: Counters = field(default_factory=Counters)
+    evaluations: list[Evaluated] = field(default_factory=list)
+    best: Evaluated | None = None
+    since_improvement: int = 0  # evaluations (and repeats of one) since the best last rose
+    redesigns: int = 0
+    redesigns_without_progress: int = 0
+    warned: bool = False  # a stall warning since the last improvement or redesign
+    stall_warnings: int = 0
+    failed_in_row: int = 0
+    model_errors_in_row: int = 0
+    resumes: int = 0
+    end: tuple[str, str] | None = None  # (reason, detail) of a run_end after the last start or resume
+    finished: bool = False  # a successful finish was recorded (even if run_end was not)
+    evaluated: set[int] = field(default_factory=set)  # candidates with an evaluation event
+    started: dict[str, str | None] = field(default_factory=dict)  # tool call id -> pre-call sha, until its result
+    start: ev.RunStart | None = None
+    driver: ev.Driver | None = None  # of the latest session
+    last: ev.Base | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # the last events but requests
+
+    def apply(self, event: ev.Base) -> None:
+        self.last = event
+        if not isinstance(event, ev.ModelRequest):
+            self.recent.append(event)
+        handler = HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    @property
+    def kind(self) -> str | None:
+        """What the run's scores measure, from its first timed evaluation."""
+        return next((e.kind for e in self.evaluations if e.kind), None)
+
+    def budget_use(self, budgets: Budgets, elapsed_s: float) -> list[tuple[str, float, float]]:
+        """(budget, limit, used) for every request budget that is set."""
+        c = self.counters
+        used = {"max_hours": elapsed_s / 3600, "max_tool_calls": c.tool_calls, "max_evals": c.evaluations,
+                "max_usd": c.cost_usd, "max_tokens": c.input_tokens + c.output_tokens,
+                "max_failed_evals_in_row": self.failed_in_row}
+        return [(name, getattr(budgets, name), used[name]) for name in REQUEST_BUDGETS
+                if getattr(budgets, name) is not None]
+
+    def spent(self, budgets: Budgets, elapsed_s: float) -> str | None:
+        """Which budget is used up, as a sentence, or None."""
+        for name, limit, used in self.budget_use(budgets, elapsed_s):
+            if used >= limit:
+                return f"{name} reached ({used:.4g} of {limit:g})"
+        return None
+
+    # ---- one handler per event type that changes a figure
+    def _tool_call(self, e: ev.ToolCallEvent) -> None:
+        if not e.retry:  # a call redone after a crash counts once
+            self.counters.tool_calls += 1
+        self.started[e.call.id] = e.pre_sha
+
+    def _tool_result(self, e: ev.ToolResult) -> None:
+        self.started.pop(e.call_id, None)
+        if e.name == "finish" and not e.is_error:
+            self.finished = True
+
+    def _evaluation(self, e: ev.Evaluation) -> None:
+        c = self.counters
+        c.evaluations += 1
+        c.failed_evaluations += e.status != "ok"
+        self.failed_in_row = 0 if e.status == "ok" else self.failed_in_row + 1
+        self.evaluated.add(e.candidate)
+        done = Evaluated(len(self.evaluations) + 1, e.candidate, e.elapsed_s, c.tool_calls, e.status, e.score,
+                         e.kind, e.note)
+        if e.score is not None and (self.best is None or e.score > self.best.score):
+            done.new_best, self.best = True, done
+            self.since_improvement = self.redesigns_without_progress = 0
+            self.warned = False
+        else:
+            self.since_improvement += 1
+        self.evaluations.append(done)
+
+    def _evaluation_cached(self, e: ev.EvaluationCached) -> None:
+        self.since_improvement += 1  # repeating itself: the stall policy counts it
+
+    def _model_request(self, e: ev.ModelRequest) -> None:
+        self.counters.model_requests += 1
+
+    def _model_response(self, e: ev.ModelResponseEvent) -> None:
+        self._usage(e.response.usage)
+        self.counters.model_responses += 1
+        self.model_errors_in_row = 0
+
+    def _compaction(self, e: ev.Compaction) -> None:
+        if e.usage is not None:
+            self._usage(e.usage)
+
+    def _usage(self, usage) -> None:
+        c = self.counters
+        c.input_tokens += usage.input_tokens
+        c.output_tokens += usage.output_tokens
+        c.cost_usd += usage.cost_usd
+
+    def _model_retry(self, e: ev.ModelRetry) -> None:
+        self.counters.retries += 1
+        self.model_errors_in_row += 1
+
+    def _forbidden(self, e: ev.Forbidden) -> None:
+        self.counters.forbidden += 1
+
+    def _stall_warning(self, e: ev.StallWarning) -> None:
+        self.warned = True
+        self.stall_warnings += 1
+
+    def _redesign(self, e: ev.Redesign) -> None:
+        self.redesigns += 1
+        self.redesigns_without_progress += 1
+        self.since_improvement, self.warned = 0, False
+
+    def _run_start(self, e: ev.RunStart) -> None:
+        self.start, self.end = e, None
+        self.driver = e.driver or ev.Driver(kind="model", name=e.model)
+
+    def _run_resume(self, e: ev.RunResume) -> None:
+        self.resumes += 1
+        self.end = None
+        if e.driver is not None:
+            self.driver = e.driver
+
+    def _run_end(self, e: ev.RunEnd) -> None:
+        self.end = (e.reason, e.detail)
+
+
+HANDLERS = {ev.ToolCallEvent: Fold._tool_call, ev.ToolResult: Fold._tool_result, ev.Evaluation: Fold._evaluation,
+            ev.EvaluationCached: Fold._evaluation_cached, ev.ModelRequest: Fold._model_request,
+            ev.ModelResponseEvent: Fold._model_response, ev.Compaction: Fold._compaction,
+            ev.ModelRetry: Fold._model_retry, ev.Forbidden: Fold._forbidden, ev.StallWarning: Fold._stall_warning,
+            ev.Redesign: Fold._redesign, ev.RunStart: Fold._run_start, ev.RunResume: Fold._run_resume,
+            ev.RunEnd: Fold._run_end}
+
+
+def fold(events) -> Fold:
+    state = Fold()
+    for event in events:
+        state.apply(event)
+    return state
