@@ -260,6 +260,10 @@ def format_compile(report: CompileReport) -> str:
     for k in report.kernels:
         rows.append(f"  {k.name}: {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
                     f"spill {k.spill_bytes} B, shared {k.shared_bytes} B")
+    if report.launches or report.launch_errors:
+        from kopt.verifier.launches import render
+        rows.append("what the GPU workloads launch (dry run on meta tensors, compiled for the target):")
+        rows.append(render(report.launches, report.launch_errors))
     return "\n".join(rows)
 
 
@@ -282,6 +286,8 @@ def summarize(candidate: Candidate, store: CandidateStore) -> str:
         elif t.interpreter_ratio is not None:
             lines.append(f"{t.label} time ratio baseline/candidate {t.interpreter_ratio:.4f} (NOT a GPU speedup; "
                          "no GPU here)")
+    if v.unverified:
+        lines.append("not verified by this evaluation: " + "; ".join(v.unverified))
     if v.log_excerpt and not v.passed:
         lines.append("log excerpt:\n" + v.log_excerpt[-1500:])
     lines.append(leaderboard_text(store))
