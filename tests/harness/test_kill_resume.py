@@ -516,7 +516,7 @@ def test_a_second_resume_while_the_run_is_live_refuses(killed_run, tmp_path):
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
             time.sleep(0.05)
         second = start(["resume", str(run)], killed_run.tmpdir, tmp_path / "second.log")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # it exits as soon as it sees the lock; starting Python is slow under load
         while second.poll() is None and time.monotonic() < deadline:
             if sum(e["type"] == "run_resume" for e in complete_events(run / TRAJ)[evaluate_at:]) > 1:
                 break  # the second one is writing into the live run's log
