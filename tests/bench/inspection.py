@@ -1,6 +1,6 @@
 """Benchmark: `kopt status`, `history`, `report`, `compare` and `export --atif` on a large synthetic run.
 
-    python tests/bench/inspect.py [--candidates 500] [--dir DIR]
+    python tests/bench/inspection.py [--candidates 500] [--dir DIR]
 
 Builds a run of about 10,500 events and 500 candidates (tests/harness/synthetic.py), then
 times each command twice: in-process (what the command itself costs) and as a user runs it,
