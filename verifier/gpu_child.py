@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 import torch
 
+from kopt.verifier.child import split_call
+
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 GUARD_ROWS = 8
 POISONS = (float("nan"), 1.0e4)
@@ -85,11 +87,6 @@ def load_candidate(path: str, name: str) -> Any:
     return module
 
 
-def split_call(inputs: dict[str, Any], positional: int) -> tuple[list[Any], dict[str, Any]]:
-    names = list(inputs)
-    return [inputs[n] for n in names[:positional]], {n: inputs[n] for n in names[positional:]}
-
-
 def bits(t: torch.Tensor) -> torch.Tensor:
     """A bitwise copy (NaN-safe comparisons: NaN != NaN but its bits are equal)."""
     return t.detach().contiguous().view(torch.uint8).clone()
@@ -130,7 +127,7 @@ def run_one(fn: Callable, inputs: dict[str, Any], job: dict, launches: Launches,
         problems.append("the entry point launched no Triton kernel")
     elif any(f != kernel_file for f in mine):
         problems.append("the entry point launched a Triton kernel not defined in the kernel file")
-    if returned is not None and job.get("expect_none", True):
+    if returned is not None:
         problems.append(f"the entry point returned {type(returned).__name__}; it must write the outputs in place and return None")
     for name, t in tensors.items():
         if not torch.equal(bits(t), before[name]):

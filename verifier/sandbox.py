@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ class ChildOutcome:
     wall_s: float
     stderr_tail: str
     failure: str | None = None  # why no usable result came back
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def clean_env(workdir: Path, interpret: bool) -> dict[str, str]:
