@@ -55,7 +55,7 @@ RULES = {
     "mask bits above the diagonal, across several tiles": "C11 (mask_kind=random, E=150)",
     "a row with no visible key writes 0": "C5 (tree row cleared), C11",
     "sliding window, prefix and extend, small and large": "C6 (16), C13 (W=3, non-causal), hidden (1..600)",
-    "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), hidden (1, 5, 20)",
+    "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), hidden (1-100)",
     "sm_scale: default, passed, another value": "every case by seed",
     "logits far from 0 in both directions": "C9 (q x 8), peaky and needle heads in every case",
     "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",
@@ -367,8 +367,10 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
             case.update(custom_mask=True, mask_kind=pick(["tree", "random"]), mask_offset=pick([0, 5, 64]))
         elif option == 2:
             case["sliding_window"] = pick([1, 8, 33, 100, 600])
-        elif option == 3:
-            case["logit_cap"] = pick([1.0, 5.0, 20.0])
+        elif option == 3:  # caps small and large (Gemma 2 uses 50), with logits that reach them
+            case["logit_cap"] = pick([1.0, 5.0, 20.0, 50.0, 100.0])
+            if case["logit_cap"] >= 40:
+                case["q_scale"] = pick([6.0, 10.0])
         elif option == 4:
             case["causal"] = False
             if pick([0, 1]):
