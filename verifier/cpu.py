@@ -67,9 +67,10 @@ class Correctness:
         return pack(tensors, self.outputs, like.layout if like else None)
 
     def call(self, session: Session, label: str, item: dict, inputs: Inputs, poison: float, order: str,
-             override: dict | None = None) -> CallResult:
+             override: dict | None = None, choice: int | None = None) -> CallResult:
         self.calls += 1
-        choice = self.calls % self.autotune if self.autotune > 1 else None
+        if choice is None:
+            choice = self.calls % self.autotune if self.autotune > 1 else None
         result = session.call(label, item["key"], inputs, self.outputs, poison=poison,
                               end_aligned=bool(coin(self.secret, item["key"], self.calls) % 2),
                               program_order=order, order_seed=coin(self.secret, "order", item["key"]),
@@ -100,10 +101,17 @@ class Correctness:
         row = check.new_row(item)
         first_in = self.inputs(item, 0)
         try:
-            first = self.call(session, label, item, first_in, POISONS[0], "forward")
+            first = self.call(session, label, item, first_in, POISONS[0], "forward", choice=0)
             self.result.wall_s[item["key"]] = first.wall_s
             row["interpreter_s"] = first.wall_s
             reason = self.judge(first, first_in, tol, item)
+            for choice in range(1, self.autotune):  # a GPU may pick any autotune config: check each
+                if reason is None:
+                    other = self.call(session, f"{label} (autotune config {choice})", item, first_in, POISONS[0],
+                                      "forward", choice=choice)
+                    reason = self.judge(other, first_in, tol, item)
+                    if reason is not None:
+                        reason = f"under autotune config {choice}: {reason}"
             if reason is None and item["repeat"]:
                 second = self.call(session, label + ", again", item, first_in, POISONS[1], "reverse")
                 reason = self.judge(second, first_in, tol, item)
