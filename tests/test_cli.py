@@ -26,9 +26,9 @@ def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict):
     code, verdict = baseline_verdict
     assert code == 0 and verdict.status == "ok", verdict.reason
     public = {(c.case, c.dtype) for c in verdict.cases if not c.hidden and not c.case.startswith("raises:")}
-    assert public == {(f"C{i}", d) for i in range(1, 17) for d in ("float16", "float32", "bfloat16")}
+    assert public == {(f"C{i}", d) for i in range(1, 18) for d in ("float16", "float32", "bfloat16")}
     assert {c.case for c in verdict.cases if c.case.startswith("raises:")} == {
-        "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask"}
+        "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask", "raises:sinks", "raises:return_lse"}
     assert any(c.hidden for c in verdict.cases)
     assert all(c.passed for c in verdict.cases)
     assert max(c.rel_l2 for c in verdict.cases if c.dtype == "float32" and c.rel_l2 is not None) < 1e-5

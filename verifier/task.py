@@ -52,7 +52,7 @@ class Raises(Strict):
     id: str
     case: str  # id of a [[cases]] entry whose inputs are used
     set: dict[str, Any]  # arguments overridden (out-of-scope options)
-    exception: str = "NotImplementedError"
+    exception: str | list[str] = "NotImplementedError"  # the exception class (or any of several) to raise
     note: str = ""
 
 
