@@ -115,8 +115,11 @@ class Session:
         self.close()
 
     def wait(self, label: str) -> dict[str, Any]:
-        """The child's next message, or a ChildFailure naming what it was doing."""
+        """The child's next message, or a ChildFailure naming what it was doing. The timeout is per call
+        (so it scales with the work: twenty autotune configs compile in twenty calls), and a hang in any
+        one call is caught within it."""
         self.label = label
+        self.deadline = time.monotonic() + self.timeout_s
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
