@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import torch
 
-from kopt.verifier.child import split_call
+from kopt.verifier.child import load_module as load_candidate
+from kopt.verifier.child import split_call, sync_trap
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 GUARD_ROWS = 8
@@ -55,36 +56,6 @@ class Launches:
                     self.inside -= 1
 
             cls.run = run
-
-
-class HostSyncError(RuntimeError):
-    pass
-
-
-def sync_trap(launches: Launches):
-    """A torch dispatch mode that refuses reading a tensor's value on the host in the entry point's
-    own code (.item(), bool(t), int(t), `if t:` all become aten._local_scalar_dense): a host sync,
-    and a way to branch on tensor contents such as the verifier's poison."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    banned = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
-
-    class Trap(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in banned and not launches.inside:
-                raise HostSyncError("the entry point read a tensor value on the host (.item(), bool(t), int(t), "
-                                    "float(t) or `if t:`): a host synchronisation, not allowed in the call")
-            return func(*args, **(kwargs or {}))
-
-    return Trap()
-
-
-def load_candidate(path: str, name: str) -> Any:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
