@@ -29,7 +29,9 @@ STATUS = re.compile(r"^candidate (?P<id>\d{4}): (?P<status>OK|REJECTED|ERROR)", 
 SCORE = re.compile(r"(?:GPU geomean speedup|time ratio baseline/candidate) (?P<score>[0-9.]+)")
 TRYING = re.compile(r"^Trying (?P<key>\S+); incumbent (?P<id>\d{4}) spill (?P<spill>\d+) B\.")
 SPILL = re.compile(r"spill (?P<bytes>\d+|None) B")
-OUTCOME = re.compile(r"^candidate (?P<id>\d{4}) (?P<status>ok|rejected|error)(?: (?P<score>[0-9.]+))?(?: spill (?P<spill>\d+))?")
+OUTCOME = re.compile(r"^candidate (?P<id>\d{4}) (?P<status>ok|rejected|error)(?: (?P<score>[0-9.]+))?(?: spill (?P<spill>\d+))?"
+                     r"(?: band (?P<band>[0-9.]+))?")
+BAND = re.compile(r"noise band \+-(?P<band>[0-9.]+)%")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Tried:
     status: str  # ok / rejected / error / pruned
     score: float | None
     spill: int
+    band: float = 0.0  # the evaluation's A/A noise band (a fraction): a change must beat the incumbent by more
 
 
 def spill_total(text: str) -> int:
@@ -162,15 +165,15 @@ class BuiltinModel:
             if outcome:
                 tried[m.group("key")] = Tried(m.group("key"), int(outcome.group("id")), outcome.group("status"),
                                               float(outcome.group("score")) if outcome.group("score") else None,
-                                              int(outcome.group("spill") or 0))
+                                              int(outcome.group("spill") or 0), float(outcome.group("band") or 0))
             else:
                 tried[m.group("key")] = Tried(m.group("key"), None, "pruned", None, 0)
         return list(tried.values())
 
     def incumbent(self, memory: list[Tried]) -> Tried | None:
         best = None
-        for t in memory:  # in the order tried: a later one must beat the incumbent by the margin
-            if t.score is not None and (best is None or t.score > best.score * (1 + self.margin)):
+        for t in memory:  # in the order tried: a later one must beat the incumbent by the margin and the noise
+            if t.score is not None and (best is None or t.score > best.score * (1 + max(self.margin, t.band))):
                 best = t
         return best
 
@@ -184,6 +187,9 @@ class BuiltinModel:
         if score and status.group("status") == "OK":
             parts.append(score.group("score"))
         parts.append(f"spill {spill_total(content)}")
+        band = BAND.search(content)
+        if score and band and status.group("status") == "OK":
+            parts.append(f"band {float(band.group('band')) / 100:.3f}")
         return " ".join(parts)
 
     def kernel_text(self, turns) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,19 @@ def score(verdict: Verdict | None) -> tuple[float | None, str]:
     if verdict is None or not verdict.passed or verdict.timing is None:
         return None, ""
     t = verdict.timing
-    value = t.geomean_speedup if t.kind == "gpu" or t.interpreter_ratio is None else t.interpreter_ratio
+    value = {"gpu": t.geomean_speedup, "interpreter": t.interpreter_ratio, "simulated": t.simulated_ratio}[t.kind]
+    if value is None and t.kind == "interpreter":  # files written before interpreter_ratio existed
+        value = t.geomean_speedup
     return value, LABELS[t.kind]
+
+
+def rank(candidate: Candidate) -> tuple | None:
+    """How a passing candidate ranks for best.py (None: it did not pass)."""
+    v = candidate.verdict
+    value = score(v)[0]
+    if v is None or not v.passed or value is None:
+        return None
+    return (1, value, -candidate.id) if v.timing.kind == "gpu" else (0, candidate.id)
 
 
 def load(path: Path) -> tuple[Verdict | None, dict[str, Any]]:
@@ -83,12 +93,22 @@ class CandidateStore:
             self._consider(self.items[cid])
 
     def _consider(self, candidate: Candidate) -> bool:
-        """Keep the running best (ties go to the earlier candidate); True if this one is it now."""
-        value = score(candidate.verdict)[0]
-        if value is None or (self._best is not None and value <= score(self._best.verdict)[0]):
+        """Keep the running best; True if this one is it now. GPU-timed candidates rank by speedup (ties go to
+        the earlier one); where nothing was timed on a GPU the latest passing candidate is the one delivered,
+        since an interpreter "best" is mostly its noise (ranked above by nothing but the order of passing)."""
+        if rank(candidate) is None or (self._best is not None and rank(candidate) <= rank(self._best)):
             return False
         self._best = candidate
         return True
+
+    def write_best(self, cid: int, why: str) -> None:
+        """best.py: the candidate's source, labelled when its score is not a GPU speedup."""
+        source = self.path(cid).read_text()
+        v = self.items[cid].verdict
+        if v is None or v.timing is None or v.timing.kind != "gpu":
+            source = (f"# kopt: candidate {cid:04d} ({why}); not timed on a GPU: use `kopt rescore {self.run_dir}` "
+                      "on a GPU machine\n" + source)
+        write_atomic(self.run_dir / "best.py", source)
 
     def path(self, cid: int) -> Path:
         return self.dir / f"{cid:04d}.py"
@@ -113,7 +133,8 @@ class CandidateStore:
                      json.dumps({"id": cid, "sha256": candidate.sha256, "meta": meta,
                                  "verdict": verdict.model_dump(mode="json")}, indent=1))
         if self._consider(candidate):
-            shutil.copyfile(self.path(cid), self.run_dir / "best.py")
+            gpu = verdict.timing is not None and verdict.timing.kind == "gpu"
+            self.write_best(cid, "the best GPU speedup" if gpu else "the latest passing candidate")
 
     def best(self) -> Candidate | None:
         return self._best

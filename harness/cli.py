@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="verify one kernel file: static gate, compile, correctness, timing")
     ev.add_argument("kernel", help="path of the kernel file to judge")
     ev.add_argument("--task", default="extend_attention", help="built-in task name or task directory")
-    ev.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
-                    help="cuda: real compile, bf16 checks and GPU timing; cpu: AOT compile + interpreter")
+    ev.add_argument("--device", default="auto",
+                    help="cuda or cuda:N: GPU checks and timing; cpu: AOT compile + interpreter; sim: the GPU path "
+                    "simulated on CPU (labelled simulated, never GPU speed); auto: cuda if visible (default: auto)")
     ev.add_argument("--target", default=None, help="AOT compile target on CPU, e.g. sm_80, sm_90, sm_100, gfx942")
     ev.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     ev.add_argument("--secret", type=int, default=None, help=argparse.SUPPRESS)  # reproduce an evaluation
@@ -45,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="the built-in tasks: name, description, directory")
     tasks.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    selftest = sub.add_parser("selftest", help="can this machine's numbers be trusted? versions, device, the A/A "
+                              "noise band, an honest kernel and cheats through the verifier")
+    selftest.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or sim (default: auto)")
+    selftest.add_argument("--task", default="rmsnorm", help=argparse.SUPPRESS)  # its kernels patch rmsnorm
+
+    rescore = sub.add_parser("rescore", help="re-evaluate a run's passing candidates on this machine (recorded "
+                             "beside the original verdicts)")
+    rescore.add_argument("run_dir")
+    rescore.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or sim (default: auto)")
+    rescore.add_argument("--target", default=None, help="AOT compile target (default: the GPU's, or the task's)")
+    rescore.add_argument("--top", type=int, default=5, help="how many candidates: the best N by their recorded "
+                         "score, then the latest passing ones (default: 5)")
+
     from kopt.harness.views import add_parsers  # status, history, report, compare, export
     add_parsers(sub)
     return parser
@@ -56,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_eval(args)
     if args.command == "tasks":
         return cmd_tasks(args)
+    if args.command == "selftest":
+        from kopt.harness.selftest import cmd_selftest
+        return cmd_selftest(args)
+    if args.command == "rescore":
+        from kopt.harness.rescore import cmd_rescore
+        return cmd_rescore(args)
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)
@@ -108,10 +128,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return usage_error(err, str(exc))
     except UnicodeDecodeError:
         return usage_error(err, f"{kernel} is not a UTF-8 text file")
-    if args.device == "cuda":
+    try:
+        from kopt.verifier.devices import check_name
+        check_name(args.device)
+    except ValueError as exc:
+        return usage_error(err, str(exc))
+    if args.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
-            return usage_error(err, "--device cuda but no CUDA GPU is visible: use --device cpu or auto")
+            return usage_error(err, f"--device {args.device} but no CUDA GPU is visible: use --device cpu, sim or "
+                               "auto")
     with err.status(f"evaluating {kernel} on task {task.name}") as status:
         verdict = evaluate(source, task, device=args.device, target=args.target, secret=args.secret,
                            progress=lambda msg: status.update(msg))
@@ -152,16 +178,22 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
     if verdict.timing:
         t = verdict.timing
         table = Table(title=f"timing: {t.label}")
-        for col in ("workload", "baseline ms", "candidate ms", "speedup", "flags"):
+        for col in ("workload", "baseline ms", "candidate ms", "speedup", "floor ms", "SOL", "flags"):
             table.add_column(col)
         for w in t.workloads:
             table.add_row(w.workload, f"{w.baseline_ms:.3f}", f"{w.candidate_ms:.3f}", f"{w.speedup:.3f}x",
-                          "; ".join(w.flags))
+                          "-" if w.floor_ms is None else f"{w.floor_ms:.4f}",
+                          "-" if w.sol_fraction is None else f"{w.sol_fraction:.2g}", "; ".join(w.flags))
         console.print(table)
         if t.geomean_speedup is not None:
             console.print(f"geomean speedup (GPU): [bold]{t.geomean_speedup:.3f}x[/] (A/A noise band +-{t.noise_band:.1%})")
+        if t.simulated_ratio is not None:
+            console.print(f"simulated time ratio baseline/candidate: {t.simulated_ratio:.3f} (A/A noise band "
+                          f"+-{t.noise_band:.1%}) [dim](the GPU path's protocol on the CPU interpreter: not a GPU "
+                          "speedup)[/]")
         if t.interpreter_ratio is not None:
-            console.print(f"interpreter (CPU) time ratio baseline/candidate: {t.interpreter_ratio:.3f} "
+            band = f" (A/A noise band +-{t.noise_band:.0%})" if t.noise_band is not None else ""
+            console.print(f"interpreter (CPU) time ratio baseline/candidate: {t.interpreter_ratio:.3f}{band} "
                           "[dim](not a GPU speedup)[/]")
     if verdict.unverified:
         console.print("[bold yellow]UNVERIFIED[/] (what this verdict could not check):", highlight=False)

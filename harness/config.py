@@ -16,7 +16,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import field_validator, BaseModel, ConfigDict, Field
 
 from kopt.agent.loop import NUDGE, SUMMARY_PROMPT
 
@@ -87,8 +87,8 @@ class RunConfig(Frozen):
                                         json_schema_extra=flag("--price-in"))
     price_output_per_mtok: float = Field(0.0, description="USD per million output tokens",
                                          json_schema_extra=flag("--price-out"))
-    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="cuda: real compile, bf16 checks and GPU "
-                                                   "timing; cpu: AOT compile + interpreter; auto: cuda if visible")
+    device: str = Field("auto", description="cuda (or cuda:N): GPU checks and timing; cpu: AOT compile + "
+                        "interpreter; sim: the GPU path simulated on CPU (never GPU speed); auto: cuda if visible")
     target: str | None = Field(None, description="AOT compile target on the CPU path, e.g. sm_90")
     budgets: Budgets = Budgets()
     stall: StallPolicy = StallPolicy()
@@ -97,6 +97,13 @@ class RunConfig(Frozen):
                                                  "(resumable)")
     approve: bool = Field(False, description="ask before each evaluation")
     prompts: Prompts = Prompts()
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from kopt.verifier.devices import check_name
+        return check_name(value)
+
     secret: int = Field(default_factory=lambda: secrets.randbits(62))  # mixed into every evaluation's seeds
     created: float = Field(default_factory=time.time)
 

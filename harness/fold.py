@@ -59,7 +59,10 @@ class Fold:
     counters: Counters = field(default_factory=Counters)
     evaluations: list[Evaluated] = field(default_factory=list)
     best: Evaluated | None = None
-    since_improvement: int = 0  # evaluations (and repeats of one) since the best last rose
+    latest_passing: Evaluated | None = None
+    # evaluations (and repeats of one) without progress: on a GPU a new best; where nothing is timed on a GPU
+    # (interpreter, simulated) a new passing candidate, since there a "best" is the interpreter's noise
+    since_improvement: int = 0
     redesigns: int = 0
     redesigns_without_progress: int = 0
     warned: bool = False  # a stall warning since the last improvement or redesign
@@ -83,6 +86,16 @@ class Fold:
         handler = HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+
+    @property
+    def gpu_timed(self) -> bool:
+        return self.kind == "gpu"
+
+    @property
+    def anchor(self) -> Evaluated | None:
+        """Where a redesign restarts: the best on a GPU; elsewhere the latest passing candidate (interpreter
+        time does not steer the run)."""
+        return self.best if self.gpu_timed else self.latest_passing
 
     @property
     def kind(self) -> str | None:
@@ -126,6 +139,9 @@ class Fold:
                          e.kind, e.note)
         if e.score is not None and (self.best is None or e.score > self.best.score):
             done.new_best, self.best = True, done
+        if e.status == "ok":
+            self.latest_passing = done
+        if done.new_best if e.kind == "gpu" else e.status == "ok":
             self.since_improvement = self.redesigns_without_progress = 0
             self.warned = False
         else:

@@ -174,6 +174,7 @@ class CandidateRow:
     note: str
     new_best: bool  # raised the best-so-far when it was evaluated
     best: bool  # the run's best
+    rescored: list[str] = field(default_factory=list)  # `kopt rescore` results, each with its device
 
 
 def history(view: RunView) -> list[CandidateRow]:
@@ -181,6 +182,8 @@ def history(view: RunView) -> list[CandidateRow]:
     best_id = view.best.candidate if view.best else None
     new_best = {e.candidate for e in view.evaluations if e.new_best}
     rows = []
+    from kopt.harness.rescore import latest
+    rescores = latest(view.root)
     sources = sorted((view.root / "candidates").glob("[0-9][0-9][0-9][0-9].py"))
     # a source without a verdict: being verified now, or cut off by a crash
     unjudged = "evaluating" if view.state()[0] == "running" else "interrupted"
@@ -200,7 +203,9 @@ def history(view: RunView) -> list[CandidateRow]:
             {w.workload: w.speedup for w in verdict.timing.workloads} if verdict and verdict.timing else {},
             max(registers) if registers else None, sum(spills) if spills else None,
             max(k.shared_bytes for k in kernels) if kernels else None,
-            meta.get("note") or (e.note if e else ""), cid in new_best, cid == best_id))
+            meta.get("note") or (e.note if e else ""), cid in new_best, cid == best_id,
+            [f"{r.score:.3f} {r.label} on {r.where}" if r.score is not None else f"{r.status} on {r.where}"
+             for r in rescores.get(cid, [])]))
     return rows
 
 

@@ -77,7 +77,9 @@ def api_key(config: RunConfig, kind: str) -> str | None:
 
 
 CPU_NOTE = ("builtin: no GPU here, so scores are Triton-interpreter time ratios (CPU), not GPU speed; changes "
-            "are also pruned by the compile report for the target GPU (failures, large register spills).")
+            "are also pruned by the compile report for the target GPU (failures, large register spills). A change "
+            "replaces the incumbent only if it beats it by more than 5% and by more than the evaluation's measured "
+            "A/A noise band (interpreter times are noisy); `kopt rescore` re-times the candidates on a GPU.")
 
 
 def builtin_for(task: Task, device: str) -> Model:

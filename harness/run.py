@@ -121,24 +121,27 @@ class Run:
 
     def apply_stall_policy(self, agent: Agent) -> None:
         policy, p = self.ws.config.stall, self.fold
-        best = p.best.candidate if p.best else None
+        anchor = p.anchor.candidate if p.anchor else None  # the best on a GPU, else the latest passing
+        progress = "improving on the best" if p.gpu_timed else "a new passing candidate"
+        which = "the best candidate" if p.gpu_timed else "the latest passing candidate"
         if p.since_improvement >= policy.redesign_after:
             if p.redesigns_without_progress >= policy.max_redesigns:
-                raise Stop("stalled", f"{p.redesigns_without_progress} redesigns without improving on the best")
-            if best is not None:
-                self.ws.kernel.write_text(self.store.path(best).read_text())
-            self.recorder.record(ev.Redesign(number=p.redesigns + 1, best=best, since_improvement=p.since_improvement))
+                raise Stop("stalled", f"{p.redesigns_without_progress} redesigns without {progress}")
+            if anchor is not None:
+                self.ws.kernel.write_text(self.store.path(anchor).read_text())
+            self.recorder.record(ev.Redesign(number=p.redesigns + 1, best=anchor,
+                                             since_improvement=p.since_improvement))
             agent.context.reset()
             tried = "\n".join(f"- {line}" for line in self.recent())
-            agent.say(f"Redesign {p.redesigns}: {policy.redesign_after} evaluations in a row did not improve on the "
-                      "best candidate. Your earlier context was cleared and the kernel file was reset to "
-                      f"{'candidate %04d' % best if best else 'the baseline'}. Recent attempts:\n{tried}\n"
+            agent.say(f"Redesign {p.redesigns}: {policy.redesign_after} evaluations in a row without {progress}. "
+                      "Your earlier context was cleared and the kernel file was reset to "
+                      f"{'candidate %04d' % anchor if anchor else 'the baseline'}. Recent attempts:\n{tried}\n"
                       "Take a substantially different approach from these; read the kernel first.")
         elif p.since_improvement >= policy.warn_after and not p.warned:
             self.recorder.record(ev.StallWarning(since_improvement=p.since_improvement))
-            agent.say(f"{p.since_improvement} evaluations without improving on the best candidate. Step back: "
-                      "check your notes and the compile report, and consider a different kind of change. After "
-                      f"{policy.redesign_after} your context restarts from the best candidate.")
+            agent.say(f"{p.since_improvement} evaluations without {progress}. Step back: check your notes and the "
+                      "compile report, and consider a different kind of change. After "
+                      f"{policy.redesign_after} your context restarts from {which}.")
 
     def recent(self) -> list[str]:
         """The last evaluations, one line each (the reason from the candidate's verdict)."""

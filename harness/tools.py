@@ -248,8 +248,17 @@ def notes(box: ToolBox, text: str) -> ToolOutcome:
     return ToolOutcome(f"appended {len(text)} characters to {NOTES}")
 
 
-@tool("finish", "End the run with a summary of what was achieved.", {"summary": STR}, ("summary",))
-def finish(box: ToolBox, summary: str) -> ToolOutcome:
+@tool("finish", "End the run with a summary of what was achieved. `candidate`: the passing candidate to deliver "
+      "as best.py (default: the best GPU speedup; without GPU timing, the latest passing candidate).",
+      {"summary": STR, "candidate": INT}, ("summary",))
+def finish(box: ToolBox, summary: str, candidate: int | None = None) -> ToolOutcome:
+    if candidate is not None:
+        chosen = box.store.items.get(candidate) if isinstance(candidate, int) else None
+        if chosen is None or chosen.verdict is None or not chosen.verdict.passed:
+            passing = [c.name for c in box.store.items.values() if c.verdict is not None and c.verdict.passed]
+            raise ToolError(f"candidate {candidate!r} did not pass (or does not exist): name a passing one "
+                            f"({', '.join(passing[-10:]) or 'none yet'}), or omit it")
+        box.store.write_best(candidate, "named in finish")
     return ToolOutcome("run finished", finish=summary or "(no summary)")
 
 
@@ -282,10 +291,15 @@ def summarize(candidate: Candidate, store: CandidateStore) -> str:
         t = v.timing
         if t.geomean_speedup is not None:
             lines.append(f"GPU geomean speedup {t.geomean_speedup:.4f}x (noise band +-{t.noise_band:.1%}): " +
-                         ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
-        elif t.interpreter_ratio is not None:
-            lines.append(f"{t.label} time ratio baseline/candidate {t.interpreter_ratio:.4f} (NOT a GPU speedup; "
-                         "no GPU here)")
+                         ", ".join(f"{w.workload} {w.speedup:.3f}x" + (f" (SOL {w.sol_fraction:.0%})"
+                                                                        if w.sol_fraction else "")
+                                   for w in t.workloads))
+        else:
+            ratio = t.simulated_ratio if t.simulated_ratio is not None else t.interpreter_ratio
+            band = f"A/A noise band +-{t.noise_band:.0%}; " if t.noise_band is not None else ""
+            if ratio is not None:
+                lines.append(f"{t.label} time ratio baseline/candidate {ratio:.4f} ({band}NOT a GPU speedup; no GPU "
+                             "here: differences inside the noise band are noise)")
     if v.unverified:
         lines.append("not verified by this evaluation: " + "; ".join(v.unverified))
     if v.log_excerpt and not v.passed:

@@ -138,6 +138,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for r in rows:
         mark = " BEST" if r.best else " *" if r.new_best else ""
         what = r.note + (f" [{r.phase or r.status}: {r.reason[:160]}]" if r.status != "ok" else "")
+        what += "".join(f" [rescored: {x}]" for x in r.rescored)
         table.append((f"{r.id:04d}{mark}", "-" if r.parent is None else f"{r.parent:04d}",
                       "-" if r.elapsed_s is None else clock(r.elapsed_s), fmt(r.tool_index), r.status, fmt(r.score),
                       f"{fmt(r.max_registers)}/{fmt(r.total_spill_bytes)}/{fmt(r.max_shared_bytes)}",

@@ -130,6 +130,29 @@ def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any],
     return reason, (worst_index(out, ref, tol) if reason else None), rel, worst
 
 
+GROUP_FACTOR = 4.0  # a part's relative L2 error may be this many times the whole output's limit
+PART_FLOOR = 1e-2  # parts with an RMS under this fraction of the whole output's are measured against it
+
+
+def group_failure(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], groups: list[tuple[str, Any]]) -> str | None:
+    """Errors judged per part as well as globally: the first part (a head of a request, a row) whose relative
+    L2 error exceeds GROUP_FACTOR x the limit, so a wrong part hides in no long right one. A part whose
+    reference is tiny next to the whole output's (under PART_FLOOR of its RMS) is measured against that
+    floor instead, so rounding on near-zero values is no failure."""
+    limit = GROUP_FACTOR * tol["rel_l2"]
+    whole = float(ref.double().norm()) / max(ref.numel(), 1) ** 0.5
+    for label, index in groups:
+        r, o = ref[index].double(), out[index].double()
+        if not r.numel():
+            continue
+        norm = max(float(r.norm()), PART_FLOOR * whole * r.numel() ** 0.5, 1e-30)
+        rel = float((o - r).norm()) / norm
+        if rel > limit:
+            return (f"wrong result in {label}: rel. L2 error {rel:.3g} there (limit per part {limit:.3g}; the whole "
+                    "output may pass: a wrong part must not be diluted by right ones)")
+    return None
+
+
 def repeat_disagreement(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor],
                         tol: dict[str, Any]) -> str | None:
     for name, out in first.items():

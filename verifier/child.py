@@ -9,8 +9,11 @@ decides the verdict (outputs, slack around them, untouched inputs, timing) is re
 code outside this process; the reports sent back from here (exceptions, launched kernels,
 autotune configs) only make messages friendlier.
 
-Modes (job["mode"]): "interpret" (Triton interpreter, CPU), "compile" (ahead-of-time compile
-for a target GPU: every launch becomes a compile-only warmup; meta tensors allowed).
+Modes (job["mode"]): "interpret" (Triton interpreter, CPU; also the simulated device),
+"compile" (ahead-of-time compile for a target GPU: every launch becomes a compile-only warmup;
+meta tensors allowed), "cuda" (native on a GPU: buffers are CUDA IPC handles, verifier/cuda.py).
+A timed call flushes the caches first and reports the call's device time (CUDA events on a
+GPU, the host clock otherwise); trusted code cross-checks it against its own clock.
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ def describe(exc: BaseException, kernel: str) -> dict[str, Any]:
             "message": str(exc)[:4000], "where": where}
 
 
+FLUSH_BYTES = 32 << 20  # larger than a CPU's last-level cache (the simulated device's "L2 flush")
+
+
 class Calls:
     """Maps each call's buffers and makes the call. Regions persist per buffer group so that a
     later call can get new content at the same addresses."""
@@ -132,6 +138,7 @@ class Calls:
         self.job, self.fn, self.launches = job, fn, launches
         self.regions: dict[str, arena.Region] = {}
         self.usage: dict[int, tuple] = {}  # compiled kernels' resources, shared by the workloads' dry runs
+        self.flush: torch.Tensor | None = None
 
     def region(self, key: str, size: int) -> arena.Region:
         region = self.regions.get(key)
@@ -146,7 +153,10 @@ class Calls:
         layout = msg["layout"]
         args: dict[str, Any] = dict(layout["scalars"])
         fd_iter = iter(fds)
-        if layout["meta"]:
+        if "handle" in layout:  # device memory owned by trusted code
+            from kopt.verifier import cuda
+            args.update(cuda.open_inputs(layout, self.regions, msg["group"]))
+        elif layout["meta"]:
             for spec in layout["specs"]:
                 args[spec["name"]] = arena.meta_tensor(arena.Spec.of(spec))
         else:
@@ -160,6 +170,10 @@ class Calls:
             spec = arena.Spec.of(out["spec"])
             if layout["meta"]:
                 args[spec.name] = arena.meta_tensor(spec)
+                continue
+            if "handle" in out:
+                from kopt.verifier import cuda
+                args[spec.name] = cuda.open_output(spec, out["handle"], self.regions, msg["group"])
                 continue
             region = self.region(f"{msg['group']}/out/{spec.name}", out["size"])
             fd = next(fd_iter)
@@ -179,6 +193,8 @@ class Calls:
                 report["rows"], report["workload_keys"], report["error"] = dry_run(
                     self.fn, positional, keywords, self.job["target"], self.job["kernel"], self.usage)
                 returned = None
+            elif msg.get("timed"):
+                returned, report["event_ms"] = self.timed(positional, keywords)
             else:
                 with sync_trap(self.launches):
                     returned = self.fn(*positional, **keywords)
@@ -195,6 +211,19 @@ class Calls:
         report["keys"] = self.launches.keys[first:]
         report["autotune"] = self.autotune_counts()
         return report
+
+    def timed(self, positional: list, keywords: dict) -> tuple[Any, float]:
+        """Caches flushed, then the call timed as the device sees it (only this file's code does this)."""
+        if self.job["mode"] == "cuda":
+            from kopt.verifier import cuda
+            return cuda.timed_call(self.fn, positional, keywords, lambda: sync_trap(self.launches))
+        if self.flush is None:
+            self.flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8)
+        self.flush.zero_()
+        start = time.perf_counter()
+        with sync_trap(self.launches):
+            returned = self.fn(*positional, **keywords)
+        return returned, (time.perf_counter() - start) * 1e3
 
     def configure(self, msg: dict) -> None:
         if self.job["mode"] != "interpret":
@@ -220,6 +249,10 @@ def main() -> int:
             compiler = aot.Compiler(job["target"])
             interp.install_aot_autotune()  # every config of a multi-config autotune gets compiled
             launches = Launches(force_warmup=True)
+        elif job["mode"] == "cuda":
+            from kopt.verifier import cuda
+            cuda.child_setup(job)
+            launches = Launches()
         else:
             from kopt.verifier import interp
             interp.install()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,19 +33,15 @@ class Rejected(Exception):
 
 
 def resolve_device(device: str) -> str:
-    if device not in {"auto", "cpu", "cuda"}:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
-    if device == "auto":
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    from kopt.verifier.devices import resolve
+    return resolve(device)
 
 
-def local_target() -> str | None:
+def local_target(index: int = 0) -> str | None:
     """sm_XY of the visible GPU when kopt knows its limits (else the task's default target)."""
     import torch
     from kopt.verifier.compile import SHARED_LIMITS
-    major, minor = torch.cuda.get_device_capability(0)
+    major, minor = torch.cuda.get_device_capability(index)
     arch = major * 10 + minor
     return f"sm_{arch}" if arch in SHARED_LIMITS else None
 
@@ -56,13 +51,13 @@ def mix_seed(secret: int, *parts: Any) -> int:
     return int(digest[:12], 16)
 
 
-def plan_items(task: Task, device: str, secret: int) -> list[dict[str, Any]]:
-    """Every (case, dtype, seed) to check; seeds mix the public index with the run's secret."""
+def plan_items(task: Task, device: str, secret: int, workloads: list | None = None) -> list[dict[str, Any]]:
+    """Every (case, dtype, seed) to check; seeds mix the public index with the run's secret. `device` is
+    a device kind (cpu, simulated, gpu); the GPU path also checks the workloads it times."""
     cfg = task.config
     profile = cfg.cpu if device == "cpu" else cfg.gpu
     cases = [(c.id, c.params, False) for c in cfg.cases]
-    if device == "cuda":
-        cases += [(w.id, w.params, False) for w in cfg.workloads]
+    cases += [(w.id, w.params, False) for w in workloads or []]
     reference = task.load_reference()
     if profile.hidden_cases and hasattr(reference, "holdout_cases"):
         hidden = reference.holdout_cases(mix_seed(secret, "holdout"), profile.hidden_cases)
@@ -74,26 +69,10 @@ def plan_items(task: Task, device: str, secret: int) -> list[dict[str, Any]]:
                 seed = mix_seed(secret, case_id, dtype, s)
                 # the repeat calls (same buffers: another poison and program order, then new content)
                 # for each case in one dtype on CPU, rotating over the dtypes (every dtype on a GPU)
-                repeat = s == 0 and (device != "cpu" or d == index % len(profile.dtypes))
+                repeat = s == 0 and (device == "gpu" or d == index % len(profile.dtypes))
                 items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
                               "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items
-
-
-def base_job(task: Task, device: str) -> dict[str, Any]:
-    cfg = task.config
-    return {"reference": str(task.reference_path), "entry_point": cfg.entry_point, "module": "kopt_candidate",
-            "positional_args": cfg.positional_args, "outputs": cfg.outputs, "device": device}
-
-
-def outcome_result(outcome: sandbox.ChildOutcome, phase: str) -> dict[str, Any]:
-    if outcome.failure:
-        raise Rejected(phase, f"{phase}: {outcome.failure}", outcome.stderr_tail)
-    result = outcome.result or {}
-    if result.get("error"):
-        where = result.get("where") or ""
-        raise Rejected(phase, f"{phase}: {result['error']}" + (f"\n{where}" if where else ""), outcome.stderr_tail)
-    return result
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
@@ -102,7 +81,8 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
     say = progress or (lambda _msg: None)
     source = Path(kernel).read_text() if isinstance(kernel, Path) else kernel
     device = resolve_device(device)
-    target = target or (local_target() if device == "cuda" else None) or task.config.default_target
+    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    target = target or (local_target(index) if device.startswith("cuda") else None) or task.config.default_target
     verdict = Verdict(status="error", task=task.name, task_hash=task.hash,
                       kernel_sha256=hashlib.sha256(source.encode()).hexdigest(), device=device, target=target,
                       versions=sandbox.python_versions())
@@ -140,8 +120,14 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
                        + (f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""))
     if device == "cpu":
         _evaluate_cpu(source, task, target, secret, verdict, say)
-    else:
-        _evaluate_gpu(source, task, target, secret, verdict, say)
+        return
+    from kopt.verifier import accel, devices
+    try:
+        dev = devices.accelerator(device)
+        dev.workloads(task)
+    except ValueError as exc:
+        raise Rejected("device", str(exc), status="error") from exc
+    accel.evaluate_on(dev, source, task, target, secret, verdict, say)
 
 
 def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
@@ -164,6 +150,21 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     phases["baseline"] = lambda: cpu.baseline_run(task, timed, compared, cancel)
     say(f"compiling and checking {len(items)} case runs in {len(phases)} child processes")
     results, failures = run_parallel(phases, cancel, verdict)
+    judge_phases(results, failures, verdict, target, items, task)
+    verdict.unverified += coverage_notes(results)
+    walls = {k: v for name, checked in results.items() if name.startswith("correctness")
+             for k, v in checked.wall_s.items()}
+    verdict.timing = interpreter_timing(items, walls, results["baseline"].times, results["baseline"].again)
+    verdict.unverified.append("GPU timing: this machine has no GPU (interpreter wall times are not GPU speed); "
+                              "use kopt eval --device cuda on a GPU machine")
+    for dtype in cfg.gpu.dtypes:
+        if dtype not in cfg.cpu.dtypes:
+            verdict.unverified.append(f"{dtype}: not checked on CPU (the GPU checks it)")
+
+
+def judge_phases(results: dict[str, Any], failures: dict[str, tuple[str, str]], verdict: Verdict, target: str,
+                 items: list[dict], task: Task) -> None:
+    """The phases' findings into the verdict: the first real failure, then every case row (raises Rejected)."""
     if "compile" in results or "compile" in failures:
         verdict.compile = compile_report(results.get("compile"), failures.get("compile"), target,
                                          verdict.wall_s.get("compile", 0.0))
@@ -200,18 +201,14 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         where = "a hidden case" if first["hidden"] else f"case {first['case']}"
         raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
                        f"({first['dtype']}): {first['reason']}")
+
+
+def coverage_notes(results: dict[str, Any]) -> list[str]:
+    """Specializations the GPU workloads launch that no checked call reached, and dry runs that failed."""
     checked_keys = {k for name, c in results.items() if name.startswith("correctness") for k in c.keys}
     report = results.get("compile") or {}
-    verdict.unverified += launches.coverage(report.get("workload_keys", {}), checked_keys)
-    verdict.unverified += [f"{w}: no launch report ({why})" for w, why in report.get("launch_errors", {}).items()]
-    walls = {k: v for name, checked in results.items() if name.startswith("correctness")
-             for k, v in checked.wall_s.items()}
-    verdict.timing = interpreter_timing(items, walls, results["baseline"].times)
-    verdict.unverified.append("GPU timing: this machine has no GPU (interpreter wall times are not GPU speed); "
-                              "use kopt eval --device cuda on a GPU machine")
-    for dtype in cfg.gpu.dtypes:
-        if dtype not in cfg.cpu.dtypes:
-            verdict.unverified.append(f"{dtype}: not checked on CPU (the GPU checks it)")
+    return (launches.coverage(report.get("workload_keys", {}), checked_keys)
+            + [f"{w}: no launch report ({why})" for w, why in report.get("launch_errors", {}).items()])
 
 
 def run_parallel(phases: dict[str, Callable[[], Any]], cancel: threading.Event,
@@ -245,47 +242,6 @@ def run_parallel(phases: dict[str, Callable[[], Any]], cancel: threading.Event,
     return results, failures
 
 
-def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
-    """The GPU path: until CUDA IPC hands the candidate trusted buffers, its child builds its own inputs."""
-    cfg = task.config
-    device = "cuda"
-    items = plan_items(task, device, secret)
-    job = base_job(task, device)
-    timeouts = cfg.timeouts
-    verdict.unverified.append("GPU path: the candidate's process builds its inputs and is timed beside the baseline "
-                              "(CUDA IPC from a trusted process is not implemented yet): its checks are in-process")
-    cancel = threading.Event()
-    tasks: dict[str, Callable[[], sandbox.ChildOutcome]] = {}
-    for dtype in sorted({i["dtype"] for i in items}):
-        mine = [i for i in items if i["dtype"] == dtype]
-        tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
-            dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s, interpret=False,
-            cancel=cancel)
-    say(f"checking {len(items)} case runs on the GPU")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(fn) for name, fn in tasks.items()}
-        outcomes = {name: f.result() for name, f in futures.items()}
-    results: dict[str, dict] = {}
-    for name, outcome in outcomes.items():
-        verdict.wall_s[name] = outcome.wall_s
-        for entry in outcome_result(outcome, name)["results"]:
-            results[entry["key"]] = entry
-    say("comparing with the reference")
-    check_start = time.monotonic()
-    tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
-    rows = gpu_check(task, job, items, results, tolerances)
-    verdict.wall_s["check"] = time.monotonic() - check_start
-    verdict.cases = [CaseResult(**r) for r in rows]
-    failed = [r for r in rows if not r["passed"]]
-    if failed:
-        first = failed[0]
-        where = "a hidden case" if first["hidden"] else f"case {first['case']}"
-        raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
-                       f"({first['dtype']}): {first['reason']}")
-    say("timing on the GPU (baseline and candidate interleaved)")
-    verdict.timing = gpu_timing(task, job, source, verdict)
-
-
 def compile_report(result: dict | None, failure: tuple[str, str] | None, target: str, wall_s: float) -> CompileReport:
     from kopt.verifier.compile import parse_target
     limit = parse_target(target)[3]
@@ -301,53 +257,26 @@ def compile_report(result: dict | None, failure: tuple[str, str] | None, target:
                          launch_errors=result.get("launch_errors", {}))
 
 
-def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline: dict[str, float]) -> Timing:
-    """Interpreter wall times measured by trusted code: labelled as such everywhere, never a GPU speedup."""
+def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline: dict[str, float],
+                       again: dict[str, float] | None = None) -> Timing:
+    """Interpreter wall times measured by trusted code: labelled as such everywhere, never a GPU speedup.
+    The noise band is the baseline timed against itself (a second call on the same inputs): the 75th
+    percentile of |1 - ratio| over the cases, so a ratio inside it says nothing."""
     workloads = []
     for item in items:
         if item["key"] in baseline and item["key"] in candidate:
             b, c = baseline[item["key"]], candidate[item["key"]]
             workloads.append(WorkloadTiming(workload=f"{item['case']}/{item['dtype']}", label=INTERPRETER_LABEL,
                                             baseline_ms=b * 1e3, candidate_ms=c * 1e3, speedup=b / c))
-    return Timing(label=INTERPRETER_LABEL, workloads=workloads,
+    spread = sorted(abs(1.0 - baseline[k] / again[k]) for k in (again or {}) if k in baseline and again[k] > 0)
+    band = spread[min(len(spread) - 1, int(0.75 * len(spread)))] if spread else None
+    for w in workloads:
+        w.noise_band = band
+        w.tie = band is not None and abs(w.speedup - 1.0) <= band
+    return Timing(label=INTERPRETER_LABEL, workloads=workloads, noise_band=band,
                   interpreter_ratio=timing.geomean([w.speedup for w in workloads]) if workloads else None,
-                  notes=["Triton interpreter wall time on the CPU: says nothing about GPU speed"])
-
-
-def gpu_check(task: Task, job: dict, items: list[dict], results: dict, tolerances: dict) -> list[dict]:
-    import torch
-    with tempfile.TemporaryDirectory(prefix="kopt-check-") as tmp:
-        path = Path(tmp) / "outputs.pt"
-        torch.save(results, path)
-        outcome = sandbox.run_phase(dict(job, phase="check", items=items, tolerances=tolerances,
-                                         outputs_file=str(path), baseline=str(task.baseline_path)),
-                                    None, timeout_s=task.config.timeouts.correctness_s, interpret=False)
-    if outcome.failure or not outcome.result or "rows" not in outcome.result:
-        raise Rejected("check", f"the reference check failed: {outcome.failure or (outcome.result or {}).get('error')}",
-                       outcome.stderr_tail, status="error")
-    return outcome.result["rows"]
-
-
-def gpu_timing(task: Task, job: dict, source: str, verdict: Verdict) -> Timing:
-    cfg = task.config
-    items = [{"case": w.id, "params": w.params, "seed": mix_seed(secrets.randbits(62), w.id)} for w in cfg.workloads]
-    tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
-    outcome = sandbox.run_phase(dict(job, phase="time", items=items, dtype=cfg.gpu.dtypes[0], tolerances=tolerances,
-                                     baseline=str(task.baseline_path)), source,
-                                timeout_s=cfg.timeouts.timing_s, interpret=False)
-    verdict.wall_s["timing"] = outcome.wall_s
-    result = outcome_result(outcome, "timing")
-    verdict.versions.update({f"gpu_{k}": str(v) for k, v in result["device"].items()})
-    invalid = [r for r in result["rows"] if r["invalid"]]
-    workloads = [WorkloadTiming(workload=r["workload"], label="gpu", baseline_ms=r["baseline_ms"],
-                                candidate_ms=r["candidate_ms"], speedup=r["speedup"], tie=r["tie"], flags=r["flags"])
-                 for r in result["rows"]]
-    if invalid:
-        raise Rejected("timing", f"timing integrity on {invalid[0]['workload']}: {invalid[0]['invalid']}")
-    return Timing(label="gpu", workloads=workloads, geomean_speedup=timing.geomean([w.speedup for w in workloads]),
-                  noise_band=max(r["noise_band"] for r in result["rows"]),
-                  notes=["median of paired baseline/candidate ratios over interleaved rounds; L2 flushed; "
-                         "fresh inputs per call"])
+                  notes=["Triton interpreter wall time on the CPU: says nothing about GPU speed",
+                         "noise band: the baseline timed against itself (75th percentile of |1 - ratio| per case)"])
 
 
 def compile_only(source: str, task: Task, target: str | None = None) -> CompileReport:

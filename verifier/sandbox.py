@@ -85,8 +85,9 @@ class ChildOutcome:
     failure: str | None = None  # why no usable result came back
 
 
-def clean_env(workdir: Path, interpret: bool) -> dict[str, str]:
+def clean_env(workdir: Path, interpret: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env.update(extra or {})  # what a device needs on top (the CUDA driver's library path)
     env.update({
         "TRITON_CACHE_DIR": str(workdir / "triton-cache"),
         "TRITON_HOME": str(workdir / "triton-home"),

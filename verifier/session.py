@@ -51,6 +51,11 @@ class Inputs:
     tensors: dict[str, Any]
     layout: arena.Layout
     fd: int | None
+    handle: Any = None  # a device buffer's IPC handle (CUDA), instead of a memfd
+
+    def problems(self) -> list[str]:
+        """What the last call did to these inputs (a sealed memfd cannot change; device memory is compared)."""
+        return []
 
     def close(self) -> None:
         if self.fd is not None:
@@ -79,8 +84,9 @@ class Session:
 
     def __init__(self, source: str, job: dict[str, Any], *, interpret: bool, timeout_s: float,
                  memory_bytes: int | None = None, cancel: threading.Event | None = None,
-                 kernel_name: str = "kernel.py"):
+                 kernel_name: str = "kernel.py", device: Any = None):
         self.timeout_s, self.cancel = timeout_s, cancel
+        self.device = device  # how outputs are allocated (None: memfds on the host; see verifier/devices.py)
         self.deadline = time.monotonic() + timeout_s
         self.tmp = tempfile.TemporaryDirectory(prefix=sandbox.temp_prefix())
         root = Path(self.tmp.name)
@@ -96,7 +102,7 @@ class Session:
         job = dict(job, kernel=self.kernel, socket_fd=theirs.fileno())
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd,
-            env=sandbox.clean_env(root, interpret), stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+            env=sandbox.clean_env(root, interpret, getattr(device, "child_env", None)), stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
             pass_fds=[theirs.fileno()], preexec_fn=lambda: sandbox._limits(memory_bytes), text=True)
         theirs.close()
         self.proc.stdin.write(json.dumps(job))
@@ -145,13 +151,16 @@ class Session:
         if out is None or out.shape != tuple(like.shape) or out.dtype != like.dtype or out.stride != like.stride():
             if out is not None:
                 out.close()
-            out = self.outputs[name] = arena.OutputArena(name, like)
+            out = self.outputs[name] = (self.device.output(name, like) if self.device is not None
+                                        else arena.OutputArena(name, like))
         return out
 
     def call(self, label: str, group: str, inputs: Inputs, outputs: list[str], *, poison: float,
              end_aligned: bool, program_order: str = "forward", order_seed: int = 0,
-             autotune_choice: int | None = None, override: dict[str, Any] | None = None) -> CallResult:
-        """One call of the entry point; `group` names the buffers (the same group: the same addresses)."""
+             autotune_choice: int | None = None, override: dict[str, Any] | None = None,
+             timed: bool = False) -> CallResult:
+        """One call of the entry point; `group` names the buffers (the same group: the same addresses).
+        `timed`: the call is timed as on the device (caches flushed first; the reply carries `event_ms`)."""
         sent, fds = [], [] if inputs.fd is None else [inputs.fd]
         for name in outputs:
             like = inputs.tensors[name]
@@ -161,9 +170,16 @@ class Session:
                 continue
             out = self.output(f"{group}:{name}", like)
             spec = out.prepare(poison, end_aligned)
-            sent.append({"spec": {**spec.to_json(), "name": name}, "size": out.size})
-            fds.append(out.fd)
-        message = {"op": "call", "group": group, "layout": inputs.layout.to_json(), "outputs": sent,
+            entry = {"spec": {**spec.to_json(), "name": name}, "size": out.size}
+            if getattr(out, "handle", None) is not None:
+                entry["handle"] = out.handle
+            else:
+                fds.append(out.fd)
+            sent.append(entry)
+        layout = inputs.layout.to_json()
+        if inputs.handle is not None:
+            layout["handle"] = inputs.handle
+        message = {"op": "call", "group": group, "layout": layout, "outputs": sent, "timed": timed,
                    "program_order": program_order, "order_seed": order_seed, "autotune_choice": autotune_choice,
                    "override": override or {}}
         start = time.perf_counter()
@@ -175,7 +191,7 @@ class Session:
                                   reply.get("where", ""))
         if reply.get("op") != "done":
             raise ChildFailure(f"the kernel's process broke the verifier's protocol while {label}", self.tail())
-        problems, results = [], {}
+        problems, results = list(inputs.problems()), {}
         for name in outputs if not inputs.layout.meta else ():
             out = self.outputs[f"{group}:{name}"]
             if not out.slack_intact():

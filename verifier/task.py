@@ -103,6 +103,9 @@ class TaskConfig(Strict):
     rewrites: str | None = None  # a file of the task defining REWRITES = [(name, fn(source) -> source|None)]
     cases: list[Case]  # CPU correctness cases (interpreter)
     workloads: list[Case]  # GPU workloads (correctness and timing)
+    # Small workloads shaped like the GPU's, for the simulated device (`--device sim`): the GPU path's
+    # protocol run on CPU under the interpreter, so they must take well under a second per call there.
+    sim_workloads: list[Case] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TaskConfig":
@@ -110,7 +113,7 @@ class TaskConfig(Strict):
             missing = [d for d in profile.dtypes if d not in self.tolerance]
             if missing:
                 raise ValueError(f"no [tolerance.{missing[0]}] for a dtype the task checks")
-        for group in (self.cases, self.workloads):
+        for group in (self.cases, self.workloads, self.sim_workloads):
             ids = [c.id for c in group]
             if len(ids) != len(set(ids)):
                 raise ValueError(f"duplicate case ids in {ids}")

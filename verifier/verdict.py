@@ -84,6 +84,9 @@ class WorkloadTiming(Record):
     speedup: float
     tie: bool = False
     flags: list[str] = Field(default_factory=list)
+    noise_band: float | None = None  # this workload's A/A spread
+    floor_ms: float | None = None  # roofline floor of one call on this device (None: the task gives no cost)
+    sol_fraction: float | None = None  # speed-of-light fraction: floor / candidate time (1.0 = the roofline)
 
 
 class Timing(Record):
@@ -92,6 +95,7 @@ class Timing(Record):
     workloads: list[WorkloadTiming] = Field(default_factory=list)
     geomean_speedup: float | None = None  # GPU only: the number people trust
     interpreter_ratio: float | None = None  # CPU only: baseline/candidate interpreter wall time
+    simulated_ratio: float | None = None  # --device sim only: the GPU path's protocol over interpreter time
     noise_band: float | None = None  # A/A spread; |speedup - 1| inside it is a tie
     notes: list[str] = Field(default_factory=list)
 
@@ -99,7 +103,9 @@ class Timing(Record):
     @classmethod
     def _kind_from_label(cls, data: Any) -> Any:
         if isinstance(data, dict) and "kind" not in data and "label" in data:
-            data = {**data, "kind": "interpreter" if "interpreter" in str(data["label"]) else "gpu"}
+            label = str(data["label"])
+            data = {**data, "kind": "simulated" if label.startswith("simulated") else
+                    "interpreter" if "interpreter" in label else "gpu"}
         return data
 
 

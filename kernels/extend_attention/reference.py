@@ -431,3 +431,12 @@ def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None,
         where = "" if hidden else f" (P={requests[b][0]}, E={requests[b][1]}), query t={row - qo[b]}"
         text += f"; worst element: request {b}{where}, head {head}"
     return text
+
+
+def error_groups(inputs: dict[str, Any], output: str) -> list[tuple[str, tuple]]:
+    """The output's parts judged one by one as well as together (verifier/check.py): each request's
+    rows of each head, so a wrong head or request is not diluted by a long one that is right."""
+    qo = inputs["qo_indptr"].tolist()
+    heads = inputs["q_extend"].shape[1]
+    return [(f"request {i}, head {h}", (slice(qo[i], qo[i + 1]), h))
+            for i in range(len(qo) - 1) if qo[i + 1] > qo[i] for h in range(heads)]

@@ -48,3 +48,8 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
 def cost(case: dict[str, Any], dtype_bytes: int, seed: int = 0) -> tuple[float, float]:
     n = case["rows"] * case["cols"]
     return float((2 * n + case["cols"]) * dtype_bytes), float(4 * n)
+
+
+def error_groups(inputs: dict[str, Any], output: str) -> list[tuple[str, tuple]]:
+    """Each row judged on its own as well as all together (verifier/check.py)."""
+    return [(f"row {r}", (r,)) for r in range(inputs["x"].shape[0])]
