@@ -57,9 +57,12 @@ class ArmTimer:
         self.calls += 1
         count = len(self.staged[arm])
         inputs = self.staged[arm].inputs(index)
-        result = self.sessions[arm].call(f"timing {arm} on {workload}", f"timed-{workload}", inputs, self.outputs,
-                                         poison=math.nan, end_aligned=bool(coin(self.secret, arm, self.calls) % 2),
-                                         timed=True)
+        try:
+            result = self.sessions[arm].call(f"timing {arm} on {workload}", f"timed-{workload}", inputs,
+                                             self.outputs, poison=math.nan,
+                                             end_aligned=bool(coin(self.secret, arm, self.calls) % 2), timed=True)
+        except ChildFailure as exc:  # died or hung: the candidate's fault, or the verifier's for a baseline arm
+            raise TimingFault(arm, f"{arm} under timing on {workload}: {exc.reason}") from exc
         if result.exception is not None:
             exc = result.exception
             raise TimingFault(arm, f"{arm} raised under timing on {workload}: {exc['type']}: {exc['message']}")
@@ -92,9 +95,11 @@ class Coordinator:
         opened: dict[str, Session] = {}
         try:
             for arm, (source, module) in sources.items():
+                trusted = arm != timing.CANDIDATE  # the pinned baseline: compiled once per kopt process
                 opened[arm] = Session(source, job_for(self.task, dev.child_mode, module), interpret=dev.interpret,
                                       timeout_s=cfg.timeouts.timing_s, memory_bytes=dev.child_memory_bytes,
-                                      cancel=self.cancel, device=dev)
+                                      cancel=self.cancel, device=dev,
+                                      env={"TRITON_CACHE_DIR": baseline_cache(self.task)} if trusted else None)
         except ChildFailure as exc:
             for session in opened.values():
                 session.close()
@@ -159,6 +164,18 @@ class Coordinator:
                 if reason:
                     return f"{name} under timing conditions (input set {index + 1}): {reason}"
         return None
+
+
+_CACHES: dict[str, str] = {}
+
+
+def baseline_cache(task: Task) -> str:
+    """A Triton cache for the pinned baseline's processes, kept for this kopt process's life (a run's
+    evaluations compile the baseline once). Candidates always get a fresh cache of their own."""
+    if task.hash not in _CACHES:
+        import tempfile
+        _CACHES[task.hash] = tempfile.mkdtemp(prefix="kopt-baseline-cache-")
+    return _CACHES[task.hash]
 
 
 def _has_variants(reference: Any) -> bool:

@@ -36,6 +36,7 @@ PEAKS = {
 }
 UNKNOWN_PEAK = (10000.0, 5000.0)  # generous: an unknown GPU gets a low floor, never a false rejection
 WARM_UP_S = 0.5
+DRIVER_ENV = ("LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "TRITON_LIBCUDA_PATH", "TRITON_PTXAS_PATH")
 
 
 def peaks_for(name: str) -> tuple[float, float, str]:
@@ -155,8 +156,9 @@ class CudaDevice(HostDevice):
         self.tensor_device = f"cuda:{index}"
         self.name = torch.cuda.get_device_name(index)
         self.label = "gpu"
-        library_path = os.environ.get("LD_LIBRARY_PATH")
-        self.child_env = {"KOPT_CUDA_DEVICE": str(index), **({"LD_LIBRARY_PATH": library_path} if library_path else {})}
+        # the driver's and toolkit's paths: a child built from a clean environment must still find them
+        passed = {k: os.environ[k] for k in DRIVER_ENV if k in os.environ}
+        self.child_env = {"KOPT_CUDA_DEVICE": str(index), **passed}
 
     def workloads(self, task: Any) -> list[Any]:
         return task.config.workloads

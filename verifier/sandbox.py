@@ -8,20 +8,14 @@ wall-clock timeout that kills the whole process group.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import subprocess
-import sys
-import secrets
 import shutil
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 # Variables a child may inherit: what Python, compilers and the GPU runtime need to work.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
@@ -75,19 +69,8 @@ def sweep_stale_dirs() -> int:
     return removed
 
 
-@dataclass
-class ChildOutcome:
-    result: dict[str, Any] | None
-    returncode: int | None
-    timed_out: bool
-    wall_s: float
-    stderr_tail: str
-    failure: str | None = None  # why no usable result came back
-
-
 def clean_env(workdir: Path, interpret: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: os.environ[k] for k in INHERITED if k in os.environ}
-    env.update(extra or {})  # what a device needs on top (the CUDA driver's library path)
     env.update({
         "TRITON_CACHE_DIR": str(workdir / "triton-cache"),
         "TRITON_HOME": str(workdir / "triton-home"),
@@ -96,6 +79,8 @@ def clean_env(workdir: Path, interpret: bool, extra: dict[str, str] | None = Non
         "TRITON_DEFAULT_FP_FUSION": "1",
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
     })
+    # what a device needs on top (the CUDA driver's library path), and a trusted process's shared cache
+    env.update(extra or {})
     if interpret:
         env["TRITON_INTERPRET"] = "1"
     return env
@@ -120,69 +105,6 @@ def _limits(memory_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 30, 2 << 30))
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-
-
-def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: float, interpret: bool,
-              memory_bytes: int | None = None, kernel_name: str = "kernel.py",
-              cancel: threading.Event | None = None) -> ChildOutcome:
-    """Run `job` in a child. The kernel source (if any) is the only file copied in.
-
-    `cancel` set by another thread stops the child early (a sibling phase already failed).
-    """
-    with tempfile.TemporaryDirectory(prefix=temp_prefix()) as tmp:
-        root = Path(tmp)
-        cwd = root / "cwd"
-        cwd.mkdir()
-        result_path = root / "result.pt"
-        nonce = secrets.token_hex(16)  # a result file without it was not written by our driver
-        job = dict(job, result=str(result_path), nonce=nonce)
-        if kernel_source is not None:
-            kernel_path = cwd / kernel_name
-            kernel_path.write_text(kernel_source)
-            job["kernel"] = str(kernel_path)
-        start = time.monotonic()
-        with open(root / "output.log", "w+") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-m", "kopt.verifier.gpu_child"], cwd=cwd, env=clean_env(root, interpret),
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _limits(memory_bytes), text=True)
-            proc.stdin.write(json.dumps(job))
-            proc.stdin.close()
-            stopped = _wait(proc, start + timeout_s, cancel)
-            _kill_group(proc)  # anything the child left running in its group
-            wall_s = time.monotonic() - start
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 6000))
-            tail = log.read()
-        if stopped == "timeout":
-            return ChildOutcome(None, proc.returncode, True, wall_s, tail,
-                                f"timed out after {timeout_s:.0f} s (the process group was killed)")
-        if stopped == "cancelled":
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "cancelled: another phase failed first")
-        if proc.returncode != 0:
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, describe_exit(proc.returncode))
-        if not result_path.is_file():
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "the process exited without a result")
-        import torch
-        try:
-            result = torch.load(result_path, weights_only=True)
-        except Exception as exc:  # a corrupt result file is a rejection, never a pass
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, f"unreadable result ({exc})")
-        if not isinstance(result, dict) or result.pop("nonce", None) != nonce:
-            return ChildOutcome(None, proc.returncode, False, wall_s, tail, "malformed or forged result")
-        return ChildOutcome(result, proc.returncode, False, wall_s, tail)
-
-
-def _wait(proc: subprocess.Popen, deadline: float, cancel: threading.Event | None) -> str | None:
-    while True:
-        try:
-            proc.wait(timeout=0.2)
-            return None
-        except subprocess.TimeoutExpired:
-            if time.monotonic() >= deadline:
-                return "timeout"
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
 
 
 def describe_exit(code: int) -> str:

@@ -84,7 +84,7 @@ class Session:
 
     def __init__(self, source: str, job: dict[str, Any], *, interpret: bool, timeout_s: float,
                  memory_bytes: int | None = None, cancel: threading.Event | None = None,
-                 kernel_name: str = "kernel.py", device: Any = None):
+                 kernel_name: str = "kernel.py", device: Any = None, env: dict[str, str] | None = None):
         self.timeout_s, self.cancel = timeout_s, cancel
         self.device = device  # how outputs are allocated (None: memfds on the host; see verifier/devices.py)
         self.deadline = time.monotonic() + timeout_s
@@ -102,7 +102,8 @@ class Session:
         job = dict(job, kernel=self.kernel, socket_fd=theirs.fileno())
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd,
-            env=sandbox.clean_env(root, interpret, getattr(device, "child_env", None)), stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+            env=sandbox.clean_env(root, interpret, {**(getattr(device, "child_env", None) or {}), **(env or {})}),
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
             pass_fds=[theirs.fileno()], preexec_fn=lambda: sandbox._limits(memory_bytes), text=True)
         theirs.close()
         self.proc.stdin.write(json.dumps(job))

@@ -1,6 +1,6 @@
 """The GPU timing protocol as pure logic, so it is tested on CPU with a fake timer.
 
-gpu.py supplies the real timer (CUDA events, L2 flush, fresh inputs per call); this module
+coordinator.py supplies the real timer (one process per arm; CUDA events or the host clock); this module
 decides the order of calls, the iteration count, the statistics and the integrity flags.
 """
 

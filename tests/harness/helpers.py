@@ -19,24 +19,27 @@ def make_workspace(root: Path, task_name: str = "rmsnorm", budgets: Budgets = Bu
     return Workspace.create(root, config, task.baseline_path, task.instruction_text())
 
 
-def verdict(ok: bool = True, ratio: float = 1.0, reason: str | None = None) -> Verdict:
+def verdict(ok: bool = True, ratio: float = 1.0, reason: str | None = None, gpu: bool = False) -> Verdict:
+    timing = Timing(label="gpu", geomean_speedup=ratio, noise_band=0.01) if gpu else \
+        Timing(label="interpreter (CPU)", interpreter_ratio=ratio)
     return Verdict(status="ok" if ok else "rejected", reason=reason, task="rmsnorm", task_hash="x", kernel_sha256="y",
-                   device="cpu", target="sm_90", phase=None if ok else "correctness",
-                   timing=Timing(label="interpreter (CPU)", interpreter_ratio=ratio) if ok else None)
+                   device="cuda" if gpu else "cpu", target="sm_90", phase=None if ok else "correctness",
+                   timing=timing if ok else None)
 
 
 class FakeVerifier:
     """Scores a source by a number found in it (so tests control rankings); records every call."""
 
-    def __init__(self):
+    def __init__(self, gpu: bool = False):
         self.calls: list[tuple[str, int]] = []
+        self.gpu = gpu  # GPU speedups, else interpreter ratios
 
     def evaluate(self, source: str, candidate_id: int) -> Verdict:
         self.calls.append((source, candidate_id))
         if "BROKEN" in source:
-            return verdict(False, reason="correctness: wrong result")
+            return verdict(False, reason="correctness: wrong result", gpu=self.gpu)
         ratio = 1.0 + 0.1 * source.count("FAST")
-        return verdict(True, ratio)
+        return verdict(True, ratio, gpu=self.gpu)
 
     def compile(self, source: str) -> CompileReport:
         return CompileReport(target="sm_90", shared_limit_bytes=232448, ok=True)

@@ -103,10 +103,11 @@ def no_progress(n: int):
 
 
 def test_stall_policy_warns_redesigns_then_stops(tmp_path):
+    """On a GPU progress is a new best: passing candidates that are no faster stall the run."""
     ws = make_workspace(tmp_path / "run")
     ws.config = ws.config.model_copy(update={"stall": StallPolicy(warn_after=2, redesign_after=4, max_redesigns=2)})
     model = CountingModel(no_progress)
-    stop = Run(ws, model, FakeVerifier().evaluate, FakeVerifier().compile).execute()
+    stop = Run(ws, model, FakeVerifier(gpu=True).evaluate, FakeVerifier().compile).execute()
     assert stop.reason == "stalled"
     kinds = [e.type for e in events(ws)]
     assert kinds.count("redesign") == 2 and kinds.count("stall_warning") == 3
@@ -116,6 +117,44 @@ def test_stall_policy_warns_redesigns_then_stops(tmp_path):
     after = model.seen[[i for i, r in enumerate(model.seen) if any("Redesign 1" in (m.content or "") for m in r)][0]]
     assert len(after) == 4 and "reset to candidate 0001" in after[2].content and "try 4" in after[2].content
     assert redesigns and ws.kernel.read_text().startswith("# attempt")
+
+
+def test_without_gpu_timing_interpreter_time_steers_nothing(tmp_path):
+    """Interpreter ratios are noise: progress is a new passing candidate, a redesign restarts from the latest
+    passing one (not the best interpreter score), and best.py is the latest passing one, labelled."""
+    def turns(n: int):
+        if n == 0:
+            return [("write_file", {"path": "kernel.py", "content": "# FAST FAST FAST\n"}), ("evaluate", {})]
+        if n < 6:  # passing, no "faster": progress all the same on a CPU machine
+            return [("write_file", {"path": "kernel.py", "content": f"# plain {n}\n"}), ("evaluate", {})]
+        return [("write_file", {"path": "kernel.py", "content": f"# BROKEN {n}\n"}), ("evaluate", {})]
+    ws = make_workspace(tmp_path / "run")
+    ws.config = ws.config.model_copy(update={"stall": StallPolicy(warn_after=2, redesign_after=3, max_redesigns=1)})
+    stop = Run(ws, CountingModel(turns), FakeVerifier().evaluate, FakeVerifier().compile).execute()
+    assert stop.reason == "stalled"
+    log = list(events(ws))
+    evaluations = [e for e in log if e.type == "evaluation"]
+    redesign = next(e for e in log if e.type == "redesign")
+    first_warning = next(i for i, e in enumerate(log) if e.type == "stall_warning")
+    assert sum(e.type == "evaluation" for e in log[:first_warning]) == 6 + 2  # six passing, then two broken
+    assert redesign.best == 6  # the latest passing candidate, not 0001 (the best interpreter ratio)
+    assert [e.status for e in evaluations[:6]] == ["ok"] * 6
+    best = (ws.root / "best.py").read_text()
+    assert best.startswith("# kopt: candidate 0006 (the latest passing candidate); not timed on a GPU")
+    assert "# plain 5" in best
+
+
+def test_finish_names_the_candidate_delivered_as_best_py(tmp_path):
+    ws = make_workspace(tmp_path / "run")
+    script = [[("write_file", {"path": "kernel.py", "content": "# one\n"}), ("evaluate", {})],
+              [("write_file", {"path": "kernel.py", "content": "# two\n"}), ("evaluate", {})],
+              [("finish", {"summary": "done", "candidate": 99})],
+              [("finish", {"summary": "done", "candidate": 1})]]
+    stop = Run(ws, CountingModel(lambda n: script[n]), FakeVerifier().evaluate, FakeVerifier().compile).execute()
+    assert stop.reason == "finished"
+    results = [e for e in events(ws) if e.type == "tool_result" and e.name == "finish"]
+    assert results[0].is_error and "did not pass (or does not exist)" in results[0].content
+    assert (ws.root / "best.py").read_text().startswith("# kopt: candidate 0001 (named in finish)")
 
 
 def test_consecutive_failed_evaluations_budget(tmp_path):
