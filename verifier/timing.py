@@ -15,6 +15,7 @@ BASELINE, CANDIDATE, COPY = "baseline", "candidate", "baseline-copy"
 AUDIT_SPEEDUP = 3.0  # above this a result is flagged for a human to look at
 ROOFLINE_MARGIN = 0.9  # a time below 0.9 x the roofline floor is physically impossible
 MIN_NOISE_BAND = 0.005
+GAP_SLACK_MS, GAP_SLACK_FRACTION = 0.05, 0.10
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ def integrity(baseline: list[Sample], candidate: list[Sample], floor_ms: float) 
     cand_event = statistics.median(s.event_ms for s in candidate)
     cand_gap = statistics.median(s.wall_ms - s.event_ms for s in candidate)
     base_gap = statistics.median(s.wall_ms - s.event_ms for s in baseline)
-    if cand_gap > max(0.05 + 2.0 * base_gap, 0.5 * cand_event):
+    # The device time comes from the arm's own process; the trusted host clock around each request
+    # bounds what it can hide: the candidate's host overhead may exceed the baseline's by at most
+    # 50 us or 10% of its device time (a report shaved by more, or work moved outside the window, fails).
+    if cand_gap > base_gap + max(GAP_SLACK_MS, GAP_SLACK_FRACTION * cand_event):
         return (f"host wall time exceeds event time by {cand_gap:.3f} ms (baseline: {base_gap:.3f} ms): work "
                 "outside the timed stream or deferred past the call")
     if cand_event < ROOFLINE_MARGIN * floor_ms:

@@ -109,3 +109,14 @@ def test_geomean_and_roofline_floor():
     # 3.35 GB at 3350 GB/s is 1 ms; 989 TFLOP at 989 TFLOP/s is 1 s
     assert timing.roofline_floor_ms(3.35e9, 0.0, 3350, 989) == pytest.approx(1.0)
     assert timing.roofline_floor_ms(1.0, 989e12, 3350, 989) == pytest.approx(1000.0)
+
+
+def test_a_device_time_shaved_by_the_arms_own_process_is_bounded_by_the_host_clock():
+    """The arm's process reports its device time; under-reporting by more than 50 us or 10% shows as host
+    overhead the baseline does not have. An honest candidate with the baseline's overhead passes."""
+    honest = FakeTimer({BASELINE: 1.0, CANDIDATE: 0.8, COPY: 1.0}, gap_ms={BASELINE: 0.1, CANDIDATE: 0.12, COPY: 0.1})
+    assert timing.measure_workload(honest, "W1", 1.0, floor_ms=0.001).invalid is None
+    # reports 0.5 ms where the call took 0.8: the 0.3 ms it hid lands in the wall-minus-event gap
+    lying = FakeTimer({BASELINE: 1.0, CANDIDATE: 0.5, COPY: 1.0}, gap_ms={BASELINE: 0.1, CANDIDATE: 0.4, COPY: 0.1})
+    stats = timing.measure_workload(lying, "W1", 1.0, floor_ms=0.001)
+    assert stats.invalid and "host wall time exceeds event time" in stats.invalid
