@@ -1,6 +1,6 @@
-"""Benchmark: wall time of a full CPU evaluation of the baseline, split by phase.
+"""Benchmark: wall time of a full evaluation of the baseline (CPU path, or the GPU path on sim or a GPU), by phase.
 
-    python tests/bench/verifier.py [--task extend_attention] [--target sm_90] [--repeat 1]
+    python tests/bench/verifier.py [--task extend_attention] [--target sm_90] [--repeat 1] [--device cpu|sim|cuda]
 
 Phases run in parallel child processes (compile, one correctness child per dtype, the
 baseline's interpreter timing), so their times add up to more than the total.
@@ -22,11 +22,13 @@ def main() -> None:
     parser.add_argument("--task", default="extend_attention")
     parser.add_argument("--target", default=None)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu (default), sim, cuda or cuda:N: the GPU path's split "
+                        "(compile, correctness per dtype, baseline, timing) on sim or a GPU")
     args = parser.parse_args()
     task = load_task(args.task)
     for run in range(args.repeat):
         start = time.monotonic()
-        verdict = evaluate(Path(task.baseline_path), task, device="cpu", target=args.target)
+        verdict = evaluate(Path(task.baseline_path), task, device=args.device, target=args.target)
         total = time.monotonic() - start
         print(f"run {run + 1}: status={verdict.status} cores={os.cpu_count()} total wall {total:.1f} s")
         for phase, seconds in verdict.wall_s.items():
