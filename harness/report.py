@@ -194,6 +194,22 @@ def lineage_section(rows: list[CandidateRow]) -> str:
             f"<th>note</th></tr>{''.join(body)}</table>")
 
 
+def rescore_section(view: RunView) -> str:
+    """`kopt rescore` results beside the run's own scores, each with its device (never pooled with them)."""
+    from kopt.harness.rescore import read
+    found = read(view.root)
+    if not found:
+        return ""
+    rows = "".join(f"<tr><td>{r.candidate:04d}</td><td>{esc(r.where)}</td><td>{esc(r.status)}</td>"
+                   f"<td>{fmt(r.score)}</td><td>{esc(r.label)}</td>"
+                   f"<td>{esc(', '.join(f'{k} {v:.3f}' for k, v in r.workloads.items()))}</td>"
+                   f"<td>{esc(time.strftime('%Y-%m-%d %H:%M', time.localtime(r.time)))} on {esc(r.host)}</td></tr>"
+                   for r in found)
+    return ("<h2>Rescored on other devices</h2><p>`kopt rescore` re-evaluated these candidates; the run's own "
+            "verdicts are unchanged.</p><table><tr><th>candidate</th><th>device</th><th>status</th><th>score</th>"
+            f"<th>what the score is</th><th>per workload</th><th>when</th></tr>{rows}</table>")
+
+
 def baseline_source(view: RunView) -> tuple[str, str] | None:
     """The task's baseline.py if this machine has the task, else the first candidate."""
     task_baseline = Path(view.config.get("task", "")) / "baseline.py"
@@ -283,8 +299,8 @@ def transcript_section(events: list[Event]) -> str:
 def render(view: RunView) -> str:
     """The report's HTML; `view` must have been loaded with keep_events=True."""
     rows = history(view)
-    sections = [summary_section(view), plots_section(view), workloads_section(view, rows), lineage_section(rows),
-                diff_section(view, rows), transcript_section(view.events or [])]
+    sections = [summary_section(view), plots_section(view), workloads_section(view, rows), rescore_section(view),
+                lineage_section(rows), diff_section(view, rows), transcript_section(view.events or [])]
     title = f"kopt run {view.run_id}"
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title><style>{CSS}</style>"
             f"</head><body><h1>{esc(title)}</h1><p class=note>{esc(view.model)} on {esc(view.task)}; written "

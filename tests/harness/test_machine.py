@@ -70,6 +70,9 @@ def test_rescore_from_cpu_to_sim_is_recorded_beside_the_run(tmp_path: Path) -> N
     assert rescored[1] == [] and len(rescored[3]) == 1 and "simulated" in rescored[3][0]
     text = kopt("history", str(run), cwd=tmp_path).stdout
     assert "[rescored:" in text
+    assert kopt("report", str(run), "-o", str(tmp_path / "r.html"), cwd=tmp_path).returncode == 0
+    report = (tmp_path / "r.html").read_text()
+    assert "Rescored on other devices" in report and "simulated" in report
 
 
 def test_rescore_refuses_a_bad_run_dir_and_top(tmp_path: Path) -> None:
