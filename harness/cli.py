@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from kopt.harness.views import add_parsers  # status, history, report, compare, export
     add_parsers(sub)
+    from kopt.harness.sweep import add_parser as add_sweep
+    add_sweep(sub)
     return parser
 
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_eval(args)
     if args.command == "tasks":
         return cmd_tasks(args)
+    if args.command == "sweep":
+        from kopt.harness.sweep import cmd_sweep
+        return cmd_sweep(args)
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)
