@@ -190,11 +190,11 @@ METRIC_NAMES = {"best_score": "best score", "evals_to_reach": "evaluations to re
 
 
 def figure_format(name: str):
-    """Scores and costs to 4 decimals; counts, tokens and seconds as plain numbers (a median may end in .5)."""
+    """Scores, costs and hours to 4 decimals; counts, tokens and seconds as plain numbers (a median may end in .5)."""
     def show(value) -> str:
         if value is None:
             return "-"
-        if name.startswith(("best score", "cost")):
+        if name.startswith(("best score", "cost", "hours")):
             return f"{value:.4f}"
         return f"{value:.1f}".rstrip("0").rstrip(".")
     return show

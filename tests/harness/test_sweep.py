@@ -277,11 +277,14 @@ def test_a_sweep_refuses_to_change_its_plan_or_to_take_a_foreign_directory(tmp_p
              ([*base, "--models", "builtin,", "--runs", "1"], "has an empty entry"),
              ([*base, "--models", "gpt-9", "--runs", "1"], "unknown model 'gpt-9'"),
              ([*base, "--models", "builtin", "--runs", "1", "--task", "nope"], "nope"),
-             ([*base[:5], "--out", str(tmp_path), "--models", "builtin"], "is not a sweep directory")]
+             ([*base[:5], "--out", str(tmp_path), "--models", "builtin"], "is not a sweep directory"),
+             ([*base[:5], "--out", str(tmp_path / "keys"), "--models", "builtin,anthropic:claude-x",
+               "--api-key-env", "KOPT_NO_SUCH_KEY"],
+              "anthropic:claude-x: no API key: set the environment variable KOPT_NO_SUCH_KEY")]
     for argv, message in cases:
         assert main(argv) == 2, argv  # refused before anything runs
-        assert message in capsys.readouterr().err.replace("\n", " "), argv
-    assert sorted(p.name for p in out.iterdir()) == ["builtin", "sweep.json"]
+        assert message in " ".join(capsys.readouterr().err.split()), argv  # (rich wraps long lines)
+    assert sorted(p.name for p in out.iterdir()) == ["builtin", "sweep.json"] and not (tmp_path / "keys").exists()
 
     # growing is fine: another model (with its own endpoint) and another run of each
     _, grown, jobs = plan([*base, "--models", "builtin,openai:m@http://127.0.0.1:9/v1", "--runs", "2"])
