@@ -70,17 +70,20 @@ class SweepView:
 
     def table(self):
         ended = sum(f.ended for f in self.followers.values())
+        labels = sorted({f.fold.best.label for f in self.followers.values() if f.fold.best})
         table = Table(title=f"kopt sweep {self.out}: {self.plan.task}, {len(self.plan.models)} models x "
                             f"{self.plan.runs} runs; {ended} of {len(self.jobs)} ended; "
-                            f"{(time.monotonic() - self.started) / 60:.1f} min")
-        for col in ("run", "model", "state", "evaluations", "best", "tool calls", "tokens / cost", "run time"):
+                            f"{(time.monotonic() - self.started) / 60:.1f} min",
+                      caption=f"best: {', '.join(labels)}" if labels else None)
+        table.add_column("run", no_wrap=True)
+        for col in ("state", "evals", "best", "tool calls", "tokens", "cost", "run time"):
             table.add_column(col)
         for job in self.jobs:
             fold = self.followers[job].fold
             c, best = fold.counters, fold.best
-            table.add_row(job.name, escape(job.model.spec), escape(self.state(job)),
-                          f"{c.evaluations} ({c.failed_evaluations} did not pass)",
-                          f"{best.score:.4f} ({best.label})" if best else "-", str(c.tool_calls),
-                          f"{c.input_tokens + c.output_tokens:,} / ${c.cost_usd:.4f}",
+            table.add_row(escape(job.name), escape(self.state(job)),
+                          f"{c.evaluations}" + (f" ({c.failed_evaluations} failed)" if c.failed_evaluations else ""),
+                          f"{best.score:.4f}" if best else "-", str(c.tool_calls),
+                          f"{c.input_tokens + c.output_tokens:,}", f"${c.cost_usd:.4f}",
                           f"{fold.last.elapsed_s / 60:.1f} min" if fold.last else "-")
         return table
