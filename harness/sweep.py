@@ -15,6 +15,7 @@ implements `Executor.run` and is named in EXECUTORS; nothing else changes.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import re
 import secrets
@@ -36,6 +37,7 @@ from kopt.harness.workspace import RUN_JSON, Workspace
 
 PLAN = "sweep.json"
 LOGS = "logs"
+LOCK = ".lock"
 WATCH_S = 1.0  # the progress view's refresh while a run executes
 TERMINAL = {"finished", "budget", "model_error", "stalled"}  # as harness.run: a run that ended so is not resumed
 # The run flags a sweep shares across its runs: all but the model (per run) and --approve (unattended).
@@ -139,7 +141,7 @@ def plan_for(out: Path, task, models: list[tuple[str, str | None]], runs: int, s
     """The plan of OUT: a new one, or the existing one grown by more runs or models (never changed)."""
     plan = read_plan(out)
     if plan is None:
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise SweepError(f"{out} exists and is not a sweep directory (no {PLAN}): give a new or empty --out")
         taken: set[str] = set()
         entries = []
@@ -201,8 +203,20 @@ def check_key(config: RunConfig) -> None:
             raise SweepError(f"{config.model}: {exc}") from None
 
 
-def prepare(args: argparse.Namespace) -> tuple[Path, Plan, list[Job]]:
-    """Check the command, write or grow the plan, create the missing run directories: (OUT, plan, jobs)."""
+def hold(out: Path) -> Any:
+    """OUT for this process until the handle closes: a second `kopt sweep` of it refuses meanwhile."""
+    handle = open(out / LOCK, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SweepError(f"{out} is in use by another kopt sweep: let it end, or stop it (Ctrl-C) first") from None
+    return handle
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, Plan, list[Job], Any]:
+    """Check the command, then hold OUT, write or grow its plan and create the missing run directories:
+    (OUT, plan, jobs, the held lock)."""
     from kopt.verifier.compile import TargetError, parse_target
     from kopt.verifier.task import TaskError, load_task
     if args.runs < 1:
@@ -222,19 +236,26 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Plan, list[Job]]:
         if not torch.cuda.is_available():
             raise SweepError("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
     out = Path(args.out)
-    plan = plan_for(out, task, models, args.runs, shared_flags(args))
+    plan = plan_for(out, task, models, args.runs, shared_flags(args))  # a bad OUT: refused before any write
     jobs = jobs_of(out, plan)
-    configs = {job: config_for(job, plan, task) for job in jobs if not (job.root / RUN_JSON).is_file()}
     for model in plan.models:  # a missing key: said now, not once per run in its log
         check_key(config_for(next(j for j in jobs if j.model == model), plan, task))
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / PLAN, plan.model_dump_json(indent=2))
-    for job, config in configs.items():
-        try:
+    lock = hold(out)
+    try:  # planned again under the lock: another sweep may have grown the plan meanwhile
+        plan = plan_for(out, task, models, args.runs, shared_flags(args))
+        jobs = jobs_of(out, plan)
+        configs = {job: config_for(job, plan, task) for job in jobs if not (job.root / RUN_JSON).is_file()}
+        write_atomic(out / PLAN, plan.model_dump_json(indent=2))
+        for job, config in configs.items():
             Workspace.create(job.root, config, task.baseline_path, task.instruction_text())
-        except FileExistsError as exc:
-            raise SweepError(f"{exc} (a run directory of this sweep without its {RUN_JSON})") from None
-    return out, plan, jobs
+    except FileExistsError as exc:
+        lock.close()
+        raise SweepError(f"{exc} (a run directory of this sweep without its {RUN_JSON})") from None
+    except SweepError:
+        lock.close()
+        raise
+    return out, plan, jobs, lock
 
 
 def expand(paths: Iterable[Path]) -> Iterator[Path]:
@@ -340,7 +361,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from kopt.harness.progress import SweepView
     err = Console(stderr=True)
     try:
-        out, plan, jobs = prepare(args)
+        out, plan, jobs, lock = prepare(args)
     except SweepError as exc:
         err.print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
         return 2
@@ -356,6 +377,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 interrupted = True
     finally:
         signal.signal(signal.SIGTERM, previous)
+        lock.close()
     for follower in view.followers.values():
         follower.poll()
     left = [job for job in jobs if not view.followers[job].ended]

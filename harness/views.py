@@ -202,14 +202,19 @@ def figure_format(name: str):
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from kopt.harness.inspect import compare, load
-    from kopt.harness.sweep import expand
+    from kopt.harness.sweep import SweepError, expand
     if not 0 < args.reach <= 1:
         Console(stderr=True).print("[bold red]kopt: error:[/] --reach must be in (0, 1], e.g. 0.9")
         return 2
     if args.output and not (args.markdown or args.html):
         Console(stderr=True).print("[bold red]kopt: error:[/] -o writes the report: add --markdown or --html")
         return 2
-    groups = compare([load(d) for d in expand(map(Path, args.run_dirs))], args.reach)
+    try:
+        dirs = list(expand(map(Path, args.run_dirs)))
+    except SweepError as exc:
+        Console(stderr=True).print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    groups = compare([load(d) for d in dirs], args.reach)
     if args.markdown or args.html:
         return write_board(groups, args)
     if args.json:

@@ -8,6 +8,7 @@ trajectories and candidate files, with nothing of kopt's reading code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -260,7 +261,9 @@ def test_an_interrupted_sweep_continues_where_it_stopped_and_skips_what_ended(tm
 
 def plan(argv: list[str]):
     """What `kopt sweep ARGV` plans and creates, without running anything: (OUT, plan, jobs)."""
-    return prepare(build_parser().parse_args(argv))
+    out, planned, jobs, lock = prepare(build_parser().parse_args(argv))
+    lock.close()
+    return out, planned, jobs
 
 
 def test_a_sweep_refuses_to_change_its_plan_or_to_take_a_foreign_directory(tmp_path, capsys):
@@ -284,7 +287,12 @@ def test_a_sweep_refuses_to_change_its_plan_or_to_take_a_foreign_directory(tmp_p
     for argv, message in cases:
         assert main(argv) == 2, argv  # refused before anything runs
         assert message in " ".join(capsys.readouterr().err.split()), argv  # (rich wraps long lines)
-    assert sorted(p.name for p in out.iterdir()) == ["builtin", "sweep.json"] and not (tmp_path / "keys").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "builtin", "sweep.json"]
+    assert not (tmp_path / "keys").exists()
+    with open(out / ".lock", "a") as held:  # as a live `kopt sweep` of OUT holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main([*base, "--models", "builtin", "--runs", "1"]) == 2
+        assert "is in use by another kopt sweep" in " ".join(capsys.readouterr().err.split())
 
     # growing is fine: another model (with its own endpoint) and another run of each
     _, grown, jobs = plan([*base, "--models", "builtin,openai:m@http://127.0.0.1:9/v1", "--runs", "2"])
@@ -303,8 +311,11 @@ def test_a_sweep_refuses_to_change_its_plan_or_to_take_a_foreign_directory(tmp_p
     assert secrets["builtin/run-2"] == secrets["openai-m/run-2"] != secrets["builtin/run-1"]
 
 
-def test_compare_of_a_sweep_directory_reads_its_runs(tmp_path):
+def test_compare_of_a_sweep_directory_reads_its_runs(tmp_path, capsys):
     out = tmp_path / "sweep"
     _, _, jobs = plan(["sweep", "--task", "rmsnorm", "--device", "cpu", "--out", str(out), "--models", "builtin",
                        "--runs", "2"])
     assert list(expand([out, jobs[0].root])) == [jobs[0].root, jobs[1].root, jobs[0].root]
+    (out / "sweep.json").write_text("{not json")
+    assert main(["compare", str(out), "--markdown"]) == 2
+    assert "is not a readable sweep plan" in " ".join(capsys.readouterr().err.split())
