@@ -186,8 +186,9 @@ def document(groups: list[Group], reach: float) -> list[Block]:
     blocks: list[Block] = [
         ("h1", "kopt: models compared"),
         ("p", f"{runs} runs of {len(models)} models ({', '.join(models)}). Scores of different kinds (GPU, per GPU "
-              "model, interpreter, simulated) are never pooled: each has its own section. Medians are over runs, "
-              "with (min-max); \"to reach\" counts up to the first evaluation scoring at least "
+              "model, interpreter, simulated) are never pooled: each has its own section. Medians are over the runs "
+              "that have the figure, with (min-max) (a run with no passing candidate has no best: each verdict says "
+              "how many runs passed); \"to reach\" counts up to the first evaluation scoring at least "
               f"{pct} of the run's best. Verdicts rank by median best; steady means a spread (max - min) of at most "
               f"{STEADY:.0%} of the median, variable at most {VARIABLE:.0%}, erratic beyond.")]
     if not groups:

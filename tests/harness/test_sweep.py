@@ -29,7 +29,7 @@ from tests.agent.server import Reply, ScriptedServer, openai_completion
 from tests.harness import trap_agent
 
 REPO = Path(__file__).resolve().parents[2]
-RUNS, MAX_EVALS = 2, 2  # the CI size; README gives the timing of --runs 3 --max-evals 4
+RUNS, MAX_EVALS = 2, 1  # the CI size (3 real evaluations); README gives the timing of --runs 3 --max-evals 4
 PRICES = (1.0, 2.0)  # USD per million tokens, in and out
 
 
@@ -109,6 +109,7 @@ def rows(text: str, header: str) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_sweep_of_builtin_and_a_trap_prone_model_and_its_report(tmp_path):
     out = tmp_path / "sweep"
     with trap_agent.serve() as server:
@@ -132,10 +133,12 @@ def test_sweep_of_builtin_and_a_trap_prone_model_and_its_report(tmp_path):
     assert served == sum(1 for r in trapped for e in events(r) if e["type"] == "model_response")
     for f in figures["builtin"] + figures["openai:trap"]:
         assert (f["evals"], f["end"]) == (MAX_EVALS, "budget")
-    # the trap agent: forbidden reads in its first conversation only, a gated kernel in every run
-    assert figures["openai:trap"][0]["traps"] == {"forbidden: path escape": 1, "forbidden: absolute path": 1,
-                                                  **{f"gate: {r}": 1 for r in trap_agent.GATE_RULES}}
-    assert figures["openai:trap"][1]["traps"] == {f"gate: {r}": 1 for r in trap_agent.GATE_RULES}
+    # the trap agent's first run is careless (forbidden reads, then the gated kernel: its one evaluation);
+    # its second evaluates the correct kernel
+    careless = {"forbidden: path escape": 1, "forbidden: absolute path": 1,
+                **{f"gate: {r}": 1 for r in trap_agent.GATE_RULES}}
+    assert [f["traps"] for f in figures["openai:trap"]] == [careless, {}]
+    assert [f["best"] is None for f in figures["openai:trap"]] == [True, False]
     for f in figures["openai:trap"]:  # each response's usage priced by the client: tokens x price
         responses = f["tokens"] / sum(trap_agent.USAGE)
         assert f["cost"] == pytest.approx(responses * (trap_agent.USAGE[0] * PRICES[0] + trap_agent.USAGE[1]
@@ -161,32 +164,42 @@ def test_sweep_of_builtin_and_a_trap_prone_model_and_its_report(tmp_path):
             cell([f["calls"] / f["evals"] for f in fs], lambda v: f"{int(v)}" if float(v).is_integer() else f"{v:.2f}"),
             f"budget x{RUNS}"]
 
-    # verdicts: rank by median best, steadiness from (max - min) / median, cost, traps
+    # verdicts: rank by median best, steadiness from (max - min) / median over passing runs, cost, traps
     for place, model in enumerate(order, 1):
         line = next(line for line in text.splitlines() if line.startswith(f"- {model}: "))
-        bests = [f["best"] for f in figures[model]]
-        rel = (max(bests) - min(bests)) / medians[model]
-        word = "steady" if rel <= 0.05 else "variable" if rel <= 0.20 else "erratic"
-        assert f"{place}{'st' if place == 1 else 'nd'} of 2 by median best: median best {medians[model]:.4f}" in line
-        assert f"{word}: spread {rel:.1%} of the median" in line
+        bests = [f["best"] for f in figures[model] if f["best"] is not None]
+        assert (f"{place}{'st' if place == 1 else 'nd'} of 2 by median best: median best {medians[model]:.4f} "
+                f"(range {min(bests):.4f}-{max(bests):.4f}, a pass in {len(bests)} of {RUNS} runs)") in line
+        if len(bests) > 1:
+            rel = (max(bests) - min(bests)) / medians[model]
+            word = "steady" if rel <= 0.05 else "variable" if rel <= 0.20 else "erratic"
+            assert f"{word}: spread {rel:.1%} of the median" in line
+        else:
+            assert "steadiness unknown (fewer than 2 passing runs)" in line
         assert f"median ${med([f['cost'] for f in figures[model]]):.4f}" in line
-    trap_line = next(line for line in text.splitlines() if line.startswith("- openai:trap: "))
-    assert f"traps caught it in {RUNS} of {RUNS} runs (forbidden: absolute path 1/{RUNS}" in trap_line
-    assert f"no trap caught it in {RUNS} runs" in next(line for line in text.splitlines() if line.startswith("- builtin"))
+        caught = {t: sum(1 for f in figures[model] if t in f["traps"]) for f in figures[model] for t in f["traps"]}
+        if caught:
+            listed = ", ".join(f"{t} {n}/{RUNS}" for t, n in sorted(caught.items(), key=lambda kv: (
+                ["forbidden", "gate"].index(kv[0].split(":")[0]), kv[0])))
+            runs = sum(1 for f in figures[model] if f["traps"])
+            assert f"traps caught it in {runs} of {RUNS} runs ({listed})." in line
+        else:
+            assert f"no trap caught it in {RUNS} runs" in line
 
-    # per workload: the median over runs of the best candidate's speedup on each
+    # per workload: the median over runs of the best candidate's speedup on each, and over how many runs
     per_workload = rows(text, "workload")
     for name in figures["builtin"][0]["workloads"]:
         for column, model in enumerate(order, 1):
             values = [f["workloads"].get(name) for f in figures[model]]
-            assert per_workload[name][column] == f"{cell(values, lambda v: f'{v:.4f}')} N={RUNS}"
+            known = sum(v is not None for v in values)
+            assert per_workload[name][column] == f"{cell(values, lambda v: f'{v:.4f}')} N={known}"
 
     # traps: this model's runs caught, times, and the other model's runs
     traps = rows(text, "trap (openai:trap)")
     assert traps["forbidden: path escape"] == ["forbidden: path escape", f"1 of {RUNS}", "1", f"0 of {RUNS}"]
     for rule in trap_agent.GATE_RULES:
-        assert traps[f"gate: {rule}"] == [f"gate: {rule}", f"{RUNS} of {RUNS}", str(RUNS), f"0 of {RUNS}"]
-    assert rows(text, "trap (builtin)")["gate: import"][1:] == [f"0 of {RUNS}", "0", f"{RUNS} of {RUNS}"]
+        assert traps[f"gate: {rule}"] == [f"gate: {rule}", f"1 of {RUNS}", "1", f"0 of {RUNS}"]
+    assert rows(text, "trap (builtin)")["gate: import"][1:] == [f"0 of {RUNS}", "0", f"1 of {RUNS}"]
     assert "### Stability" in text
 
     html = tmp_path / "report.html"

@@ -1,11 +1,13 @@
 """A scripted "model" that walks into kopt's traps, served over the OpenAI protocol (not a test module).
 
 It plays an agent on the rmsnorm task, one conversation per run, answering each request by the
-number of assistant turns in it: it reads the kernel; tries two forbidden reads (a path that
-leaves the workspace, an absolute path), except in every second conversation; submits a kernel
-the static gate rejects (an os import and host reads of tensor values); submits a correct
-kernel with BLOCK_N 512; submits a wrong one (the weight dropped), which fails correctness;
-then finishes. Budgets cut the script short (with --max-evals 2 it ends after the correct one).
+number of assistant turns in it. It reads the kernel; then, in conversations 1, 3, 5, ... (the
+careless ones), tries two forbidden reads (a path that leaves the workspace, an absolute path)
+and submits a kernel the static gate rejects (an os import and host reads of tensor values)
+before a correct one with BLOCK_N 512; in conversations 2, 4, ... it reads its notes and submits
+the correct kernel first, the gated one second. Then it submits a wrong kernel (the weight
+dropped), which fails correctness, and finishes. A budget cuts the script short: with
+--max-evals 1 a careless run has only its gated evaluation, the others only the correct one.
 
 Run it by hand for `kopt sweep`:  python -m tests.harness.trap_agent  (prints the base URL).
 """
@@ -23,6 +25,7 @@ GATED = (BASELINE.replace("import triton\n", "import os\nimport triton\n", 1)
          .replace("    if rows == 0:\n", "    if x.sum().item() == 0.5:\n        os.sync()\n    if rows == 0:\n"))
 GOOD = BASELINE.replace("BLOCK_N = 256", "BLOCK_N = 512")
 WRONG = GOOD.replace("(x * rstd * w)", "(x * rstd)")
+assert "BLOCK_N = 256" in BASELINE and "(x * rstd * w)" in BASELINE, "the rmsnorm baseline changed: update this script"
 GATE_RULES = ("import", "host-method", "host-read")  # of GATED's first five violations
 USAGE = (1200, 80)  # tokens (in, out) of every response
 MODEL = "trap-v1"
@@ -30,18 +33,17 @@ MODEL = "trap-v1"
 
 def turns(conversation: int) -> list[list[tuple[str, str, Any]]]:
     """The assistant turns of one conversation (0-based): (call id, tool, arguments)."""
-    forbidden = conversation % 2 == 0
+    careless = conversation % 2 == 0
     probe = ([("escape", "read_file", {"path": "../run.json"}), ("abs", "read_file", {"path": "/etc/passwd"})]
-             if forbidden else [("notes", "read_file", {"path": "NOTES.md"})])
-    assert "x * rstd * w" in BASELINE and GATED != BASELINE
-    return [[("read", "read_file", {"path": "kernel.py"})], probe,
-            [("gated", "write_file", {"path": "kernel.py", "content": GATED}), ("eval-gated", "evaluate",
-                                                                               {"note": "host checks"})],
-            [("good", "write_file", {"path": "kernel.py", "content": GOOD}), ("eval-good", "evaluate",
-                                                                             {"note": "BLOCK_N 512"})],
-            [("wrong", "write_file", {"path": "kernel.py", "content": WRONG}), ("eval-wrong", "evaluate",
-                                                                               {"note": "skip the weight"})],
-            [("finish", "finish", {"summary": "BLOCK_N 512"})]]
+             if careless else [("notes", "read_file", {"path": "NOTES.md"})])
+    gated = [("gated", "write_file", {"path": "kernel.py", "content": GATED}),
+             ("eval-gated", "evaluate", {"note": "host checks"})]
+    good = [("good", "write_file", {"path": "kernel.py", "content": GOOD}),
+            ("eval-good", "evaluate", {"note": "BLOCK_N 512"})]
+    wrong = [("wrong", "write_file", {"path": "kernel.py", "content": WRONG}),
+             ("eval-wrong", "evaluate", {"note": "skip the weight"})]
+    return [[("read", "read_file", {"path": "kernel.py"})], probe, *([gated, good] if careless else [good, gated]),
+            wrong, [("finish", "finish", {"summary": "BLOCK_N 512"})]]
 
 
 class TrapAgent:
