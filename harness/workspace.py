@@ -35,7 +35,7 @@ OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candida
 class Forbidden(Exception):
     """An attempt to reach outside what the agent may touch; `kind` names which (harness.traps)."""
 
-    def __init__(self, message: str, kind: str):
+    def __init__(self, message: str, kind: str = "other"):
         super().__init__(message)
         self.kind = kind
 
