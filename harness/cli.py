@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from kopt.harness.views import add_parsers  # status, history, report, compare, export
     add_parsers(sub)
+    from kopt.harness.sweep import add_parser as add_sweep
+    add_sweep(sub)
     return parser
 
 
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rescore":
         from kopt.harness.rescore import cmd_rescore
         return cmd_rescore(args)
+    if args.command == "sweep":
+        from kopt.harness.sweep import cmd_sweep
+        return cmd_sweep(args)
     from kopt.harness.views import COMMANDS, run_command
     if args.command in COMMANDS:
         return run_command(args)

@@ -131,6 +131,11 @@ class Evaluation(Base):
     score: float | None
     kind: Kind | None  # what the score measures; None when nothing was timed
     note: str = ""
+    # From the verdict (harness.traps.facts); None in logs written before kopt recorded them.
+    phase: str | None = None  # where a candidate that did not pass stopped: gate, compile, correctness, ...
+    traps: list[str] | None = None  # the traps that rejected it (harness.traps keys)
+    workloads: dict[str, float] | None = None  # a pass's per-workload speedups (interpreter ratios on CPU)
+    measured_on: str | None = None  # the GPU model that timed it (the target, for a simulated device)
 
 
 class EvaluationCached(Base):
@@ -143,6 +148,7 @@ class Forbidden(Base):
     call_id: str
     name: str
     detail: str
+    kind: str | None = None  # absolute path, path escape, off-limits file, ... (harness.traps)
 
 
 class Compaction(Base):

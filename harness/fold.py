@@ -8,10 +8,11 @@ recomputes them. Applying one event costs the same at event 10 and at event 100,
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from kopt.harness import events as ev
+from kopt.harness import traps
 from kopt.harness.candidates import LABELS
 from kopt.harness.config import Budgets
 
@@ -47,6 +48,10 @@ class Evaluated:
     kind: str | None  # gpu | interpreter | simulated, None when nothing was timed
     note: str
     new_best: bool = False  # raised the best so far (ties keep the earlier one)
+    phase: str | None = None  # where it stopped when it did not pass
+    traps: list[str] = field(default_factory=list)  # harness.traps keys that rejected it
+    workloads: dict[str, float] = field(default_factory=dict)  # a pass's per-workload speedups
+    measured_on: str | None = None  # the GPU model (or simulated target) that timed it
 
     @property
     def label(self) -> str:
@@ -67,6 +72,7 @@ class Fold:
     redesigns_without_progress: int = 0
     warned: bool = False  # a stall warning since the last improvement or redesign
     stall_warnings: int = 0
+    traps: Counter = field(default_factory=Counter)  # trap key -> evaluations (or forbidden actions) it caught
     failed_in_row: int = 0
     model_errors_in_row: int = 0
     resumes: int = 0
@@ -102,6 +108,18 @@ class Fold:
         """What the run's scores measure, from its first timed evaluation."""
         return next((e.kind for e in self.evaluations if e.kind), None)
 
+    @property
+    def measured_on(self) -> str | None:
+        """The GPU model (or simulated target) of the run's first timed evaluation."""
+        return next((e.measured_on for e in self.evaluations if e.kind), None)
+
+    def reach(self, fraction: float) -> Evaluated | None:
+        """The first evaluation scoring at least `fraction` x the run's best (scores are time ratios, so
+        this is "within 10% of the best" for 0.9 whether or not the best beats the baseline)."""
+        if self.best is None:
+            return None
+        return next(e for e in self.evaluations if e.score is not None and e.score >= fraction * self.best.score)
+
     def budget_use(self, budgets: Budgets, elapsed_s: float) -> list[tuple[str, float, float]]:
         """(budget, limit, used) for every request budget that is set."""
         c = self.counters
@@ -136,7 +154,9 @@ class Fold:
         self.failed_in_row = 0 if e.status == "ok" else self.failed_in_row + 1
         self.evaluated.add(e.candidate)
         done = Evaluated(len(self.evaluations) + 1, e.candidate, e.elapsed_s, c.tool_calls, e.status, e.score,
-                         e.kind, e.note)
+                         e.kind, e.note, phase=e.phase, traps=e.traps or [], workloads=e.workloads or {},
+                         measured_on=e.measured_on)
+        self.traps.update(done.traps)
         if e.score is not None and (self.best is None or e.score > self.best.score):
             done.new_best, self.best = True, done
         if e.status == "ok":
@@ -175,6 +195,7 @@ class Fold:
 
     def _forbidden(self, e: ev.Forbidden) -> None:
         self.counters.forbidden += 1
+        self.traps[traps.forbidden(e.kind, e.detail)] += 1
 
     def _stall_warning(self, e: ev.StallWarning) -> None:
         self.warned = True

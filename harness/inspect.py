@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kopt.harness import events as ev
+from kopt.harness import traps
 from kopt.harness.candidates import read as read_candidate
 from kopt.harness.candidates import score
 from kopt.harness.config import Budgets
@@ -146,12 +148,22 @@ def load(root: Path, keep_events: bool = False) -> RunView:
     if path.exists():
         try:
             for event in iter_events(path):
+                event = complete(event, root)
                 view.fold.apply(event)
                 if view.events is not None:
                     view.events.append(event)
         except UnsupportedTrajectory as exc:
             raise NotARun(str(exc)) from None
     return view
+
+
+def complete(event: Event, root: Path) -> Event:
+    """An evaluation event from a log written before kopt recorded its verdict's facts (phase, traps,
+    per-workload speedups, GPU model), completed from its candidate file so the fold counts them."""
+    if not isinstance(event, ev.Evaluation) or event.traps is not None:
+        return event
+    verdict, _ = read_candidate(root / "candidates" / f"{event.candidate:04d}.json")
+    return event if verdict is None else event.model_copy(update=traps.facts(verdict))
 
 
 # ---- history: every candidate
@@ -221,7 +233,8 @@ class RunMetrics:
     means the same thing whether the best is 0.5 or 3.0. evals_to_reach is the 1-based index of
     the first evaluation event (failed ones count) whose score is >= the target;
     tool_calls_to_reach is the tool-call count at that evaluation (its evaluate call
-    included). A run with no passing evaluation has no best and reaches nothing (None).
+    included) and hours_to_reach its run time. A run with no passing evaluation has no best and
+    reaches nothing (None).
     """
 
     run_dir: str
@@ -229,30 +242,38 @@ class RunMetrics:
     model: str
     task: str
     kind: str
+    measured_on: str | None  # the GPU model that timed it (GPU scores of different models are never pooled)
     best_score: float | None
     evaluations: int
     tool_calls: int
     evals_to_reach: int | None
     tool_calls_to_reach: int | None
+    hours_to_reach: float | None
+    tool_calls_per_eval: float | None  # verbosity: tool calls over evaluations
     elapsed_s: float
     tokens: int
     cost_usd: float
     failed_by_phase: dict[str, int]  # evaluations that did not pass, by phase (or status when no phase)
     forbidden: int
     redesigns: int
+    stall_warnings: int
     end: str  # run_end reason, or the state of a run without one
+    workloads: dict[str, float]  # the best candidate's per-workload speedups (interpreter ratios on CPU)
+    traps: dict[str, int]  # harness.traps key -> evaluations (or forbidden actions) it caught in this run
 
 
 def metrics(view: RunView, reach: float = REACH) -> RunMetrics:
-    best = view.best.score if view.best else None
-    hit = next((e for e in view.evaluations if best is not None and e.score is not None and e.score >= reach * best),
-               None)
-    failed = Counter(view.details(e.candidate)[0] or e.status for e in view.evaluations if e.status != "ok")
+    best = view.best
+    hit = view.fold.reach(reach)
+    failed = Counter(e.phase or e.status for e in view.evaluations if e.status != "ok")
     c = view.counters
-    return RunMetrics(str(view.root), view.run_id, view.model, view.task, view.kind, best, c.evaluations, c.tool_calls,
-                      hit.index if hit else None, hit.tool_calls if hit else None, round(view.elapsed_s, 3),
+    return RunMetrics(str(view.root), view.run_id, view.model, view.task, view.kind, view.fold.measured_on,
+                      best.score if best else None, c.evaluations, c.tool_calls, hit.index if hit else None,
+                      hit.tool_calls if hit else None, hit.elapsed_s / 3600 if hit else None,
+                      c.tool_calls / c.evaluations if c.evaluations else None, round(view.elapsed_s, 3),
                       c.input_tokens + c.output_tokens, c.cost_usd, dict(sorted(failed.items())), c.forbidden,
-                      view.redesigns, view.end[0] if view.end else view.state()[0])
+                      view.redesigns, view.stall_warnings, view.end[0] if view.end else view.state()[0],
+                      dict(best.workloads) if best else {}, dict(sorted(view.fold.traps.items())))
 
 
 @dataclass
@@ -270,15 +291,16 @@ def spread(values: list[float | None]) -> Spread:
     return Spread(statistics.median(known), min(known), max(known), values)
 
 
-NUMERIC = ("best_score", "evals_to_reach", "tool_calls_to_reach", "evaluations", "tool_calls", "elapsed_s",
-           "tokens", "cost_usd", "forbidden", "redesigns")
+NUMERIC = ("best_score", "evals_to_reach", "tool_calls_to_reach", "hours_to_reach", "evaluations", "tool_calls",
+           "tool_calls_per_eval", "elapsed_s", "tokens", "cost_usd", "forbidden", "redesigns", "stall_warnings")
 
 
 @dataclass
 class Group:
     model: str
     task: str
-    kind: str  # GPU or interpreter (CPU): runs of the two kinds are never pooled
+    kind: str  # GPU, interpreter (CPU) or simulated: runs of different kinds are never pooled
+    measured_on: str | None  # nor GPU scores of different GPU models
     runs: list[RunMetrics]
     stats: dict[str, Spread]
     failed_by_phase: dict[str, Spread]  # runs without a failure of that phase count 0
@@ -286,14 +308,15 @@ class Group:
 
 
 def compare(views: list[RunView], reach: float = REACH) -> list[Group]:
-    by_key: dict[tuple[str, str, str], list[RunMetrics]] = {}
+    by_key: dict[tuple[str, str, str, str], list[RunMetrics]] = {}
     for view in views:
         m = metrics(view, reach)
-        by_key.setdefault((m.model, m.task, m.kind), []).append(m)
+        by_key.setdefault((m.model, m.task, m.kind, m.measured_on or ""), []).append(m)
     groups = []
-    for (model, task, kind), runs in sorted(by_key.items()):
+    for (model, task, kind, measured_on), runs in sorted(by_key.items()):
         phases = sorted({p for r in runs for p in r.failed_by_phase})
-        groups.append(Group(model, task, kind, runs, {k: spread([getattr(r, k) for r in runs]) for k in NUMERIC},
+        groups.append(Group(model, task, kind, measured_on or None, runs,
+                            {k: spread([getattr(r, k) for r in runs]) for k in NUMERIC},
                             {p: spread([r.failed_by_phase.get(p, 0) for r in runs]) for p in phases},
                             dict(Counter(r.end for r in runs))))
     return groups

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kopt.agent.messages import ToolCall, ToolSpec
-from kopt.harness import events
+from kopt.harness import events, traps
 from kopt.harness.candidates import Candidate, CandidateStore, score
 from kopt.harness.trajectory import write_atomic
 from kopt.harness.workspace import NOTES, Forbidden, ToolError, Workspace
@@ -93,7 +93,7 @@ class ToolBox:
             check_args(entry.spec, args)
             return entry.run(self, **args)
         except Forbidden as exc:
-            self.record(events.Forbidden(call_id=call.id, name=call.name, detail=str(exc)))
+            self.record(events.Forbidden(call_id=call.id, name=call.name, detail=str(exc), kind=exc.kind))
             return ToolOutcome(f"refused: {exc}. This attempt was recorded.", True, forbidden=str(exc))
         except (ToolError, ValueError) as exc:
             return ToolOutcome(f"error: {exc}", True)
@@ -191,7 +191,7 @@ def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
     value, _ = score(verdict)
     box.record(events.Evaluation(candidate=candidate.id, sha256=candidate.sha256, status=verdict.status, score=value,
                                  kind=verdict.timing.kind if verdict.timing else None,
-                                 note=candidate.meta.get("note", "")))
+                                 note=candidate.meta.get("note", ""), **traps.facts(verdict)))
     box.logged.add(candidate.id)
     return ToolOutcome(summarize(candidate, box.store), is_error=not verdict.passed,
                        data=verdict_data(candidate, cached=False))

@@ -30,9 +30,15 @@ def add_parsers(sub) -> None:
     rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
     rep.add_argument("run_dir")
     rep.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
-    cmp = sub.add_parser("compare", help="median and spread over repeated runs, per model and task")
-    cmp.add_argument("run_dirs", nargs="+")
-    cmp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    cmp = sub.add_parser("compare", help="median and spread over repeated runs, per model and task; --markdown or "
+                         "--html: the per-model report (verdicts, per workload, traps, stability)")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (a `kopt sweep` directory "
+                     "stands for all its runs)")
+    form = cmp.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON for scripts")
+    form.add_argument("--markdown", action="store_true", help="the per-model report as Markdown")
+    form.add_argument("--html", action="store_true", help="the per-model report as one self-contained HTML file")
+    cmp.add_argument("-o", "--output", default=None, help="write the report to this file (default: standard output)")
     cmp.add_argument("--reach", type=float, default=0.9,
                      help="effort is counted up to the first evaluation scoring >= REACH x the run's best")
     ex = sub.add_parser("export", help="export a run's trajectory (ATIF)")
@@ -179,15 +185,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 METRIC_NAMES = {"best_score": "best score", "evals_to_reach": "evaluations to reach {reach:g} x best",
                 "tool_calls_to_reach": "tool calls to reach {reach:g} x best", "evaluations": "evaluations",
                 "tool_calls": "tool calls", "elapsed_s": "wall time (s)", "tokens": "tokens (in + out)",
-                "cost_usd": "cost (USD)", "forbidden": "forbidden actions attempted", "redesigns": "redesigns"}
+                "cost_usd": "cost (USD)", "forbidden": "forbidden actions attempted", "redesigns": "redesigns",
+                "hours_to_reach": "hours to reach {reach:g} x best", "tool_calls_per_eval": "tool calls per evaluation",
+                "stall_warnings": "stall warnings"}
 
 
 def figure_format(name: str):
-    """Scores and costs to 4 decimals; counts, tokens and seconds as plain numbers (a median may end in .5)."""
+    """Scores, costs and hours to 4 decimals; counts, tokens and seconds as plain numbers (a median may end in .5)."""
     def show(value) -> str:
         if value is None:
             return "-"
-        if name.startswith(("best score", "cost")):
+        if name.startswith(("best score", "cost", "hours")):
             return f"{value:.4f}"
         return f"{value:.1f}".rstrip("0").rstrip(".")
     return show
@@ -195,16 +203,28 @@ def figure_format(name: str):
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from kopt.harness.inspect import compare, load
+    from kopt.harness.sweep import SweepError, expand
     if not 0 < args.reach <= 1:
         Console(stderr=True).print("[bold red]kopt: error:[/] --reach must be in (0, 1], e.g. 0.9")
         return 2
-    groups = compare([load(Path(d)) for d in args.run_dirs], args.reach)
+    if args.output and not (args.markdown or args.html):
+        Console(stderr=True).print("[bold red]kopt: error:[/] -o writes the report: add --markdown or --html")
+        return 2
+    try:
+        dirs = list(expand(map(Path, args.run_dirs)))
+    except SweepError as exc:
+        Console(stderr=True).print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    groups = compare([load(d) for d in dirs], args.reach)
+    if args.markdown or args.html:
+        return write_board(groups, args)
     if args.json:
         print(json.dumps({"reach": args.reach, "groups": [asdict(g) for g in groups]}, indent=1))
         return 0
     console = wide_console()
     for g in groups:
-        table = Table(title=f"{g.model} on {g.task} ({g.kind}): {len(g.runs)} runs", caption="runs: " + ", ".join(
+        kind = f"{g.kind}, {g.measured_on}" if g.measured_on else g.kind
+        table = Table(title=f"{g.model} on {g.task} ({kind}): {len(g.runs)} runs", caption="runs: " + ", ".join(
             r.run_id for r in g.runs))
         for col in ("", "median", "min - max", "values (per run)"):
             table.add_column(col)
@@ -217,4 +237,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         console.print(table)
     if not groups:
         console.print("no runs")
+    return 0
+
+
+def write_board(groups, args: argparse.Namespace) -> int:
+    from kopt.harness import board
+    blocks = board.document(groups, args.reach)
+    text = board.markdown(blocks) if args.markdown else board.html(blocks)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    out.write_text(text, encoding="utf-8")
+    Console(stderr=True).print(f"wrote {out} ({len(groups)} model groups)", highlight=False)
     return 0

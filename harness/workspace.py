@@ -33,7 +33,11 @@ OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candida
 
 
 class Forbidden(Exception):
-    """An attempt to reach outside what the agent may touch."""
+    """An attempt to reach outside what the agent may touch; `kind` names which (harness.traps)."""
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class RunLocked(Exception):
@@ -101,17 +105,18 @@ class Workspace:
             raise ToolError("path must be a non-empty string, e.g. " + repr(self.config.editable_file))
         pure = PurePosixPath(path.strip())
         if pure.is_absolute() or path.strip().startswith("~"):
-            raise Forbidden(f"absolute path {path!r}: only files inside the workspace may be used")
+            raise Forbidden(f"absolute path {path!r}: only files inside the workspace may be used",
+                            "absolute path")
         if ".." in pure.parts:
-            raise Forbidden(f"path {path!r} leaves the workspace")
+            raise Forbidden(f"path {path!r} leaves the workspace", "path escape")
         name = pure.as_posix()
         allowed = [self.config.editable_file, NOTES] if write else self.readable()
         if name not in allowed:
             if any(fnmatch.fnmatch(name, pattern) for pattern in OFF_LIMITS) or (self.root / name).exists():
-                raise Forbidden(f"{name} is off-limits to the agent")
+                raise Forbidden(f"{name} is off-limits to the agent", "off-limits file")
             what = "change" if write else "read"
             raise ToolError(f"no such file {name!r}: you can {what} {', '.join(allowed)}")
         full = self.root / name
         if full.is_symlink() or full.resolve().parent != self.root.resolve():
-            raise Forbidden(f"{name} is a link out of the workspace")
+            raise Forbidden(f"{name} is a link out of the workspace", "link out of the workspace")
         return full

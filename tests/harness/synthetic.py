@@ -13,10 +13,11 @@ from pathlib import Path
 
 from kopt.agent.messages import AssistantMessage, ModelResponse, SystemMessage, ToolCall, Usage, UserMessage
 from kopt.harness import events as ev
+from kopt.harness import traps
 from kopt.harness.candidates import CandidateStore, score
 from kopt.harness.trajectory import TRAJECTORY, Writer
 from kopt.harness.workspace import RUN_JSON, Budgets, RunConfig
-from kopt.verifier.verdict import (INTERPRETER_LABEL, CompileReport, KernelResources, Timing, Verdict,
+from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, Timing, Verdict,
                                    WorkloadTiming)
 
 WORKLOADS = ("W1", "W2", "W3")
@@ -27,10 +28,16 @@ BASELINE = "import triton\n\nBLOCK = 64\nNUM_WARPS = 4\n\n\ndef kernel_fn(x):\n 
 class RunSpec:
     """One synthetic run: what each evaluation gives, and what happens around it."""
 
-    outcomes: list[float | str]  # per evaluation: a passing score, or the phase a failure stopped in
+    # per evaluation: a passing score, or the phase a failure stopped in; "gate:import+host-read" names the
+    # gate's rules, "correctness:R2+hidden" the cases that failed, "timing:integrity" an integrity rejection
+    outcomes: list[float | str]
     model: str = "openai:alpha"
     task: str = "rmsnorm"
     gpu: bool = False  # GPU geomean speedups, else interpreter (CPU) ratios
+    gpu_name: str = "NVIDIA H100"  # the GPU model that timed a GPU run
+    simulated: bool = False  # simulated ratios (neither GPU nor interpreter)
+    stall_warnings: int = 0  # stall_warning events, after the last evaluation
+    facts: bool = True  # evaluation events carry the verdict's facts (False: a log written before they existed)
     calls_per_eval: int = 3  # tool calls per evaluation, the evaluate call included
     seconds_per_call: float = 10.0
     tokens: tuple[int, int] = (100, 20)  # (input, output) per model response
@@ -52,16 +59,38 @@ class ClockWriter(Writer):
         return self.now_s
 
 
-def verdict_for(outcome: float | str, index: int, gpu: bool) -> Verdict:
+def rejection(outcome: str, index: int) -> dict:
+    phase, _, detail = outcome.partition(":")
+    names = detail.split("+") if detail else []
+    if phase == "gate" and names:
+        return {"phase": "gate", "reason": "static gate: " + "; ".join(f"line {i + 3}: [{n}] not allowed"
+                                                                       for i, n in enumerate(names))}
+    if phase == "correctness" and names:
+        cases = [CaseResult(case=f"hidden-{i}" if n == "hidden" else n, dtype="float32", hidden=n == "hidden",
+                            passed=False, reason="mismatch") for i, n in enumerate(names)]
+        cases.append(CaseResult(case="R9", dtype="float32", passed=True))
+        return {"phase": "correctness", "reason": f"{len(names)} of {len(cases)} case runs failed", "cases": cases}
+    if phase == "timing":
+        return {"phase": "timing", "reason": "timing integrity on W1: faster than the roofline floor"}
+    return {"phase": outcome, "reason": f"{outcome}: case {index} failed"}
+
+
+def verdict_for(outcome: float | str, index: int, gpu: bool, gpu_name: str = "NVIDIA H100",
+                simulated: bool = False) -> Verdict:
     compile_ = CompileReport(target="sm_90", shared_limit_bytes=232448, ok=True, kernels=[
         KernelResources(name="_k", num_warps=4, num_stages=2, shared_bytes=1024 * (1 + index % 4),
                         registers=32 + index % 64, spill_bytes=index % 3 * 8, compile_s=0.1),
         KernelResources(name="_k2", num_warps=4, num_stages=2, shared_bytes=512, registers=40, spill_bytes=4,
                         compile_s=0.1)])
     common = dict(task="rmsnorm", task_hash="h", kernel_sha256=f"s{index}", device="cuda" if gpu else "cpu",
-                  target="sm_90", compile=compile_)
+                  target="sm_90", compile=compile_, versions={"gpu_name": gpu_name} if gpu else {})
     if isinstance(outcome, str):
-        return Verdict(status="rejected", reason=f"{outcome}: case {index} failed", phase=outcome, **common)
+        return Verdict(status="rejected", **rejection(outcome, index), **common)
+    if simulated:
+        workloads = [WorkloadTiming(workload=w, label="simulated", baseline_ms=1.0, candidate_ms=1.0 / outcome,
+                                    speedup=outcome) for w in WORKLOADS]
+        timing = Timing(label="simulated", kind="simulated", workloads=workloads, geomean_speedup=outcome)
+        return Verdict(status="ok", timing=timing, **common)
     label = "gpu" if gpu else INTERPRETER_LABEL
     # per-workload speedups whose geometric mean is the score: s/f, s, s*f
     workloads = [WorkloadTiming(workload=w, label=label, baseline_ms=1.0, candidate_ms=1.0 / v, speedup=v)
@@ -98,7 +127,8 @@ def make_run(root: Path, spec: RunSpec) -> Path:
         w.append(ev.ToolCallEvent(index=counter["calls"], call=call))
         w.now_s += spec.seconds_per_call / 2
         if forbidden:
-            w.append(ev.Forbidden(call_id=call.id, name=name, detail=forbidden))
+            w.append(ev.Forbidden(call_id=call.id, name=name, detail=forbidden,
+                                  kind="path escape" if spec.facts else None))
         if evaluate is not None:
             content = evaluate()
         w.append(ev.ToolResult(call_id=call.id, name=name, content=content or "", is_error=bool(forbidden),
@@ -113,13 +143,16 @@ def make_run(root: Path, spec: RunSpec) -> Path:
 
         def evaluate(i=i, outcome=outcome) -> str:
             candidate = store.snapshot(BASELINE + f"# candidate {i}\n")
-            v = verdict_for(outcome, i, spec.gpu)
+            v = verdict_for(outcome, i, spec.gpu, spec.gpu_name, spec.simulated)
             store.record(candidate.id, v, {"note": f"try {i}", "tool_index": counter["calls"],
                                            "parent": candidate.id - 1 if candidate.id > 1 else None})
             w.append(ev.Evaluation(candidate=candidate.id, sha256=candidate.sha256, status=v.status, score=score(v)[0],
-                                   kind=v.timing.kind if v.timing else None, note=f"try {i}"))
+                                   kind=v.timing.kind if v.timing else None, note=f"try {i}",
+                                   **(traps.facts(v) if spec.facts else {})))
             return f"candidate {candidate.id:04d}: {v.status}"
         turn("evaluate", {"note": f"try {i}"}, evaluate=evaluate)
+    for _ in range(spec.stall_warnings):
+        w.append(ev.StallWarning(since_improvement=5))
     for n in range(spec.redesigns):
         w.append(ev.Redesign(number=n + 1, best=None, since_improvement=10))
     if spec.end:
