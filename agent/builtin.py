@@ -123,7 +123,9 @@ class BuiltinModel:
             return [("revert", {"candidate": incumbent.candidate})], f"Back to candidate {incumbent.candidate:04d}."
         target = self.next_change(text, incumbent, {t.key for t in memory})
         if target is None:
-            return [("finish", {"summary": self.summary(memory, incumbent)})], "Search space exhausted."
+            # named, so best.py is the incumbent it chose (with its noise margin), not the latest passing one
+            return [("finish", {"summary": self.summary(memory, incumbent), "candidate": incumbent.candidate})], \
+                "Search space exhausted."
         key, new_text = target
         edits = edits_between(text, new_text)
         if not edits:

@@ -26,6 +26,7 @@ POISONS = (float("nan"), 1.0e4)
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 CPU_CHILD_MEMORY = 16 << 30
 BASELINE_MIN_TIMEOUT_S = 900.0
+AA_CALLS = 8  # baseline items timed twice for the interpreter's A/A noise band (more would lengthen the phase)
 HOST = HostDevice()
 
 
@@ -249,6 +250,7 @@ def baseline_run(task: Task, timed: list[dict], compared: list[dict], cancel: th
                                        f"{result.exception['message']}")
                 if item["key"] in timed_keys:
                     out.times[item["key"]] = result.wall_s
+                if item["key"] in timed_keys and len(out.again) < AA_CALLS:
                     again = s.call(f"running the baseline on {item['case']} again", item["key"], inputs,
                                    task.config.outputs, poison=0.0, end_aligned=False)
                     out.again[item["key"]] = again.wall_s

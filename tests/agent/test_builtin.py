@@ -112,10 +112,13 @@ def test_failures_are_never_kept_and_spilling_changes_are_pruned(tmp_path):
     assert stop.reason == "finished"
     assert {"BLOCK_N": 256, "NUM_WARPS": 8} not in fake.evaluated  # pruned before evaluation
     assert "BLOCK_N=256,NUM_WARPS=8 => pruned: spills 4096 B" in ws.notes.read_text()
-    best = json.loads((ws.root / "state.json").read_text())["best"]["candidate"]
-    record = json.loads((ws.root / "candidates" / f"{best:04d}.json").read_text())
+    # best.py: the incumbent the builtin names in finish, labelled (interpreter ratios are not GPU speed)
+    header, body = (ws.root / "best.py").read_text().split("\n", 1)
+    named = int(re.search(r"candidate (\d{4}) \(named in finish\); not timed on a GPU", header).group(1))
+    record = json.loads((ws.root / "candidates" / f"{named:04d}.json").read_text())
     assert record["verdict"]["status"] == "ok"
-    assert (ws.root / "best.py").read_text() == (ws.root / "candidates" / f"{best:04d}.py").read_text()
+    assert body == (ws.root / "candidates" / f"{named:04d}.py").read_text()
+    assert f"{named:04d}" in stop.detail
 
 
 def test_edits_between_gives_one_unique_exact_replacement():
