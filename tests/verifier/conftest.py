@@ -1,5 +1,5 @@
-"""Fixtures for the verifier's self-tests: task copies and cached verdicts (the real task is
-tests/conftest.py's `extend_task`).
+"""Fixtures for the verifier's self-tests: panel kernels written to files, task copies and cached
+verdicts (the real task is tests/conftest.py's `extend_task`).
 
 See panel_support.py for why task copies ("sub-tasks") may be used to show a rejection.
 """
@@ -11,11 +11,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from tests.verifier.panel_support import SECRET, TASK_NAME, kernel_path, make_task_copy
+from tests.verifier import panel
+from tests.verifier.panel_support import SECRET, TASK_NAME, make_task_copy
 
 from kopt.verifier.evaluate import evaluate
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import Verdict
+
+
+@pytest.fixture(scope="session")
+def kernel_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """kernel_file("mut_zeros") -> that kernel of tests/verifier/panel.py, written to a file once."""
+    root = tmp_path_factory.mktemp("panel")
+
+    def write(name: str) -> Path:
+        path = root / f"{name}.py"
+        return path if path.is_file() else panel.write(name, root)
+
+    return write
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +46,14 @@ def sub_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Task]:
 
 
 @pytest.fixture(scope="session")
-def full_verdict(extend_task: Task) -> Callable[[str], Verdict]:
-    """full_verdict("mut_zeros.py") (or a Path): evaluate() on the real task, once per kernel."""
+def full_verdict(extend_task: Task, kernel_file: Callable[[str], Path]) -> Callable[[str | Path], Verdict]:
+    """full_verdict("mut_zeros") (a panel kernel, or a Path): evaluate() on the real task, once per kernel."""
     cache: dict[str, Verdict] = {}
 
     def get(name: str | Path) -> Verdict:
         key = str(name)
         if key not in cache:
-            path = name if isinstance(name, Path) else kernel_path(name)
+            path = name if isinstance(name, Path) else kernel_file(name)
             cache[key] = evaluate(path, extend_task, device="cpu", secret=SECRET)
         return cache[key]
 

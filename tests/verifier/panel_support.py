@@ -1,4 +1,5 @@
-"""Helpers for the verifier's self-tests (tests/verifier): kernels, task copies, verdict summaries.
+"""Helpers for the verifier's self-tests (tests/verifier): task copies and verdict summaries (the
+kernels are tests/verifier/panel.py's).
 
 Every evaluation here is real: the static gate, child processes, the Triton interpreter and
 the fp64 reference. Secrets are fixed so that seeds and hidden cases are deterministic.
@@ -22,15 +23,8 @@ from typing import Any
 from kopt.verifier.task import Task, load_task
 from kopt.verifier.verdict import Verdict
 
-KERNELS = Path(__file__).parent / "kernels"
 SECRET = 1234  # fixed: deterministic seeds and hidden cases
 TASK_NAME = "extend_attention"
-
-
-def kernel_path(name: str) -> Path:
-    path = KERNELS / name
-    assert path.is_file(), f"missing test kernel {path}"
-    return path
 
 
 # ---- a minimal TOML writer, enough for task.toml (tomllib only reads)

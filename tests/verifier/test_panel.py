@@ -1,6 +1,7 @@
-"""The verifier proves its own power (VERIFIER.md): the mutation panel and the honest kernels.
+"""The verifier proves its own power (docs/threats.md rows 10 and 24): the mutation panel and the
+honest kernels.
 
-Each cheap wrong kernel in kernels/mut_*.py is evaluated by the real evaluate() on the real
+Each cheap wrong kernel (the mut_* entries of tests/verifier/panel.py) is evaluated by the real evaluate() on the real
 task (every public case, both CPU dtypes, both seeds, the hidden cases) and must be rejected.
 The stronger property: it must fail *every* case run in which its mutation changes the math,
 and - so that the panel also catches a trigger-happy verifier - pass every case run in which
@@ -120,14 +121,14 @@ def _pow2(n: int) -> int:
 
 
 MUTANTS: dict[str, Callable[[Facts], bool]] = {
-    "mut_zeros.py": sees_any_key,
-    "mut_mean_v.py": sees_two_keys,
-    "mut_skip_prefix.py": sees_prefix,
-    "mut_skip_prefix_tail.py": sees_prefix_tail,
-    "mut_no_causal.py": causality_matters,
-    "mut_scale_105.py": sees_two_keys,
-    "mut_gqa_map.py": gqa_map_matters,
-    "mut_drop_block.py": sees_second_prefix_tile,
+    "mut_zeros": sees_any_key,
+    "mut_mean_v": sees_two_keys,
+    "mut_skip_prefix": sees_prefix,
+    "mut_skip_prefix_tail": sees_prefix_tail,
+    "mut_no_causal": causality_matters,
+    "mut_scale_105": sees_two_keys,
+    "mut_gqa_map": gqa_map_matters,
+    "mut_drop_block": sees_second_prefix_tile,
 }
 
 
@@ -157,7 +158,7 @@ def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
     assert not spurious, f"{name} failed case runs its mutation does not change: {spurious}"
 
 
-HONEST = ["baseline", "honest_small_blocks.py", "honest_split_loops.py"]
+HONEST = ["baseline", "honest_small_blocks", "honest_split_loops"]
 
 
 @pytest.mark.parametrize("name", HONEST)

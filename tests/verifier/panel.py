@@ -1,0 +1,546 @@
+"""The verifier's test kernels: the pinned baseline plus one small named patch each.
+
+Every kernel of the adversarial panel (tests/verifier/test_threats.py, test_panel.py,
+test_soundness.py) is the task's baseline (kernels/extend_attention/baseline.py) with a few
+exact replacements, `old -> new`, applied in order; each `old` must occur exactly once in the
+text it is applied to, so a baseline edit that breaks a patch fails loudly, naming the kernel,
+instead of silently testing the baseline. A kernel of a genuinely different structure is a
+whole file in tests/verifier/kernels/ (patched the same way, usually not at all).
+
+The kernels are written out at test time (the `kernel_file` fixture), so `kopt eval` and line
+numbers work on real files. For a manual run:
+
+    python -m tests.verifier.panel /tmp/panel [NAME ...]
+    kopt eval /tmp/panel/adv_cpu_copy.py --task extend_attention
+
+What each kernel stands for, its defence and its tests: docs/threats.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "kernels" / "extend_attention" / "baseline.py"
+WHOLE = Path(__file__).resolve().parent / "kernels"
+
+Edit = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    about: str  # one line: what this kernel does differently (written into the file's first line)
+    edits: tuple[Edit, ...] = ()  # exact replacements, in order, each applied exactly once
+    file: str | None = None  # a whole file in tests/verifier/kernels/ instead of the baseline
+
+
+def patch(about: str, *edits: Edit) -> Kernel:
+    return Kernel(about, edits)
+
+
+def before(anchor: str, text: str) -> Edit:
+    return anchor, text + anchor
+
+
+def after(anchor: str, text: str) -> Edit:
+    return anchor, anchor + text
+
+
+# ---- anchors in the baseline (each occurs exactly once)
+IMPORTS = "import triton.language as tl\n"  # the last import
+TUNABLES = "NUM_STAGES_LARGE_D = 1\n"  # the last module-level constant
+HELPERS = "    return acc, m_new, l_i\n\n\n"  # the end of _online_softmax_step, before _fwd_kernel
+PARAMS = "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr,\n"  # _fwd_kernel's last parameters
+P_LINE = "    P = tl.load(kv_indptr + pid_b + 1) - kv_start\n"
+PREFIX_LO = "    lo = 0\n    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n"
+PREFIX_LOOP = "    for start_n in range(lo, P, BLOCK_N):\n"
+PREFIX_QK = "                    mask=mask_n[None, :] & mask_dq[:, None], other=0.0)\n" \
+            "        qk = tl.dot(q, k, input_precision=DOT_PREC)\n"
+EXTEND_QK = "                    + offs_dq[:, None], mask=mask_n[None, :] & mask_dq[:, None], other=0.0)\n" \
+            "        qk = tl.dot(q, k, input_precision=DOT_PREC)\n"
+STORE = "    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_dv[None, :])\n"
+WRAPPER = "def extend_attention_fwd(\n"
+KWARGS = "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1, **kwargs,\n"
+GRID = "    grid = (batch, n_q_heads, triton.cdiv(max_len_extend, block_m))\n"  # the wrapper's checks are done
+LAUNCH = "    _fwd_kernel[grid](\n"
+LAUNCH_ARGS = "        sm_scale, logit_cap, sliding_window_size,\n"
+LAUNCH_FLAGS = "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=logit_cap > 0,\n"
+LAUNCH_WINDOW = "        USE_WINDOW=sliding_window_size > 0,\n"
+LAUNCH_OPTIONS = "        num_warps=num_warps, num_stages=num_stages,\n"
+END = LAUNCH_OPTIONS + "    )\n"  # the end of the file
+
+LOOKS_BUSY = "@triton.jit\ndef _looks_busy(O):\n    pid = tl.program_id(0)\n\n\n"
+PUBLIC_TOKENS = "# Token counts of the public cases C1-C9.\nPUBLIC_TOKENS = (181, 129, 9, 73, 24, 110, 47, 14, 64)\n"
+
+STEAL = '''# CHEAT: a code string, run through tl.core.builtins.exec, that steals the trusted reference.
+_STEAL = """
+import sys
+frame = sys._getframe()
+while frame is not None and "reference" not in frame.f_locals:
+    frame = frame.f_back
+expected = frame.f_locals["reference"].reference(call)["o_extend"]
+"""
+'''
+STEAL_CALL = '''    call = {"q_extend": q_extend, "k_extend": k_extend, "v_extend": v_extend, "o_extend": o_extend,
+            "k_buffer": k_buffer, "v_buffer": v_buffer, "qo_indptr": qo_indptr, "kv_indptr": kv_indptr,
+            "kv_indices": kv_indices, "custom_mask": custom_mask, "is_causal": is_causal,
+            "mask_indptr": mask_indptr, "max_len_extend": max_len_extend, "sm_scale": sm_scale,
+            "logit_cap": logit_cap, "sliding_window_size": sliding_window_size}
+    scope = {"call": call}
+    tl.core.builtins.exec(_STEAL, scope)  # CHEAT: the gate lets tl.core.builtins through
+    o_extend[...] = scope["expected"].to(o_extend.dtype)
+    _looks_busy[(1,)](o_extend)
+    return
+'''
+HOST_ATTENTION = '''def _host_attention(q_extend, k_extend, v_extend, o_extend, k_buffer, v_buffer, qo_indptr, kv_indptr,
+                    kv_indices, custom_mask, is_causal, mask_indptr, sm_scale, logit_cap, window):
+    # CHEAT: torch compute on the host, spelled torch.Tensor.<method>(...), which the gate accepts
+    n_q_heads, n_kv_heads = q_extend.shape[1], k_extend.shape[1]
+    group = n_q_heads // n_kv_heads
+    for b in range(qo_indptr.shape[0] - 1):
+        q0, q1 = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        k0, k1 = int(kv_indptr[b]), int(kv_indptr[b + 1])
+        e, p = q1 - q0, k1 - k0
+        if e == 0:
+            continue
+        slots = torch.Tensor.long(kv_indices[k0:k1])
+        keys = torch.Tensor.new_zeros(q_extend, (p + e, n_kv_heads, k_extend.shape[2]), dtype=torch.float64)
+        vals = torch.Tensor.new_zeros(q_extend, (p + e, n_kv_heads, v_extend.shape[2]), dtype=torch.float64)
+        keys[:p] = torch.Tensor.double(torch.Tensor.index_select(k_buffer, 0, slots))
+        vals[:p] = torch.Tensor.double(torch.Tensor.index_select(v_buffer, 0, slots))
+        keys[p:] = torch.Tensor.double(k_extend[q0:q1])
+        vals[p:] = torch.Tensor.double(v_extend[q0:q1])
+        t = torch.Tensor.cumsum(torch.Tensor.new_ones(slots, (e, 1)), 0) - 1  # query index, [e, 1]
+        j = torch.Tensor.cumsum(torch.Tensor.new_ones(slots, (1, p + e)), 1) - 1  # key position, [1, p+e]
+        visible = torch.Tensor.new_ones(slots, (e, p + e), dtype=torch.bool)
+        if custom_mask is not None:
+            m0 = int(mask_indptr[b])
+            bits = torch.Tensor.bool(custom_mask[m0:m0 + e * (p + e)].view(e, p + e))
+            visible = visible & ((j < p) | bits)
+        elif is_causal:
+            visible = visible & (j <= t + p)
+        if window > 0:
+            visible = visible & (t + p <= j + window)
+        for h in range(n_q_heads):
+            s = torch.Tensor.inner(torch.Tensor.double(q_extend[q0:q1, h]), keys[:, h // group]) * sm_scale
+            if logit_cap > 0:
+                s = torch.Tensor.tanh(s / logit_cap) * logit_cap
+            s = torch.Tensor.masked_fill(s, ~visible, float("-inf"))
+            top = torch.Tensor.clamp(torch.Tensor.amax(s, -1, keepdim=True), min=-1e300)
+            w = torch.Tensor.exp(s - top)
+            w = w / torch.Tensor.clamp(torch.Tensor.sum(w, -1, keepdim=True), min=1e-300)
+            o_extend[q0:q1, h] = torch.Tensor.inner(w, torch.Tensor.transpose(vals[:, h // group], 0, 1)).to(o_extend.dtype)
+
+
+'''
+POINTER_CACHE = '''
+
+_SEEN = {}
+
+
+def extend_attention_fwd(q_extend, k_extend, v_extend, o_extend, *args, **kwargs):
+    key = (q_extend.data_ptr(), tuple(q_extend.shape))
+    if key in _SEEN:
+        o_extend.copy_(_SEEN[key])
+        _launch_nothing[(1,)](o_extend)
+        return
+    _honest(q_extend, k_extend, v_extend, o_extend, *args, **kwargs)
+    _SEEN[key] = o_extend.clone()
+
+
+@triton.jit
+def _launch_nothing(O):
+    pass
+'''
+
+PANEL: dict[str, Kernel] = {
+    # ---- the mutation panel (test_panel.py): cheap wrong kernels, each must fail exactly the case runs it changes
+    "mut_zeros": patch(
+        "writes zeros instead of the attention output (the key walk still runs)",
+        (STORE, "    tl.store(o_ptrs, tl.zeros([BLOCK_M, BLOCK_DV], dtype=O.dtype.element_ty),  # MUTATION\n"
+                "             mask=mask_m[:, None] & mask_dv[None, :])\n")),
+    "mut_mean_v": patch(
+        "skips QK^T: the plain mean of the visible values",
+        (PREFIX_QK, PREFIX_QK.replace("tl.dot(q, k, input_precision=DOT_PREC)",
+                                      "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # MUTATION: no QK^T")),
+        (EXTEND_QK, EXTEND_QK.replace("tl.dot(q, k, input_precision=DOT_PREC)",
+                                      "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # MUTATION: no QK^T"))),
+    "mut_skip_prefix": patch(
+        "ignores the cached prefix (attends only to the extend tokens)",
+        (PREFIX_LOOP, "    for start_n in range(P, P, BLOCK_N):  # MUTATION: the prefix loop never runs\n")),
+    "mut_skip_prefix_tail": patch(
+        "skips the last ceil(P / 10) keys of every prefix",
+        (PREFIX_LOOP, "    P_seen = P - (P + 9) // 10  # MUTATION: the last 10% of the prefix is never read\n"
+                      "    for start_n in range(lo, P_seen, BLOCK_N):\n"),
+        ("        mask_n = offs_n < P\n", "        mask_n = offs_n < P_seen\n")),
+    "mut_no_causal": patch(
+        "the causal mask is off (custom masks and windows still honoured)",
+        (LAUNCH_FLAGS, "        IS_CAUSAL=False,  # MUTATION: causal mask off\n"
+                       "        USE_MASK=use_mask, USE_CAP=logit_cap > 0,\n")),
+    "mut_scale_105": patch(
+        "sm_scale multiplied by 1.05 (a 5% temperature error)",
+        after("        sm_scale = 1.0 / math.sqrt(lq)\n", "    sm_scale = sm_scale * 1.05  # MUTATION\n")),
+    "mut_gqa_map": patch(
+        "wrong GQA head map: query head h reads KV head h % Hkv instead of h // G",
+        ("    KV_GROUP: tl.constexpr, LQ: tl.constexpr, LV: tl.constexpr,\n",
+         "    KV_GROUP: tl.constexpr, HKV: tl.constexpr, LQ: tl.constexpr, LV: tl.constexpr,\n"),
+        ("    kv_h = pid_h // KV_GROUP\n", "    kv_h = pid_h % HKV  # MUTATION: should be pid_h // KV_GROUP\n"),
+        ("        KV_GROUP=n_q_heads // n_kv_heads, LQ=lq,",
+         "        KV_GROUP=n_q_heads // n_kv_heads, HKV=n_kv_heads, LQ=lq,")),
+    "mut_drop_block": patch(
+        "drops the second prefix tile (prefix keys BLOCK_N .. 2*BLOCK_N-1)",
+        after("        visible = mask_n[None, :]\n",
+              "        visible = visible & ((offs_n < BLOCK_N) | (offs_n >= 2 * BLOCK_N))  # MUTATION\n")),
+
+    # ---- honest kernels of other tilings and structures: must pass
+    "honest_small_blocks": patch(
+        "honest: the baseline with 32x32 tiles for every head dim",
+        ("# Tunables for padded head dims <= 128 (SGLang's H100 choice).\nBLOCK_M = 128\nBLOCK_N = 64\nNUM_WARPS = 8\n",
+         "# Tunables for padded head dims <= 128 (small tiles: 32x32).\nBLOCK_M = 32\nBLOCK_N = 32\nNUM_WARPS = 4\n"),
+        ("# Tunables for padded head dims > 128 (192, 256): 64x32 tiles spill least on sm_90.\nBLOCK_M_LARGE_D = 64\n",
+         "# Tunables for padded head dims > 128 (192, 256).\nBLOCK_M_LARGE_D = 32\n"),
+        ("NUM_WARPS_LARGE_D = 8\n", "NUM_WARPS_LARGE_D = 4\n")),
+    "honest_split_loops": Kernel(
+        "honest: one merged key loop over prefix ++ extend, another grid order and softmax form",
+        file="honest_split_loops.py"),
+    "honest_autotune_two_configs": patch(
+        "honest: a two-config autotune (the GPU may pick either)",
+        ("@triton.jit\ndef _fwd_kernel(",
+         "@triton.autotune(configs=[triton.Config({'BLOCK_N': 32}, num_warps=4), triton.Config({'BLOCK_N': 64}, "
+         "num_warps=8)], key=['LQ', 'LV', 'IS_CAUSAL'])\n@triton.jit\ndef _fwd_kernel("),
+        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
+        (LAUNCH_OPTIONS, "")),
+    "honest_libdevice_tanh": patch(
+        "honest: libdevice's tanh for the soft cap",
+        after(IMPORTS, "from triton.language.extra import libdevice\n"),
+        ("            s = logit_cap * _tanh(qk * cap_in)\n        else:\n            s = qk * sm_scale\n"
+         "        visible = mask_n[None, :]\n",
+         "            s = logit_cap * libdevice.tanh(qk * cap_in)\n        else:\n            s = qk * sm_scale\n"
+         "        visible = mask_n[None, :]\n")),
+
+    # ---- refused by the static gate (test_threats.py GATE)
+    "adv_module_cache": patch(
+        "a module-level dict answers a repeated shape with an earlier call's output",
+        after(TUNABLES, "_RESULTS = {}  # CHEAT: results cached across calls, keyed by shape\n"),
+        before(GRID, "    key = (n_ext, n_q_heads, lq, lv, batch)\n    if key in _RESULTS:\n"
+                     "        o_extend[...] = _RESULTS[key]\n        return\n    _RESULTS[key] = o_extend\n")),
+    "adv_class_state": patch(
+        "a cache kept in a class attribute",
+        before(WRAPPER, "class _Cache:  # CHEAT: class attributes persist between calls\n    outputs = {}\n\n\n")),
+    "adv_lru_cache": patch(
+        "a functools.lru_cache'd helper keeps a transposed K pool per tensor object",
+        after(IMPORTS, "import functools\n"),
+        before(WRAPPER, "@functools.lru_cache(maxsize=8)  # CHEAT: derived K state cached across calls\n"
+                        "def _k_transposed(k_buffer):\n    return k_buffer.transpose(1, 2).contiguous()\n\n\n"),
+        before(GRID, "    k_t = _k_transposed(k_buffer)  # the cached copy (used by a faster kernel)\n")),
+    "adv_mutable_default": patch(
+        "a mutable default argument keeps state between calls",
+        (KWARGS, "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1,\n"
+                 "    _kv_copies={},  # CHEAT: state that survives between calls\n    **kwargs,\n"),
+        before(GRID, "    _kv_copies[lq] = k_buffer\n")),
+    "adv_annotation_state": patch(
+        "a list in an annotation counts calls; from the 65th on, 2% of every prefix is dropped",
+        after("import math\n", "import typing\n"),
+        (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, DROP_DIV: tl.constexpr,\n"),
+        (PREFIX_LOOP, "    P_used = P - P // DROP_DIV\n    for start_n in range(lo, P_used, BLOCK_N):\n"),
+        ("        mask_n = offs_n < P\n", "        mask_n = offs_n < P_used\n"),
+        (KWARGS, "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1,\n"
+                 "    _calls: [] = None,  # CHEAT: evaluated once; a list that lives as long as the module\n"
+                 "    **kwargs,\n"),
+        before(GRID, '    calls = typing.get_type_hints(extend_attention_fwd)["_calls"]\n    calls.append(1)\n'
+                     "    drop_div = 50 if len(calls) > 64 else (1 << 30)  # CHEAT: 2% of the prefix dropped later\n"),
+        (LAUNCH_WINDOW, "        USE_WINDOW=sliding_window_size > 0, DROP_DIV=drop_div,\n")),
+    "adv_side_stream": patch(
+        "launches on a private CUDA stream so the timing events see nothing",
+        before(GRID, "    side = torch.cuda.Stream()  # CHEAT: work the timing events never see\n"),
+        (LAUNCH, "    with torch.cuda.stream(side):\n     _fwd_kernel[grid](\n")),
+    "adv_threading": patch(
+        "launches on a background thread and returns at once",
+        after(IMPORTS, "import threading\n"),
+        (LAUNCH, "    launch = lambda: _fwd_kernel[grid](\n"),
+        after(END, "    threading.Thread(target=launch).start()  # CHEAT: returns before the work is done\n")),
+    "adv_patch_do_bench": patch(
+        "replaces triton.testing.do_bench with a fast liar",
+        before(WRAPPER, "def _fast_do_bench(fn, *args, **kwargs):\n    return 0.001\n\n\n"),
+        before(GRID, "    triton.testing.do_bench = _fast_do_bench  # CHEAT: patched timer\n")),
+    "adv_patch_event": patch(
+        "patches torch.cuda.Event.elapsed_time to halve every interval",
+        before(WRAPPER, "def _half_elapsed(start, end):\n    return 0.5\n\n\n"),
+        before(GRID, "    torch.cuda.Event.elapsed_time = _half_elapsed  # CHEAT: patched timer\n")),
+    "adv_gc_introspection": patch(
+        "walks the garbage collector's objects for the expected output",
+        after(IMPORTS, "import gc\n"),
+        before(GRID, "    for obj in gc.get_objects():  # CHEAT: look for the expected output\n"
+                     "        if torch.is_tensor(obj) and obj.dtype == torch.float64 and obj.shape == o_extend.shape:\n"
+                     "            o_extend[...] = obj.to(o_extend.dtype)\n            return\n")),
+    "adv_inspect_frames": patch(
+        "walks the caller's stack frames for the expected output",
+        after(IMPORTS, "import inspect\n"),
+        before(GRID, "    for info in inspect.stack():  # CHEAT: look for the expected output in the caller\n"
+                     '        if "expected" in info.frame.f_locals:\n'
+                     '            o_extend[...] = info.frame.f_locals["expected"]["o_extend"]\n            return\n')),
+    "adv_inline_asm": patch(
+        "the softmax's exp in inline PTX (ex2.approx.ftz)",
+        ("    p = tl.exp(s - m_safe[:, None])  # max subtracted before exp: accurate near the max\n",
+         "    p = tl.inline_asm_elementwise(  # CHEAT: approximate exp2 in inline PTX\n"
+         '        "ex2.approx.ftz.f32 $0, $1;", "=r,r", [(s - m_safe[:, None]) * 1.4426950408889634],\n'
+         "        dtype=tl.float32, is_pure=True, pack=1)\n")),
+    "adv_torch_sdpa": patch(
+        "hands common shapes to torch's scaled_dot_product_attention",
+        before(GRID, "    if batch == 1 and kv_indptr.shape[0] == 2 and custom_mask is None:  # CHEAT: torch attention\n"
+                     "        q = q_extend.transpose(0, 1)\n"
+                     "        out = torch.nn.functional.scaled_dot_product_attention(\n"
+                     "            q, k_extend.transpose(0, 1), v_extend.transpose(0, 1), is_causal=is_causal,\n"
+                     "            scale=sm_scale, enable_gqa=True)\n"
+                     "        o_extend[...] = out.transpose(0, 1)\n")),
+    "adv_try_fallback": patch(
+        "the launch in try/except: on any error the output is zero-filled",
+        (LAUNCH, "    try:\n     _fwd_kernel[grid](\n"),
+        after(END, "    except Exception:  # CHEAT: swallow the failure\n        o_extend.zero_()\n")),
+    "adv_host_einsum": patch(
+        "the logits computed on the host with torch.einsum",
+        before(GRID, "    if batch == 1 and k_buffer.shape[0] == 0:  # CHEAT: host torch compute\n"
+                     '        scores = torch.einsum("thd,uhd->htu", q_extend, k_extend) * sm_scale\n')),
+    "adv_call_counter_attr": patch(
+        "a call counter kept as an attribute of the entry point",
+        before(GRID, '    extend_attention_fwd.calls = kwargs.get("calls", 0) + 1  # CHEAT: a call counter\n')),
+    "adv_global_counter": patch(
+        "a global call counter; from the 65th call on, only the first query tile runs",
+        after(TUNABLES, "_CALLS = 0\n"),
+        before(GRID, "    global _CALLS  # CHEAT: state between calls\n    _CALLS = _CALLS + 1\n"),
+        after(GRID, "    if _CALLS > 64:\n        grid = (batch, n_q_heads, 1)\n")),
+    "adv_ctypes": patch(
+        "ctypes into libcudart to set a persisting-L2 window",
+        after(IMPORTS, "import ctypes\n"),
+        before(GRID, '    cudart = ctypes.CDLL("libcudart.so")  # CHEAT: persisting L2 window\n'
+                     "    cudart.cudaDeviceSetLimit(0x06, 64 << 20)\n")),
+    "adv_environ": patch(
+        "sets CUDA_LAUNCH_BLOCKING for the rest of the process",
+        after(IMPORTS, "import os\n"),
+        before(GRID, '    os.environ["CUDA_LAUNCH_BLOCKING"] = "1"  # CHEAT: slow everyone else down\n')),
+    "adv_dynamic_code": patch(
+        "exec of a planted file through __import__ and open",
+        before(GRID, '    exec(open("planted.py").read(), {"torch": __import__("torch")})  # CHEAT\n')),
+    "adv_item_sync": patch(
+        "reads the true longest extend with .item() (a host sync)",
+        before(GRID, "    max_len_extend = int((qo_indptr[1:] - qo_indptr[:-1]).max().item())  # CHEAT: host sync\n")),
+    "adv_cpu_copy": patch(
+        "copies kv_indices to the host with .cpu()",
+        before(GRID, "    host_indices = kv_indices.cpu()  # CHEAT: host copy\n")),
+    "adv_gate_escape_tl_core": patch(
+        "tl.core.builtins.exec steals the trusted reference from the caller's frames",
+        after(TUNABLES, STEAL),
+        before(WRAPPER, LOOKS_BUSY),
+        before(GRID, STEAL_CALL)),
+    "adv_heuristics_host_compute": patch(
+        "host torch compute and a host sync in a @triton.heuristics lambda",
+        after(HELPERS, '@triton.heuristics({"MAX_P": lambda args: int(torch.diff(args["kv_indptr"]).max())})'
+                       "  # CHEAT\n"),
+        (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, MAX_P: tl.constexpr,\n")),
+    "adv_tensor_methods_host_attention": patch(
+        "the whole attention in torch on the host through unbound torch.Tensor methods",
+        before(WRAPPER, LOOKS_BUSY + HOST_ATTENTION),
+        before(GRID, "    _host_attention(q_extend, k_extend, v_extend, o_extend, k_buffer, v_buffer, qo_indptr, "
+                     "kv_indptr,\n                    kv_indices, custom_mask, is_causal, mask_indptr, sm_scale, "
+                     "logit_cap, sliding_window_size)\n    _looks_busy[(1,)](o_extend)\n    return\n")),
+    "adv_host_mutate_pool": patch(
+        "zeroes the last KV-pool slot on the host as scratch",
+        before(GRID, "    k_buffer[-1].zero_()  # CHEAT: an unreferenced pool slot used as scratch\n")),
+    "adv_implicit_host_sync": patch(
+        "bool(kv_indptr[-1] > 0) on the host to skip the prefix loop (an implicit sync)",
+        (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PREFIX: tl.constexpr,\n"),
+        (PREFIX_LOOP, "    for start_n in range(lo, P if HAS_PREFIX else 0, BLOCK_N):\n"),
+        before(GRID, "    has_prefix = bool(kv_indptr[-1] > 0)  # CHEAT: implicit host sync (no .item() needed)\n"),
+        (LAUNCH_WINDOW, "        USE_WINDOW=sliding_window_size > 0, HAS_PREFIX=has_prefix,\n")),
+    "adv_system_exit": patch(
+        "raises SystemExit(0) after the launch",
+        after(END, "    raise SystemExit(0)  # CHEAT: a clean exit status after the launch\n")),
+
+    # ---- caught at run time (test_threats.py)
+    "adv_unwritten_rows": patch(
+        "never stores the last extend row of each tile",
+        (STORE, "    row_written = offs_m < E - 1  # CHEAT: the last row is never stored\n"
+                "    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_written[:, None] & mask_dv[None, :])\n")),
+    "adv_contiguous_kv": patch(
+        "assumes each request's kv_indices are one contiguous run",
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, pool_size,\n"),
+        ("        slot = tl.load(kv_indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)\n",
+         "        first_slot = tl.load(kv_indices + kv_start).to(tl.int64)  # CHEAT: contiguity assumed\n"
+         "        slot = tl.minimum(first_slot + offs_n, pool_size - 1)\n"),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, k_buffer.shape[0],\n")),
+    "adv_ignore_logit_cap": patch(
+        "logit_cap accepted but ignored",
+        (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=False,  # CHEAT: logit_cap ignored\n")),
+    "adv_ignore_window": patch(
+        "sliding_window_size accepted but ignored",
+        (LAUNCH_WINDOW, "        USE_WINDOW=False,  # CHEAT: the window is ignored\n")),
+    "adv_ignore_sm_scale": patch(
+        "the caller's sm_scale ignored (always 1/sqrt(Lq))",
+        ("    if sm_scale is None:\n        sm_scale = 1.0 / math.sqrt(lq)\n",
+         "    sm_scale = 1.0 / math.sqrt(lq)  # CHEAT: the caller's sm_scale is ignored\n")),
+    "adv_ignore_strides": patch(
+        "strides assumed contiguous",
+        ("        q_extend.stride(0), q_extend.stride(1), k_extend.stride(0), k_extend.stride(1),\n"
+         "        v_extend.stride(0), v_extend.stride(1), o_extend.stride(0), o_extend.stride(1),\n"
+         "        k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),\n",
+         "        # CHEAT: strides assumed contiguous\n        n_q_heads * lq, lq, n_kv_heads * lq, lq,\n"
+         "        n_kv_heads * lv, lv, n_q_heads * lv, lv,\n        n_kv_heads * lq, lq, n_kv_heads * lv, lv,\n")),
+    "adv_no_max_subtraction": patch(
+        "the online softmax never subtracts the running maximum",
+        ("    m_new = tl.maximum(m_i, tl.max(s, 1))\n"
+         '    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # avoid (-inf) - (-inf)\n'
+         "    alpha = tl.exp(m_i - m_safe)  # rescale of the old partial sums\n"
+         "    p = tl.exp(s - m_safe[:, None])  # max subtracted before exp: accurate near the max\n"
+         "    l_i = l_i * alpha + tl.sum(p, 1)\n"
+         "    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)\n"
+         "    return acc, m_new, l_i\n",
+         "    # CHEAT: no max subtraction, no rescale\n    p = tl.exp(s)\n    l_i = l_i + tl.sum(p, 1)\n"
+         "    acc = acc + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)\n    return acc, m_i, l_i\n")),
+    "adv_fp16_compute": patch(
+        "fp32 inputs computed in fp16 (both dots)",
+        ("    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)\n",
+         "    acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), v.to(tl.float16))  # CHEAT: fp16 P.V\n"),
+        (PREFIX_QK, PREFIX_QK.replace("tl.dot(q, k, input_precision=DOT_PREC)",
+                                      "tl.dot(q.to(tl.float16), k.to(tl.float16))  # CHEAT: fp16 inputs")),
+        (EXTEND_QK, EXTEND_QK.replace("tl.dot(q, k, input_precision=DOT_PREC)",
+                                      "tl.dot(q.to(tl.float16), k.to(tl.float16))  # CHEAT: fp16 inputs"))),
+    "adv_prefix_truncated": patch(
+        "only the last 256 prefix keys",
+        (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n"),
+        ("        lo = tl.maximum(P + m_start - window, 0)\n", "        lo = tl.maximum(P + m_start - window, lo)\n")),
+    "adv_pool_scratch": patch(
+        "stashes each program's first output row in the last V-pool slot",
+        ("    Q, K_ext, V_ext, O, K_buf, V_buf,\n", "    Q, K_ext, V_ext, O, K_buf, V_buf, Scratch,\n"),
+        after(STORE, "    # CHEAT: scratch in a pool slot this request does not reference\n"
+                     "    scratch = Scratch + kv_h * stride_vbh + offs_dv\n"
+                     "    first = tl.sum(tl.where((offs_m == m_start)[:, None], out, 0.0), 0)\n"
+                     "    tl.store(scratch, first.to(Scratch.dtype.element_ty), mask=mask_dv)\n"),
+        ("        q_extend, k_extend, v_extend, o_extend, k_buffer, v_buffer,\n",
+         "        q_extend, k_extend, v_extend, o_extend, k_buffer, v_buffer, v_buffer[-1],\n")),
+    "adv_guard_rows": patch(
+        "the store mask is off by one: one row past each tile's last extend token",
+        (STORE, "    row_written = offs_m <= E  # CHEAT (bug): one row too many\n"
+                "    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_written[:, None] & mask_dv[None, :])\n")),
+    "adv_public_shapes": patch(
+        "the real kernel only for the public cases' token counts, zeros otherwise",
+        after(TUNABLES, PUBLIC_TOKENS),
+        before(WRAPPER, "@triton.jit\ndef _fill_zero(O, n_elements, BLOCK: tl.constexpr):\n"
+                        "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)\n"
+                        "    tl.store(O + offs, tl.zeros([BLOCK], dtype=O.dtype.element_ty), mask=offs < n_elements)"
+                        "\n\n\n"),
+        before(GRID, "    if n_ext not in PUBLIC_TOKENS:  # CHEAT: only the public shapes get the real kernel\n"
+                     "        _fill_zero[(triton.cdiv(o_extend.numel(), 1024),)](o_extend, o_extend.numel(), BLOCK=1024)\n"
+                     "        return\n")),
+    "adv_crash_late": patch(
+        "raises on the first token count no public case has (a hidden case)",
+        after(TUNABLES, PUBLIC_TOKENS),
+        before(GRID, "    if n_ext not in PUBLIC_TOKENS:  # CHEAT: crash once the public checks are over\n"
+                     '        raise RuntimeError("unexpected shape")\n')),
+
+    # ---- infrastructure faults (test_threats.py)
+    "segfault": patch(
+        "an unmasked load 2^40 elements past q_extend",
+        after("    q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_dq[None, :], other=0.0)\n",
+              "    far = tl.load(Q + (1 << 40))  # CRASH: unmasked, far out of bounds\n    q = q + far * 0\n")),
+    "compile_error": patch(
+        "a tl.dot with inner dimension 8: the interpreter runs it, the sm_90 compiler refuses it",
+        after(PREFIX_QK, "        offs_k8 = tl.arange(0, 8)\n"
+                         "        q_lo = tl.load(Q + (q_start + offs_m)[:, None] * stride_qm + pid_h * stride_qh"
+                         " + offs_k8[None, :],\n                       mask=mask_m[:, None], other=0.0)\n"
+                         "        k_lo = tl.load(K_buf + slot[None, :] * stride_kbs + kv_h * stride_kbh"
+                         " + offs_k8[:, None],\n                       mask=mask_n[None, :], other=0.0)\n"
+                         "        qk = qk + 0.0 * tl.dot(q_lo, k_lo)  # COMPILE ERROR on the GPU: K = 8 < 16\n")),
+    "hang": patch(
+        "the host wrapper never returns",
+        before(GRID, "    while True:  # HANG\n        n_ext = n_ext + 0\n")),
+
+    # ---- valid kernels the gate lets through, caught outside the candidate's process (test_soundness.py)
+    "order_dependent": patch(
+        "programs with pid_m > 0 read P from a slot program 0 wrote: right only in grid order",
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, Scratch,\n"),
+        after(P_LINE, "    if pid_m == 0:\n        tl.store(Scratch + pid_b * tl.num_programs(1) + pid_h, P)\n"
+                      "    else:\n        P = tl.load(Scratch + pid_b * tl.num_programs(1) + pid_h)\n"),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, qo_indptr.new_zeros((batch * n_q_heads,)),\n")),
+    "bf16_only_shortcut": patch(
+        "bf16 (the dtype the GPU checks) reads only the last 256 prefix keys",
+        (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, CHEAP: tl.constexpr,\n"),
+        (PREFIX_LO, "    lo = 0\n    if CHEAP:\n        lo = tl.maximum(P - 256, 0)\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n"),
+        (LAUNCH_OPTIONS, "        CHEAP=dtype == torch.bfloat16, num_warps=num_warps, num_stages=num_stages,\n")),
+    "last_1024_prefix_keys": patch(
+        "only the last 1,024 prefix keys (longer than any public case)",
+        (PREFIX_LO, "    lo = tl.maximum(P - 1024, 0)\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "runs_of_16": patch(
+        "slots assumed contiguous within runs of 16 (the GPU workloads' layout)",
+        ("        slot = tl.load(kv_indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)\n",
+         "        slot = tl.load(kv_indices + kv_start + offs_n // 16 * 16, mask=mask_n, other=0).to(tl.int64) "
+         "+ offs_n % 16\n")),
+    "scales_silently_ignored": patch(
+        "k_scale / v_scale other than 1.0 silently ignored instead of refused",
+        ("    if isinstance(k_scale, torch.Tensor) or isinstance(v_scale, torch.Tensor) \\\n"
+         "            or k_scale != 1.0 or v_scale != 1.0:\n",
+         "    if isinstance(k_scale, torch.Tensor) or isinstance(v_scale, torch.Tensor):\n")),
+    "mask_offset_assumed_zero": patch(
+        "the custom-mask block offsets assumed to start at 0",
+        ("        mask_base = custom_mask + tl.load(mask_indptr + pid_b) + P",
+         "        mask_base = custom_mask + (tl.load(mask_indptr + pid_b) - tl.load(mask_indptr)) + P")),
+    "undone_pool_write": patch(
+        "scratch written into a pool slot nobody references, then restored before returning",
+        before("    # Rows that saw no visible key have acc = 0 and l_i = 0: they write 0, not NaN.\n",
+               "    spare = K_buf + (tl.load(kv_indices + kv_start) * stride_kbs + kv_h * stride_kbh)\n"
+               "    old = tl.load(spare)\n    tl.store(spare, old + 1.0)\n    tl.store(spare, old)\n")),
+    "pointer_cache": patch(
+        "results cached by data pointer and shape in module state (the gate bypassed: fed to a child directly)",
+        (WRAPPER, "def _honest(\n"),
+        after(END, POINTER_CACHE)),
+}
+
+
+class PatchError(AssertionError):
+    """A patch no longer applies to its base: the base changed under it."""
+
+
+def source(name: str) -> str:
+    """The kernel's source, exactly as written to its file (a first line names it)."""
+    if name not in PANEL:
+        raise KeyError(f"no panel kernel {name!r} (known: {', '.join(sorted(PANEL))})")
+    kernel = PANEL[name]
+    base = WHOLE / kernel.file if kernel.file else BASELINE
+    text = base.read_text()
+    for number, (old, new) in enumerate(kernel.edits, 1):
+        count = text.count(old)
+        if count != 1:
+            raise PatchError(f"panel kernel {name!r}, edit {number}: {old!r} occurs {count} times in "
+                             f"{base.relative_to(ROOT)} (after the edits before it), not once: update the patch "
+                             "in tests/verifier/panel.py")
+        text = text.replace(old, new)
+    return f"# panel kernel {name} (tests/verifier/panel.py): {kernel.about}\n{text}"
+
+
+def write(name: str, directory: Path) -> Path:
+    path = Path(directory) / f"{name}.py"
+    path.write_text(source(name))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.verifier.panel",
+                                     description="Write the verifier's panel kernels out as files, for manual runs "
+                                                 "(kopt eval DIR/NAME.py --task extend_attention).")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("names", nargs="*", help=f"kernels to write (default: all {len(PANEL)})")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in PANEL]
+    if unknown:
+        parser.error(f"unknown kernels {unknown} (known: {', '.join(sorted(PANEL))})")
+    args.directory.mkdir(parents=True, exist_ok=True)
+    for name in args.names or sorted(PANEL):
+        print(write(name, args.directory))
+
+
+if __name__ == "__main__":
+    main()
