@@ -195,8 +195,22 @@ def document(groups: list[Group], reach: float) -> list[Block]:
         blocks.append(("p", "no runs"))
     for s in sections(groups):
         blocks += section_blocks(s, pct)
+    blocks += rescore_blocks(groups)
     blocks.append(("p", f"written {time.strftime('%Y-%m-%d %H:%M:%S')} by kopt compare"))
     return blocks
+
+
+def rescore_blocks(groups: list[Group]) -> list[Block]:
+    """`kopt rescore` results of the compared runs, each with its device; never pooled with any section."""
+    from pathlib import Path
+
+    from kopt.harness.rescore import read
+    rows = [[g.model, r.run_id, f"{x.candidate:04d}", x.where, x.status, score(x.score), x.label]
+            for g in groups for r in g.runs for x in read(Path(r.run_dir))]
+    if not rows:
+        return []
+    return [("h2", "Rescored on other devices (kopt rescore): each score with its device, never pooled above"),
+            Table(["model", "run", "candidate", "device", "status", "score", "what the score is"], rows)]
 
 
 def section_blocks(s: Section, pct: str) -> list[Block]:

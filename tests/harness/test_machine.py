@@ -73,6 +73,8 @@ def test_rescore_from_cpu_to_sim_is_recorded_beside_the_run(tmp_path: Path) -> N
     assert kopt("report", str(run), "-o", str(tmp_path / "r.html"), cwd=tmp_path).returncode == 0
     report = (tmp_path / "r.html").read_text()
     assert "Rescored on other devices" in report and "simulated" in report
+    board = kopt("compare", str(run), "--markdown", cwd=tmp_path)
+    assert board.returncode == 0 and "Rescored on other devices" in board.stdout and "| 0003 |" in board.stdout
 
 
 def test_rescore_refuses_a_bad_run_dir_and_top(tmp_path: Path) -> None:
