@@ -84,10 +84,11 @@ def baseline_checks(verdict: Verdict, device: str) -> list[Check]:
         return checks
     if t.kind == "interpreter":
         ratios = [w.speedup for w in t.workloads]
-        band = max(abs(r - 1.0) for r in ratios) if ratios else float("nan")
-        checks.append(Check("A/A noise band", True, f"interpreter ratios of the baseline against itself span "
-                            f"+-{band:.0%} over {len(ratios)} cases: interpreter times say nothing about GPU speed",
-                            warn=True))
+        spread = max(abs(r - 1.0) for r in ratios) if ratios else float("nan")
+        band = f"+-{t.noise_band:.0%}" if t.noise_band is not None else "not measured"
+        checks.append(Check("A/A noise band", True, f"interpreter: {band} (the baseline timed against itself); its "
+                            f"ratios against its own copy span +-{spread:.0%} over {len(ratios)} cases: interpreter "
+                            "times say nothing about GPU speed", warn=True))
     else:
         band = t.noise_band or 0.0
         trusted = t.kind != "gpu" or band <= MAX_TRUSTED_BAND
@@ -115,7 +116,7 @@ def run(device: str = "auto", task: Task | None = None, say: Callable[[str], Non
     for name, what, old, new, phase in CHEATS:
         say(f"evaluating the cheat {name!r}")
         verdict = evaluate(patch(source, old, new, name), task, device=device)
-        caught = verdict.status == "rejected" and verdict.phase == phase
+        caught = verdict.status == "rejected" and (verdict.phase or "").split(" ")[0] == phase  # "correctness (bf16)"
         checks.append(Check(f"cheat rejected: {name}", caught, f"{what}: {verdict.status} at {verdict.phase}"
                             + ("" if caught else f" (expected: rejected at {phase})")))
     return checks
@@ -140,7 +141,7 @@ def cmd_selftest(args) -> int:
     except ValueError as exc:
         err.print(f"[bold red]kopt: error:[/] {escape(str(exc))}", highlight=False)
         return 2
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # one line per check, whatever the terminal width
     with err.status("selftest") as status:
         checks = run(args.device, task, say=status.update)
     for check in checks:
