@@ -114,7 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return usage_error(err, "--device cuda but no CUDA GPU is visible: use --device cpu or auto")
     with err.status(f"evaluating {kernel} on task {task.name}") as status:
         verdict = evaluate(source, task, device=args.device, target=args.target, secret=args.secret,
-                           progress=lambda msg: status.update(msg))
+                           progress=lambda p: status.update(f"evaluating {kernel}: {p.text}"))
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:

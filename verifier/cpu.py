@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -61,6 +61,7 @@ class Correctness:
         self.result = Checked()
         self.autotune = 0  # configs of the largest autotuned kernel seen so far
         self.errors: dict[str, tuple[float, float]] = {}  # item -> (rel. L2, max abs) of its first call
+        self.on_item: Callable[[], None] | None = None  # told as each item is judged (progress display)
 
     def inputs(self, item: dict, variant: int, like: Inputs | None = None) -> Inputs:
         tensors = self.reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"], "cpu",
@@ -92,6 +93,8 @@ class Correctness:
                      cancel=self.cancel) as session:
             for item in self.items:
                 self.result.rows.append(self.check_item(session, item, tol[item["dtype"]].model_dump()))
+                if self.on_item is not None:
+                    self.on_item()
             if self.raises:
                 self.result.rows += self.check_raises(session)
         return self.result

@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 from kopt.verifier import cpu, launches, sandbox, timing
 from kopt.verifier.gate import check_source
+from kopt.verifier.progress import ProgressFn, Tracker
 from kopt.verifier.session import ChildFailure
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, LaunchReport,
                                    Timing, Verdict, WorkloadTiming)
 
 MAX_SOURCE_BYTES = 1 << 20
-Progress = Callable[[str], None]
 
 
 class Rejected(Exception):
@@ -97,9 +97,11 @@ def outcome_result(outcome: sandbox.ChildOutcome, phase: str) -> dict[str, Any]:
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
-             secret: int | None = None, progress: Progress | None = None) -> Verdict:
-    """Judge one kernel file against a task. Never raises for anything the kernel does."""
-    say = progress or (lambda _msg: None)
+             secret: int | None = None, progress: ProgressFn | None = None) -> Verdict:
+    """Judge one kernel file against a task. Never raises for anything the kernel does.
+    `progress`: called from this (trusted) process at each phase and case run (verifier.progress)."""
+    started = time.monotonic()
+    say = Tracker(progress)
     source = Path(kernel).read_text() if isinstance(kernel, Path) else kernel
     device = resolve_device(device)
     target = target or (local_target() if device == "cuda" else None) or task.config.default_target
@@ -119,6 +121,7 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
         verdict.status, verdict.phase = "error", "verifier"
         verdict.reason = f"the verifier failed: {type(exc).__name__}: {exc}"
         verdict.log_excerpt = traceback.format_exc()[-3000:]
+    verdict.wall_s["total"] = time.monotonic() - started  # the phases above overlap: not their sum
     return verdict
 
 
@@ -129,8 +132,9 @@ def gate(source: str, task: Task) -> list:
                         signature=tuple(cfg.signature), scalar_args=tuple(cfg.scalar_args))
 
 
-def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
     start = time.monotonic()
+    say.phase("gate", "static gate")
     if len(source.encode()) > MAX_SOURCE_BYTES:
         raise Rejected("gate", f"the kernel file is larger than {MAX_SOURCE_BYTES} bytes")
     violations = gate(source, task)
@@ -144,7 +148,7 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
         _evaluate_gpu(source, task, target, secret, verdict, say)
 
 
-def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
     cfg = task.config
     items = plan_items(task, "cpu", secret)
     cancel = threading.Event()
@@ -159,10 +163,11 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     for dtype in sorted({i["dtype"] for i in items}):
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
+        checker.on_item = say.item_done
         phases[f"correctness ({dtype})"] = checker.run
     compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
     phases["baseline"] = lambda: cpu.baseline_run(task, timed, compared, cancel)
-    say(f"compiling and checking {len(items)} case runs in {len(phases)} child processes")
+    say.phase("checking", f"compile and correctness in {len(phases)} child processes", total=len(items))
     results, failures = run_parallel(phases, cancel, verdict)
     if "compile" in results or "compile" in failures:
         verdict.compile = compile_report(results.get("compile"), failures.get("compile"), target,
@@ -245,7 +250,7 @@ def run_parallel(phases: dict[str, Callable[[], Any]], cancel: threading.Event,
     return results, failures
 
 
-def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
     """The GPU path: until CUDA IPC hands the candidate trusted buffers, its child builds its own inputs."""
     cfg = task.config
     device = "cuda"
@@ -261,7 +266,7 @@ def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         tasks[f"correctness ({dtype})"] = lambda mine=mine: sandbox.run_phase(
             dict(job, phase="run", items=mine), source, timeout_s=timeouts.correctness_s, interpret=False,
             cancel=cancel)
-    say(f"checking {len(items)} case runs on the GPU")
+    say.phase("checking", "correctness on the GPU", total=len(items))
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(fn) for name, fn in tasks.items()}
         outcomes = {name: f.result() for name, f in futures.items()}
@@ -270,7 +275,7 @@ def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         verdict.wall_s[name] = outcome.wall_s
         for entry in outcome_result(outcome, name)["results"]:
             results[entry["key"]] = entry
-    say("comparing with the reference")
+    say.phase("check", "comparing with the reference")
     check_start = time.monotonic()
     tolerances = {k: v.model_dump() for k, v in cfg.tolerance.items()}
     rows = gpu_check(task, job, items, results, tolerances)
@@ -282,7 +287,7 @@ def _evaluate_gpu(source: str, task: Task, target: str, secret: int, verdict: Ve
         where = "a hidden case" if first["hidden"] else f"case {first['case']}"
         raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
                        f"({first['dtype']}): {first['reason']}")
-    say("timing on the GPU (baseline and candidate interleaved)")
+    say.phase("timing", "timing on the GPU (baseline and candidate interleaved)")
     verdict.timing = gpu_timing(task, job, source, verdict)
 
 
