@@ -159,7 +159,7 @@ def load(root: Path, keep_events: bool = False) -> RunView:
 @dataclass
 class CandidateRow:
     id: int
-    parent: int | None
+    parent: int | None  # the candidate its source derives from (the fold's lineage; its file's for one never logged)
     elapsed_s: float | None  # run time at its evaluation event (None: its event was never written)
     tool_index: int | None  # tool calls so far at its evaluation
     status: str  # ok | rejected | error | evaluating | interrupted (source snapshotted, no verdict)
@@ -194,7 +194,7 @@ def history(view: RunView) -> list[CandidateRow]:
         spills = [k.spill_bytes for k in kernels if k.spill_bytes is not None]
         status = verdict.status if verdict else e.status if e else unjudged if py == sources[-1] else "interrupted"
         rows.append(CandidateRow(
-            cid, meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
+            cid, view.fold.parents[cid] if cid in view.fold.parents else meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
             status, verdict.phase if verdict else None, (verdict.reason if verdict else "") or "",
             value if verdict else (e.score if e else None), label or (e.label if e else ""),
             {w.workload: w.speedup for w in verdict.timing.workloads} if verdict and verdict.timing else {},

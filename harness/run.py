@@ -22,7 +22,7 @@ from kopt.harness import trajectory
 from kopt.harness.candidates import CandidateStore, score
 from kopt.harness.fold import Fold
 from kopt.harness.recorder import Recorded, Recorder
-from kopt.harness.tools import ToolBox, leaderboard_text, sha_of
+from kopt.harness.tools import ToolBox, leaderboard_text, sha_of, short
 from kopt.harness.workspace import STOP_FILE, Workspace
 
 TERMINAL = {"finished", "budget", "model_error", "stalled"}  # a run that ended so is not resumed
@@ -89,8 +89,7 @@ class Run:
         self.fresh = self.fold.last is None
         self.context_tokens, self.summarize = context_tokens, summarize
         self.store = CandidateStore(ws.root)
-        self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.recorder.record, approve,
-                             logged=self.fold.evaluated)
+        self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.recorder.record, approve, fold=self.fold)
         self.stop_requested: str | None = None
 
     @property
@@ -147,7 +146,7 @@ class Run:
             c = self.store.items.get(e.candidate)
             reason = (c.verdict.reason or "") if c is not None and c.verdict is not None else ""
             outcome = f"{e.score:.4f}" if e.score is not None else f"{e.status}: {reason[:140]}"
-            lines.append(f"{e.candidate:04d} {outcome}" + (f" [{e.note[:100]}]" if e.note else ""))
+            lines.append(f"{e.candidate:04d} {outcome}" + (f" [{short(e.note)}]" if e.note else ""))
         return lines
 
     def status_text(self) -> str:
@@ -170,7 +169,7 @@ class Run:
             t = best.verdict.timing
             if t is not None and t.geomean_speedup is not None:
                 lines.append("  per workload: " + ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
-            lines.append(leaderboard_text(self.store))
+            lines.append(leaderboard_text(self.store, self.tools.latest()))
         else:
             lines.append("No passing candidate yet.")
         recent = self.recent()
