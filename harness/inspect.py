@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
 from kopt.harness.candidates import read as read_candidate
 from kopt.harness.candidates import score
 from kopt.harness.config import Budgets
-from kopt.harness.fold import Counters, Evaluated, Fold
+from kopt.harness.fold import Counters, Evaluated, Fold, budgets_of
 from kopt.harness.trajectory import TRAJECTORY, Event, UnsupportedTrajectory, iter_events
 from kopt.harness.workspace import RUN_JSON, STOP_FILE
 from kopt.verifier.verdict import INTERPRETER_LABEL
@@ -107,12 +106,8 @@ class RunView:
                            f"`kopt resume {self.root}` continues it")
 
     def budgets_left(self) -> list[tuple[str, float, float]]:
-        """(budget, limit, used) for every budget run.json sets."""
-        raw = self.config.get("budgets") or {}
-        try:
-            budgets = Budgets.model_validate(raw)
-        except ValidationError:  # another version's budgets: the ones this version knows
-            budgets = Budgets.model_validate({k: v for k, v in raw.items() if k in Budgets.model_fields})
+        """(budget, limit, used) for every budget in force (run.json's, or a later segment's)."""
+        budgets = self.fold.budgets or budgets_of(self.config.get("budgets") or {}) or Budgets()
         return self.fold.budget_use(budgets, self.elapsed_s)
 
     def details(self, candidate: int) -> tuple[str | None, str]:

@@ -75,6 +75,53 @@ def sweep_stale_dirs() -> int:
     return removed
 
 
+# Every child process this process has running (sessions and phases), so an operator's "stop now" can
+# kill them all at once; after that no new child starts until `allow_children`.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+STOPPING_REASON = "cancelled: kopt is stopping (interrupted by the operator)"
+
+
+class Stopping(Exception):
+    """A child was asked to start after `kill_children`."""
+
+
+def track(proc: subprocess.Popen) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    if _STOPPING.is_set():
+        _kill_group(proc)  # started while the stop came: killed like the others
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+
+
+def refuse_if_stopping() -> None:
+    if _STOPPING.is_set():
+        raise Stopping(STOPPING_REASON)
+
+
+def kill_children() -> int:
+    """Kill the process group of every verifier child alive now and refuse new ones (safe in a signal
+    handler: no waiting). The evaluations they served come back failed; the caller must not record them."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(procs)
+
+
+def allow_children() -> None:
+    _STOPPING.clear()
+
+
 @dataclass
 class ChildOutcome:
     result: dict[str, Any] | None
@@ -128,6 +175,8 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
 
     `cancel` set by another thread stops the child early (a sibling phase already failed).
     """
+    if _STOPPING.is_set():
+        return ChildOutcome(None, None, False, 0.0, "", STOPPING_REASON)
     with tempfile.TemporaryDirectory(prefix=temp_prefix()) as tmp:
         root = Path(tmp)
         cwd = root / "cwd"
@@ -145,10 +194,15 @@ def run_phase(job: dict[str, Any], kernel_source: str | None, *, timeout_s: floa
                 [sys.executable, "-I", "-B", "-m", "kopt.verifier.gpu_child"], cwd=cwd, env=clean_env(root, interpret),
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=lambda: _limits(memory_bytes), text=True)
-            proc.stdin.write(json.dumps(job))
-            proc.stdin.close()
+            track(proc)
+            try:
+                proc.stdin.write(json.dumps(job))
+                proc.stdin.close()
+            except BrokenPipeError:  # killed before it read its job: judged by its exit below
+                pass
             stopped = _wait(proc, start + timeout_s, cancel)
             _kill_group(proc)  # anything the child left running in its group
+            untrack(proc)
             wall_s = time.monotonic() - start
             log.seek(0, os.SEEK_END)
             log.seek(max(0, log.tell() - 6000))

@@ -82,6 +82,10 @@ class Session:
                  kernel_name: str = "kernel.py"):
         self.timeout_s, self.cancel = timeout_s, cancel
         self.deadline = time.monotonic() + timeout_s
+        try:
+            sandbox.refuse_if_stopping()
+        except sandbox.Stopping as exc:
+            raise ChildFailure(str(exc)) from None
         self.tmp = tempfile.TemporaryDirectory(prefix=sandbox.temp_prefix())
         root = Path(self.tmp.name)
         cwd = root / "cwd"
@@ -98,15 +102,23 @@ class Session:
             [sys.executable, "-I", "-B", "-m", "kopt.verifier.child"], cwd=cwd,
             env=sandbox.clean_env(root, interpret), stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
             pass_fds=[theirs.fileno()], preexec_fn=lambda: sandbox._limits(memory_bytes), text=True)
+        sandbox.track(self.proc)
         theirs.close()
-        self.proc.stdin.write(json.dumps(job))
-        self.proc.stdin.close()
-        ready = self.wait("loading the kernel file")
-        if ready.get("op") == "error":
-            raise ChildFailure(ready["error"] + (f"\n{ready.get('where', '')}" if ready.get("where") else ""),
-                               self.tail())
-        if ready.get("op") != "ready":
-            raise ChildFailure("the kernel's process broke the verifier's protocol", self.tail())
+        try:
+            self.proc.stdin.write(json.dumps(job))
+            self.proc.stdin.close()
+        except BrokenPipeError:  # killed before it read its job: the wait below names it
+            pass
+        try:
+            ready = self.wait("loading the kernel file")
+            if ready.get("op") == "error":
+                raise ChildFailure(ready["error"] + (f"\n{ready.get('where', '')}" if ready.get("where") else ""),
+                                   self.tail())
+            if ready.get("op") != "ready":
+                raise ChildFailure("the kernel's process broke the verifier's protocol", self.tail())
+        except BaseException:
+            self.close()  # no `with` block will: the process and its files go now
+            raise
 
     def __enter__(self) -> "Session":
         return self
@@ -216,6 +228,7 @@ class Session:
                     pass
             sandbox._kill_group(self.proc)
         finally:
+            sandbox.untrack(self.proc)
             self.sock.close()
             for out in self.outputs.values():
                 out.close()
