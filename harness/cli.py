@@ -149,11 +149,12 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
         console.print(f"[{colour}]{escape(verdict.reason)}[/]", highlight=False)
     if verdict.compile and verdict.compile.kernels:
         table = Table(title=f"compiled for {verdict.compile.target} (shared limit {verdict.compile.shared_limit_bytes} B)")
-        for col in ("kernel", "warps", "stages", "registers", "spill B", "shared B"):
+        for col in ("kernel [constexprs]", "first compiled for", "warps", "stages", "registers", "spill B",
+                    "shared B"):
             table.add_column(col, justify="right")
         for k in verdict.compile.kernels:
-            table.add_row(k.name, str(k.num_warps), str(k.num_stages), str(k.registers), str(k.spill_bytes),
-                          str(k.shared_bytes))
+            table.add_row(escape(k.specialization or k.name), k.case or "-", str(k.num_warps), str(k.num_stages),
+                          str(k.registers), str(k.spill_bytes), str(k.shared_bytes))
         console.print(table)
     if verdict.compile and verdict.compile.launches:
         from kopt.verifier.launches import render
@@ -188,7 +189,10 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
             console.print(f"  - {escape(line)}", highlight=False)
     else:
         console.print("[green]fully verified[/] (nothing left unchecked)")
-    console.print("wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in verdict.wall_s.items()), style="dim")
+    phases = {k: v for k, v in verdict.wall_s.items() if k != "total"}
+    total = f"total {verdict.wall_s['total']:.1f}; " if "total" in verdict.wall_s else ""
+    console.print(f"wall s: {total}per phase (compile, correctness and baseline overlap): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), style="dim")
 
 
 if __name__ == "__main__":

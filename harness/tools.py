@@ -300,7 +300,8 @@ def format_compile(report: CompileReport) -> str:
         return f"compile for {report.target} failed: {report.error}"
     rows = [f"compiled for {report.target} (shared memory limit {report.shared_limit_bytes} B):"]
     for k in report.kernels:
-        rows.append(f"  {k.name}: {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
+        rows.append(f"  {k.specialization or k.name}" + (f" (first compiled for case {k.case})" if k.case else "")
+                    + f": {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
                     f"spill {k.spill_bytes} B, shared {k.shared_bytes} B")
     if report.launches or report.launch_errors:
         from kopt.verifier.launches import render

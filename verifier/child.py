@@ -132,6 +132,7 @@ class Calls:
         self.job, self.fn, self.launches = job, fn, launches
         self.regions: dict[str, arena.Region] = {}
         self.usage: dict[int, tuple] = {}  # compiled kernels' resources, shared by the workloads' dry runs
+        self.compiler: Any = None  # compile mode: told which call its kernels are compiled for
 
     def region(self, key: str, size: int) -> arena.Region:
         region = self.regions.get(key)
@@ -170,6 +171,8 @@ class Calls:
         ordered.update(msg.get("override", {}))  # options a case does not pass (k_scale=...): by keyword
         positional, keywords = split_call(ordered, self.job["positional_args"])
         self.configure(msg)
+        if self.compiler is not None:
+            self.compiler.case, self.compiler.keys = msg["group"], self.launches.keys
         first = len(self.launches.files)
         start = time.perf_counter()
         report: dict[str, Any] = {"op": "done", "exception": None, "returned": None}
@@ -234,6 +237,8 @@ def main() -> int:
                     "where": describe(exc, job["kernel"])["where"]})
         return 0
     calls = Calls(job, fn, launches)
+    if job["mode"] == "compile":
+        calls.compiler = compiler
     send(sock, {"op": "ready"})
     while True:
         msg, fds = receive(sock)

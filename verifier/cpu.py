@@ -279,6 +279,9 @@ def compile_calls(task: Task, source: str, items: list[dict], target: str, cance
                         "kernels": []}
             launched += len(result.keys)
         report = s.request("report")
+        names = {item["key"]: f"{item['case']}/{item['dtype']}" for item in items}
+        for kernel in report.get("kernels", []):  # which case's call compiled it, in the task's words
+            kernel["case"] = names.get(kernel.get("case"), kernel.get("case"))
         if not launched:
             report["error"] = report.get("error") or "the entry point launched no Triton kernel"
         report["launches"], report["workload_keys"], report["launch_errors"] = [], {}, {}
