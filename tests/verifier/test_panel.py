@@ -1,4 +1,4 @@
-"""The verifier proves its own power (VERIFIER.md): the mutation panel and the honest kernels.
+"""The verifier proves its own power (docs/threats.md): the mutation panel and the honest kernels.
 
 Each cheap wrong kernel in kernels/mut_*.py is evaluated by the real evaluate() on the real
 task (every public case, both CPU dtypes, both seeds, the hidden cases) and must be rejected.
@@ -46,7 +46,7 @@ class Facts:
 
 
 def visibility(p: int, e: int, causal: bool, window: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """The contract's visibility rule (EXTEND_ATTENTION.md), restated here, not imported."""
+    """The contract's visibility rule (docs/extend_attention.md), restated here, not imported."""
     t = torch.arange(e)[:, None]
     j = torch.arange(p + e)[None, :]
     ext = j >= p

@@ -1,4 +1,4 @@
-"""The threat catalogue (VERIFIER.md), one adversarial kernel per row, each rejected for the
+"""The threat catalogue (docs/threats.md), one adversarial kernel per row, each rejected for the
 right reason by the real evaluate(): gate rejections name the rule and the line; runtime
 rejections name the defence that fired (NaN poison, input hashes, guard rows, hidden cases,
 fail-closed child handling, timeouts, signals, the AOT compiler).
