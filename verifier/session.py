@@ -143,7 +143,10 @@ class Session:
                 raise ChildFailure("cancelled: another phase failed first", self.tail())
             ready, _, _ = select.select([self.sock], [], [], min(0.2, remaining))
             if ready:
-                msg, fds = receive(self.sock)
+                try:
+                    msg, fds = receive(self.sock)
+                except ConnectionResetError:  # killed with unread data in the socket: as an end of file
+                    msg, fds = None, []
                 for fd in fds:
                     os.close(fd)
                 if msg is None:
