@@ -16,6 +16,7 @@ import httpx
 
 from kopt.agent.messages import (AssistantMessage, Message, ModelResponse, SystemMessage, ToolCall,
                                  ToolMessage, ToolSpec, Usage)
+from kopt.agent import preflight
 from kopt.agent.model import Pricing, RetryHook
 from kopt.agent.retry import MalformedResponse, RetryPolicy, call_with_retry
 
@@ -101,7 +102,8 @@ class AnthropicModel:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.name = model
         self.model = model
-        self.url = base_url.rstrip("/") + "/v1/messages"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/v1/messages"
         self.pricing, self.retry, self.on_retry = pricing, retry, on_retry
         self.max_tokens = max_tokens
         self.sleep, self.clock = sleep, clock
@@ -137,6 +139,10 @@ class AnthropicModel:
                       cost_usd=self.pricing.cost(input_tokens, output_tokens))
         return ModelResponse(message=message, usage=usage, model=model or self.model,
                              latency_s=time.perf_counter() - started, stop_reason=stop_reason)
+
+    def preflight(self) -> None:
+        """Before a run: the endpoint answers and takes the key (GET /v1/models), else ModelError."""
+        preflight.check(self._http, self.base_url + "/v1/models", self.base_url, self._key_hint, self._secret)
 
     def close(self) -> None:
         self._http.close()

@@ -14,6 +14,7 @@ import httpx
 
 from kopt.agent.messages import (AssistantMessage, Message, ModelResponse, SystemMessage, ToolCall,
                                  ToolMessage, ToolSpec, Usage, UserMessage)
+from kopt.agent import preflight
 from kopt.agent.model import Pricing, RetryHook
 from kopt.agent.retry import MalformedResponse, RetryPolicy, call_with_retry
 
@@ -79,7 +80,8 @@ class OpenAIModel:
                  clock: Callable[[], float] = time.monotonic):
         self.name = model
         self.model = model
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.pricing, self.retry, self.on_retry = pricing, retry, on_retry
         self.extra_body = dict(extra_body or {})
         self.max_tokens = max_tokens
@@ -115,6 +117,10 @@ class OpenAIModel:
                       cost_usd=self.pricing.cost(input_tokens, output_tokens))
         return ModelResponse(message=message, usage=usage, model=model or self.model,
                              latency_s=time.perf_counter() - started, stop_reason=stop_reason)
+
+    def preflight(self) -> None:
+        """Before a run: the endpoint answers and takes the key (GET /models), else ModelError."""
+        preflight.check(self._http, self.base_url + "/models", self.base_url, self._key_hint, self._secret)
 
     def close(self) -> None:
         self._http.close()

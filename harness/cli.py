@@ -13,8 +13,22 @@ from rich.table import Table
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
+class Help(argparse.HelpFormatter):
+    """Each option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.option_strings == []
+        if shown and "%(default)" not in text and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kopt", description="Unattended, verified GPU kernel optimisation.")
+    from kopt import __version__
+    parser = argparse.ArgumentParser(prog="kopt", description="Unattended, verified GPU kernel optimisation.",
+                                     formatter_class=Help)
+    parser.add_argument("--version", action="version", version=f"kopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("eval", help="verify one kernel file: static gate, compile, correctness, timing")
     ev.add_argument("kernel", help="path of the kernel file to judge")
@@ -26,21 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the Verdict as JSON")
     ev.add_argument("--secret", type=int, default=None, help=argparse.SUPPRESS)  # reproduce an evaluation
 
-    from kopt.harness.config import RunConfig, add_flags
+    from kopt.harness.config import Budgets, RunConfig, add_flags
     run = sub.add_parser("run", help="start an optimisation run")
     run.add_argument("--task", default="extend_attention", help="built-in task name or task directory")
     run.add_argument("--run-dir", default=None, help="run directory (default: workspaces/<time>-<task>)")
     add_flags(run, RunConfig)  # every other flag: a field of the run's configuration
 
-    res = sub.add_parser("resume", help="continue a run exactly where it stopped")
+    res = sub.add_parser("resume", help="continue a run exactly where it stopped; new budgets extend it",
+                         description="Continue a run where it stopped. Budgets are totals over the whole run: a "
+                         "budget given here applies from now on and is recorded as a new segment, which also "
+                         "extends a run that finished, reached a budget or stalled.")
     res.add_argument("run_dir")
+    add_flags(res, RunConfig, only=tuple(Budgets.model_fields), defaults=False)
 
     mcp = sub.add_parser("mcp", help="serve a run's tools over MCP (stdio) to another agent scaffold")
     mcp.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR", help="a run to continue (a new segment), or where "
                      "to create one")
     mcp.add_argument("--task", default="extend_attention", help="built-in task name or task directory (new runs)")
     mcp.add_argument("--run-dir", default=None, help="run directory of a new run (default: workspaces/<time>-<task>)")
-    from kopt.harness.config import Budgets
     add_flags(mcp, RunConfig, only=("device", "target", *Budgets.model_fields))
 
     tasks = sub.add_parser("tasks", help="the built-in tasks: name, description, directory")
@@ -63,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
     from kopt.harness.sweep import add_parser as add_sweep
     add_sweep(sub)
+    for command in sub.choices.values():
+        command.formatter_class = Help
     return parser
 
 
@@ -145,7 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                "auto")
     with err.status(f"evaluating {kernel} on task {task.name}") as status:
         verdict = evaluate(source, task, device=args.device, target=args.target, secret=args.secret,
-                           progress=lambda msg: status.update(msg))
+                           progress=lambda p: status.update(f"evaluating {kernel}: {p.text}"))
     if args.json:
         print(verdict.model_dump_json(indent=2))
     else:
@@ -161,11 +180,12 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
         console.print(f"[{colour}]{escape(verdict.reason)}[/]", highlight=False)
     if verdict.compile and verdict.compile.kernels:
         table = Table(title=f"compiled for {verdict.compile.target} (shared limit {verdict.compile.shared_limit_bytes} B)")
-        for col in ("kernel", "warps", "stages", "registers", "spill B", "shared B"):
+        for col in ("kernel [constexprs]", "first compiled for", "warps", "stages", "registers", "spill B",
+                    "shared B"):
             table.add_column(col, justify="right")
         for k in verdict.compile.kernels:
-            table.add_row(k.name, str(k.num_warps), str(k.num_stages), str(k.registers), str(k.spill_bytes),
-                          str(k.shared_bytes))
+            table.add_row(escape(k.specialization or k.name), k.case or "-", str(k.num_warps), str(k.num_stages),
+                          str(k.registers), str(k.spill_bytes), str(k.shared_bytes))
         console.print(table)
     if verdict.compile and verdict.compile.launches:
         from kopt.verifier.launches import render
@@ -206,7 +226,10 @@ def print_verdict(console: Console, verdict, kernel: Path) -> None:
             console.print(f"  - {escape(line)}", highlight=False)
     else:
         console.print("[green]fully verified[/] (nothing left unchecked)")
-    console.print("wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in verdict.wall_s.items()), style="dim")
+    phases = {k: v for k, v in verdict.wall_s.items() if k != "total"}
+    total = f"total {verdict.wall_s['total']:.1f}; " if "total" in verdict.wall_s else ""
+    console.print(f"wall s: {total}per phase (compile, correctness and baseline overlap): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), style="dim")
 
 
 if __name__ == "__main__":

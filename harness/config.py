@@ -40,15 +40,17 @@ class Frozen(BaseModel):
 
 
 class Budgets(Frozen):
-    max_hours: float | None = Field(None, description="wall time of the run (elapsed, excluding downtime between "
-                                                      "resumes)")
-    max_tool_calls: int | None = Field(None, description="tool calls over the whole run")
-    max_evals: int | None = Field(None, description="evaluations over the whole run")
-    max_usd: float | None = Field(None, description="model cost; needs --price-in/--price-out")
-    max_tokens: int | None = Field(None, description="input + output tokens over all model calls")
-    max_failed_evals_in_row: int | None = Field(20, description="consecutive evaluations that did not pass")
-    max_model_errors_in_row: int | None = Field(None, description="consecutive failed model attempts (each retry "
-                                                                  "counts)")
+    """Limits over the whole run (totals: a resume that raises one extends the run); None: no limit."""
+
+    max_hours: float | None = Field(None, gt=0, description="wall time of the run (elapsed, excluding downtime "
+                                                            "between resumes)")
+    max_tool_calls: int | None = Field(None, gt=0, description="tool calls over the whole run")
+    max_evals: int | None = Field(None, gt=0, description="evaluations over the whole run")
+    max_usd: float | None = Field(None, gt=0, description="model cost; needs --price-in/--price-out")
+    max_tokens: int | None = Field(None, gt=0, description="input + output tokens over all model calls")
+    max_failed_evals_in_row: int | None = Field(20, gt=0, description="consecutive evaluations that did not pass")
+    max_model_errors_in_row: int | None = Field(None, gt=0, description="consecutive failed model attempts (each "
+                                                                        "retry counts)")
 
 
 class StallPolicy(Frozen):
@@ -83,18 +85,18 @@ class RunConfig(Frozen):
     base_url: str | None = Field(None, description="API base URL (vLLM, SGLang, Ollama, Model Studio, ...)")
     api_key_env: str | None = Field(None, description="environment variable holding the API key (its name is "
                                                       "stored, never the key)")
-    price_input_per_mtok: float = Field(0.0, description="USD per million input tokens",
+    price_input_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens",
                                         json_schema_extra=flag("--price-in"))
-    price_output_per_mtok: float = Field(0.0, description="USD per million output tokens",
+    price_output_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens",
                                          json_schema_extra=flag("--price-out"))
     device: str = Field("auto", description="cuda (or cuda:N): GPU checks and timing; cpu: AOT compile + "
                         "interpreter; sim: the GPU path simulated on CPU (never GPU speed); auto: cuda if visible")
     target: str | None = Field(None, description="AOT compile target on the CPU path, e.g. sm_90")
     budgets: Budgets = Budgets()
     stall: StallPolicy = StallPolicy()
-    context_tokens: int | None = Field(None, description="request size limit (default: fitted to the model)")
-    outage_hours: float = Field(2.0, description="keep retrying a failing provider this long before stopping "
-                                                 "(resumable)")
+    context_tokens: int | None = Field(None, gt=0, description="request size limit (default: fitted to the model)")
+    outage_hours: float = Field(2.0, ge=0, description="keep retrying a failing provider this long before stopping "
+                                                       "(resumable)")
     approve: bool = Field(False, description="ask before each evaluation")
     prompts: Prompts = Prompts()
 
@@ -116,26 +118,51 @@ def _plain(annotation: Any) -> Any:
     return annotation
 
 
-def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], only: tuple[str, ...] | None = None) -> None:
-    """One flag per described field of `model` (and of its nested models), default and help from the field."""
+def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], only: tuple[str, ...] | None = None,
+              defaults: bool = True) -> None:
+    """One flag per described field of `model` (and of its nested models), default, bounds and help from the
+    field. defaults=False: a flag not given is absent from the parsed namespace (`kopt resume`'s new budgets)."""
     for name, info in model.model_fields.items():
         kind = _plain(info.annotation)
         if kind is Prompts:
             continue  # data of the task, not flags
         if isinstance(kind, type) and issubclass(kind, BaseModel):
-            add_flags(parser, kind, only)
+            add_flags(parser, kind, only, defaults)
             continue
         if info.description is None or (only is not None and name not in only):
             continue
         option = (info.json_schema_extra or {}).get("flag") or "--" + name.replace("_", "-")
+        default = info.default if defaults else argparse.SUPPRESS
+        text = info.description + (" (a new total; default: unchanged)" if not defaults else
+                                   " (default: no limit)" if model is Budgets and info.default is None else "")
         if kind is bool:
-            parser.add_argument(option, dest=name, action="store_true", help=info.description)
+            parser.add_argument(option, dest=name, action="store_true", help=text, default=default)
         elif get_origin(kind) is Literal:
-            parser.add_argument(option, dest=name, default=info.default, choices=list(get_args(kind)),
-                                help=info.description)
+            parser.add_argument(option, dest=name, default=default, choices=list(get_args(kind)),
+                                help=text)
         else:
-            parser.add_argument(option, dest=name, type=kind, default=info.default, help=info.description,
+            parser.add_argument(option, dest=name, type=bounded(kind, info), default=default, help=text,
                                 metavar=option[2:].upper().replace("-", "_"))
+
+
+def bounded(kind: type, info: Any) -> Any:
+    """The flag's converter: the field's type and its bounds (gt/ge), refused with what is allowed."""
+    gt = next((m.gt for m in info.metadata if getattr(m, "gt", None) is not None), None)
+    ge = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+    unset = " (omit the flag for no limit)" if info.default is None else ""
+
+    def convert(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse says "invalid int value"
+        if value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if gt is not None and not value > gt:
+            raise argparse.ArgumentTypeError(f"must be {'positive' if gt == 0 else f'greater than {gt:g}'}, got {text}"
+                                             + unset)
+        if ge is not None and not value >= ge:
+            raise argparse.ArgumentTypeError(f"must be at least {ge:g}, got {text}" + unset)
+        return value
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def flag_values(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:

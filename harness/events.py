@@ -16,9 +16,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
 
 from kopt.agent.messages import Message, ModelResponse, ToolCall, Usage
+from kopt.harness.config import Budgets
 
-TRAJECTORY_FORMAT = "2"
-FORMATS = ("1", "2")  # formats this kopt reads: "1" is migrated on read
+TRAJECTORY_FORMAT = "3"
+FORMATS = ("1", "2", "3")  # formats this kopt reads: "1" is migrated on read; "2" lacks only what
+# format 3 added (evaluation_progress, run_resume.budgets/extends), whose defaults say "not recorded"
 ENVELOPE = ("seq", "type", "time", "elapsed_s")
 Kind = Literal["gpu", "interpreter", "simulated"]
 
@@ -68,6 +70,8 @@ class RunResume(Base):
     pending: list[str]  # tool calls cut off by the interruption, finished now
     removed_stop_file: bool
     driver: Driver | None = None
+    budgets: Budgets | None = None  # the budgets from here on, when this segment changed them (totals over the run)
+    extends: str | None = None  # the end reason of a run this segment extends (finished, budget, stalled, ...)
 
 
 class RunEnd(Base):
@@ -138,6 +142,19 @@ class Evaluation(Base):
     measured_on: str | None = None  # the GPU model that timed it (the target, for a simulated device)
 
 
+class EvaluationProgress(Base):
+    """What the evaluation in progress is doing (recorded at most every few seconds): for the live view and
+    `kopt status`, never a result. An evaluation cut off by an interruption leaves these behind and no
+    `evaluation`; it is redone on resume."""
+
+    type: Literal["evaluation_progress"] = "evaluation_progress"
+    candidate: int
+    phase: str  # gate | checking | check | timing (verifier.progress)
+    done: int = 0  # case runs judged so far
+    total: int = 0
+    message: str = ""
+
+
 class EvaluationCached(Base):
     type: Literal["evaluation_cached"] = "evaluation_cached"
     candidate: int
@@ -179,7 +196,7 @@ class Unknown(Base):
 
 
 EVENTS = (RunStart, RunResume, RunEnd, ModelRequest, ModelResponseEvent, ModelRetry, UserMessage, ToolCallEvent,
-          ToolResult, Evaluation, EvaluationCached, Forbidden, Compaction, Redesign, StallWarning)
+          ToolResult, Evaluation, EvaluationProgress, EvaluationCached, Forbidden, Compaction, Redesign, StallWarning)
 BY_TYPE = {cls.model_fields["type"].default: cls for cls in EVENTS}
 
 

@@ -1,7 +1,8 @@
 """The fold: what a run's events add up to, built by applying them in order.
 
-Counters, budgets used, the best candidate so far and when it was found, failures in a row,
-the stall state and how the run stands. The live run, its panel, `kopt status`, `history`,
+Counters, budgets (and budgets used), the best candidate so far and when it was found, failures
+in a row, the stall state, lineage (which candidate the kernel derives from), the evaluation in
+progress, the run's segments and how the run stands. The live run, its panel, `kopt status`, `history`,
 `report`, `compare` and the ATIF export all read these figures from here; nothing else
 recomputes them. Applying one event costs the same at event 10 and at event 100,000.
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
 
 from kopt.harness import events as ev
 from kopt.harness import traps
@@ -52,11 +56,51 @@ class Evaluated:
     traps: list[str] = field(default_factory=list)  # harness.traps keys that rejected it
     workloads: dict[str, float] = field(default_factory=dict)  # a pass's per-workload speedups
     measured_on: str | None = None  # the GPU model (or simulated target) that timed it
+    parent: int | None = None  # the candidate its source was derived from (None: the baseline)
 
     @property
     def label(self) -> str:
         """What the score is ('GPU geomean speedup', the interpreter's ratio), '' when nothing was timed."""
         return LABELS.get(self.kind or "", "")
+
+
+@dataclass
+class Evaluating:
+    """The evaluation in progress: from its evaluate call to its result."""
+
+    call_id: str
+    started_s: float  # run time when it started
+    candidate: int | None = None
+    phase: str = "starting"
+    done: int = 0  # case runs judged so far
+    total: int = 0
+    message: str = ""
+
+
+@dataclass
+class Segment:
+    """One session of the run: its start, or a resume (which may extend the run with new budgets)."""
+
+    index: int  # 1-based
+    started_s: float
+    driver: str
+    budgets: Budgets | None  # in force from this segment on
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # budget -> (before, after)
+    extends: str | None = None  # the end reason this segment extended
+    end: str | None = None  # its run_end reason, if recorded
+
+
+def budgets_of(raw: Any) -> Budgets | None:
+    """A run.json's budgets, keeping the ones this version knows (another version may have more)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Budgets.model_validate(raw)
+    except ValidationError:
+        try:
+            return Budgets.model_validate({k: v for k, v in raw.items() if k in Budgets.model_fields})
+        except ValidationError:
+            return None
 
 
 @dataclass
@@ -84,14 +128,26 @@ class Fold:
     driver: ev.Driver | None = None  # of the latest session
     last: ev.Base | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # the last events but requests
+    budgets: Budgets | None = None  # in force now: run_start's, or the latest segment's that changed them
+    segments: list[Segment] = field(default_factory=list)
+    evaluating: Evaluating | None = None
+    derived_from: int | None = None  # the candidate the kernel file derives from now (None: the baseline)
+    reverts: dict[str, int] = field(default_factory=dict)  # revert call id -> its candidate, until its result
+    parents: dict[int, int | None] = field(default_factory=dict)  # candidate -> parent, at its first evaluation
 
     def apply(self, event: ev.Base) -> None:
         self.last = event
-        if not isinstance(event, ev.ModelRequest):
+        if not isinstance(event, (ev.ModelRequest, ev.EvaluationProgress)):
             self.recent.append(event)
         handler = HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+
+    def elapsed_at(self, now: float) -> float:
+        """Run time at unix time `now`: the last event's, plus the time since it while the run is live."""
+        if self.last is None:
+            return 0.0
+        return self.last.elapsed_s + (max(0.0, now - self.last.time) if self.end is None else 0.0)
 
     @property
     def gpu_timed(self) -> bool:
@@ -141,11 +197,30 @@ class Fold:
         if not e.retry:  # a call redone after a crash counts once
             self.counters.tool_calls += 1
         self.started[e.call.id] = e.pre_sha
+        if e.call.name == "evaluate":
+            self.evaluating = Evaluating(e.call.id, e.elapsed_s)
+        elif e.call.name == "revert":
+            try:
+                target = e.call.parsed().get("candidate")
+            except ValueError:
+                target = None
+            if isinstance(target, int) and not isinstance(target, bool):
+                self.reverts[e.call.id] = target
 
     def _tool_result(self, e: ev.ToolResult) -> None:
         self.started.pop(e.call_id, None)
         if e.name == "finish" and not e.is_error:
             self.finished = True
+        if self.evaluating is not None and self.evaluating.call_id == e.call_id:
+            self.evaluating = None
+        reverted = self.reverts.pop(e.call_id, None)
+        if reverted is not None and not e.is_error:
+            self.derived_from = reverted  # the kernel file holds that candidate's source now
+
+    def _evaluation_progress(self, e: ev.EvaluationProgress) -> None:
+        if self.evaluating is not None:
+            w = self.evaluating
+            w.candidate, w.phase, w.done, w.total, w.message = e.candidate, e.phase, e.done, e.total, e.message
 
     def _evaluation(self, e: ev.Evaluation) -> None:
         c = self.counters
@@ -153,10 +228,13 @@ class Fold:
         c.failed_evaluations += e.status != "ok"
         self.failed_in_row = 0 if e.status == "ok" else self.failed_in_row + 1
         self.evaluated.add(e.candidate)
+        parent = self.derived_from if self.derived_from != e.candidate else self.parent_of(e.candidate)
         done = Evaluated(len(self.evaluations) + 1, e.candidate, e.elapsed_s, c.tool_calls, e.status, e.score,
                          e.kind, e.note, phase=e.phase, traps=e.traps or [], workloads=e.workloads or {},
-                         measured_on=e.measured_on)
+                         measured_on=e.measured_on, parent=parent)
         self.traps.update(done.traps)
+        self.derived_from = e.candidate  # later edits start from this source
+        self.parents.setdefault(e.candidate, parent)
         if e.score is not None and (self.best is None or e.score > self.best.score):
             done.new_best, self.best = True, done
         if e.status == "ok":
@@ -170,6 +248,11 @@ class Fold:
 
     def _evaluation_cached(self, e: ev.EvaluationCached) -> None:
         self.since_improvement += 1  # repeating itself: the stall policy counts it
+        self.derived_from = e.candidate
+
+    def parent_of(self, candidate: int) -> int | None:
+        """The parent recorded at a candidate's first evaluation (a re-verified one keeps it)."""
+        return self.parents.get(candidate)
 
     def _model_request(self, e: ev.ModelRequest) -> None:
         self.counters.model_requests += 1
@@ -205,22 +288,44 @@ class Fold:
         self.redesigns += 1
         self.redesigns_without_progress += 1
         self.since_improvement, self.warned = 0, False
+        self.derived_from = e.best  # the kernel file was reset to the best candidate
 
     def _run_start(self, e: ev.RunStart) -> None:
         self.start, self.end = e, None
         self.driver = e.driver or ev.Driver(kind="model", name=e.model)
+        self.budgets = budgets_of(e.config.get("budgets", {}))
+        self.evaluating = None
+        self.segments.append(Segment(len(self.segments) + 1, e.elapsed_s, self.driver.name, self.budgets))
 
     def _run_resume(self, e: ev.RunResume) -> None:
         self.resumes += 1
         self.end = None
+        self.evaluating = None  # an evaluation cut off by the interruption is redone, never a result
         if e.driver is not None:
             self.driver = e.driver
+        changed: dict[str, tuple[Any, Any]] = {}
+        if e.budgets is not None:
+            before = self.budgets or Budgets()
+            changed = {name: (getattr(before, name), getattr(e.budgets, name)) for name in Budgets.model_fields
+                       if getattr(before, name) != getattr(e.budgets, name)}
+            self.budgets = e.budgets
+        if e.extends is not None:  # the operator extended an ended run: the in-a-row counts start afresh
+            self.finished = False
+            self.failed_in_row = self.model_errors_in_row = 0
+            self.since_improvement = self.redesigns_without_progress = 0
+            self.warned = False
+        name = self.driver.name if self.driver else "?"
+        self.segments.append(Segment(len(self.segments) + 1, e.elapsed_s, name, self.budgets, changed, e.extends))
 
     def _run_end(self, e: ev.RunEnd) -> None:
         self.end = (e.reason, e.detail)
+        self.evaluating = None
+        if self.segments:
+            self.segments[-1].end = e.reason
 
 
 HANDLERS = {ev.ToolCallEvent: Fold._tool_call, ev.ToolResult: Fold._tool_result, ev.Evaluation: Fold._evaluation,
+            ev.EvaluationProgress: Fold._evaluation_progress,
             ev.EvaluationCached: Fold._evaluation_cached, ev.ModelRequest: Fold._model_request,
             ev.ModelResponseEvent: Fold._model_response, ev.Compaction: Fold._compaction,
             ev.ModelRetry: Fold._model_retry, ev.Forbidden: Fold._forbidden, ev.StallWarning: Fold._stall_warning,

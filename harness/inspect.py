@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
 from kopt.harness import events as ev
 from kopt.harness import traps
 from kopt.harness.candidates import read as read_candidate
 from kopt.harness.candidates import score
 from kopt.harness.config import Budgets
-from kopt.harness.fold import Counters, Evaluated, Fold
+from kopt.harness.fold import Counters, Evaluated, Fold, budgets_of
 from kopt.harness.trajectory import TRAJECTORY, Event, UnsupportedTrajectory, iter_events
 from kopt.harness.workspace import RUN_JSON, STOP_FILE
 from kopt.verifier.verdict import INTERPRETER_LABEL
@@ -109,12 +108,8 @@ class RunView:
                            f"`kopt resume {self.root}` continues it")
 
     def budgets_left(self) -> list[tuple[str, float, float]]:
-        """(budget, limit, used) for every budget run.json sets."""
-        raw = self.config.get("budgets") or {}
-        try:
-            budgets = Budgets.model_validate(raw)
-        except ValidationError:  # another version's budgets: the ones this version knows
-            budgets = Budgets.model_validate({k: v for k, v in raw.items() if k in Budgets.model_fields})
+        """(budget, limit, used) for every budget in force (run.json's, or a later segment's)."""
+        budgets = self.fold.budgets or budgets_of(self.config.get("budgets") or {}) or Budgets()
         return self.fold.budget_use(budgets, self.elapsed_s)
 
     def details(self, candidate: int) -> tuple[str | None, str]:
@@ -171,7 +166,7 @@ def complete(event: Event, root: Path) -> Event:
 @dataclass
 class CandidateRow:
     id: int
-    parent: int | None
+    parent: int | None  # the candidate its source derives from (the fold's lineage; its file's for one never logged)
     elapsed_s: float | None  # run time at its evaluation event (None: its event was never written)
     tool_index: int | None  # tool calls so far at its evaluation
     status: str  # ok | rejected | error | evaluating | interrupted (source snapshotted, no verdict)
@@ -209,7 +204,7 @@ def history(view: RunView) -> list[CandidateRow]:
         spills = [k.spill_bytes for k in kernels if k.spill_bytes is not None]
         status = verdict.status if verdict else e.status if e else unjudged if py == sources[-1] else "interrupted"
         rows.append(CandidateRow(
-            cid, meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
+            cid, view.fold.parents[cid] if cid in view.fold.parents else meta.get("parent"), e.elapsed_s if e else None, e.tool_calls if e else meta.get("tool_index"),
             status, verdict.phase if verdict else None, (verdict.reason if verdict else "") or "",
             value if verdict else (e.score if e else None), label or (e.label if e else ""),
             {w.workload: w.speedup for w in verdict.timing.workloads} if verdict and verdict.timing else {},

@@ -82,6 +82,20 @@ CPU_NOTE = ("builtin: no GPU here, so scores are Triton-interpreter time ratios 
             "A/A noise band (interpreter times are noisy); `kopt rescore` re-times the candidates on a GPU.")
 
 
+def preflight(config: RunConfig, task: Task | None = None) -> None:
+    """Before anything is created: the model can be built (its key is set, a replayed run exists) and a network
+    endpoint answers and takes the key. ModelError says what is wrong."""
+    model = build_model(config, task)
+    try:
+        check = getattr(model, "preflight", None)
+        if check is not None:
+            check()
+    finally:
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
+
+
 def builtin_for(task: Task, device: str) -> Model:
     """The built-in policy, given what the task declares it may tune and rewrite."""
     from kopt.agent.builtin import BuiltinModel, Rewrite, Tunable
@@ -110,5 +124,6 @@ def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook
     retry = RetryPolicy() if outage_budget_s is None else RetryPolicy(outage_budget_s=outage_budget_s)
     client = CLIENTS[kind]
     cls = getattr(importlib.import_module(client.module), client.cls)
-    return cls(rest, base_url=config.base_url or client.base_url, api_key=api_key(config, kind), pricing=pricing,
-               retry=retry, on_retry=on_retry)
+    key = api_key(config, kind)
+    return cls(rest, base_url=config.base_url or client.base_url, api_key=key, pricing=pricing, retry=retry,
+               on_retry=on_retry, api_key_env=(config.api_key_env or client.key_env) if key else None)

@@ -8,6 +8,7 @@ call (tool_call, what the tool records itself: evaluation, forbidden; tool_resul
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,16 +37,18 @@ class Recorder:
                              elapsed_offset_s=last.elapsed_s if last else 0.0)
         self.on_event = on_event
         self.checkpointed = 0.0
+        self.lock = threading.RLock()  # the verifier's threads record an evaluation's progress
 
     @property
     def elapsed_s(self) -> float:
         return self.writer.elapsed_s
 
     def record(self, event: ev.Base) -> ev.Base:
-        self.writer.append(event)
-        self.fold.apply(event)
-        if self.on_event:
-            self.on_event(event)
+        with self.lock:
+            self.writer.append(event)
+            self.fold.apply(event)
+            if self.on_event:
+                self.on_event(event)
         return event
 
     # ---- a tool call, from any driver

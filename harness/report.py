@@ -285,7 +285,8 @@ def pretty(arguments: str) -> str:
 
 
 def transcript_section(events: list[Event]) -> str:
-    shown = [e for e in events if e.type not in ("model_request", "tool_call")]  # calls show in their response
+    # calls show in their response; an evaluation's progress is for the live view
+    shown = [e for e in events if e.type not in ("model_request", "tool_call", "evaluation_progress")]
     omitted = ""
     if len(shown) > TRANSCRIPT_HEAD + TRANSCRIPT_TAIL:
         gap = shown[TRANSCRIPT_HEAD:-TRANSCRIPT_TAIL]

@@ -7,7 +7,7 @@ a tool call that was cut off, with counters and elapsed time intact.
 
 from __future__ import annotations
 
-import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +20,18 @@ from kopt.agent.model import Model, RetryEvent
 from kopt.harness import events as ev
 from kopt.harness import trajectory
 from kopt.harness.candidates import CandidateStore, score
+from kopt.harness.config import Budgets
 from kopt.harness.fold import Fold
+from kopt.harness.interrupts import Abandonable, Interrupts, StopNow
 from kopt.harness.recorder import Recorded, Recorder
-from kopt.harness.tools import ToolBox, leaderboard_text, sha_of
+from kopt.harness.tools import ToolBox, leaderboard_text, sha_of, short
 from kopt.harness.workspace import STOP_FILE, Workspace
+from kopt.verifier.progress import Progress
 
 TERMINAL = {"finished", "budget", "model_error", "stalled"}  # a run that ended so is not resumed
 RECENT_EVALUATIONS = 15
 NOTES_IN_STATUS_CHARS = 3000
+PROGRESS_EVERY_S = 2.0  # an evaluation's progress is recorded on each phase and at most this often
 
 
 @dataclass
@@ -89,32 +93,67 @@ class Run:
         self.fresh = self.fold.last is None
         self.context_tokens, self.summarize = context_tokens, summarize
         self.store = CandidateStore(ws.root)
-        self.tools = ToolBox(ws, self.store, evaluate, compile_report, self.recorder.record, approve,
-                             logged=self.fold.evaluated)
-        self.stop_requested: str | None = None
+        self.interrupts = Interrupts()
+        self.tools = ToolBox(ws, self.store, self._guarded(evaluate), self._guarded(compile_report),
+                             self.recorder.record, approve, fold=self.fold)
+        self._progress_lock = threading.Lock()
+        self._progress_last: tuple[tuple[int, str], float] | None = None
 
     @property
     def elapsed_s(self) -> float:
         return self.recorder.elapsed_s
 
+    @property
+    def budgets(self) -> Budgets:
+        """In force now: run.json's, or those the latest segment that changed them recorded (harness.fold)."""
+        return self.fold.budgets or self.ws.config.budgets
+
+    def _guarded(self, verifier_call: Callable) -> Callable:
+        """A verifier call whose result is dropped when a second interrupt killed its children mid-way."""
+        def call(*args, **kwargs):
+            result = verifier_call(*args, **kwargs)
+            self.interrupts.check()  # (its tool call stays open: redone on resume, never a result)
+            return result
+        return call
+
+    def evaluation_progress(self, candidate: int, progress: Progress) -> None:
+        """From the verifier's threads: recorded on a phase change, at the last case and at most every
+        PROGRESS_EVERY_S between. A display's concern: never fails the evaluation."""
+        now = time.monotonic()
+        key = (candidate, progress.phase)
+        with self._progress_lock:
+            last = self._progress_last
+            if (last is not None and last[0] == key and now - last[1] < PROGRESS_EVERY_S
+                    and progress.done < progress.total):
+                return
+            self._progress_last = (key, now)
+            try:
+                self.recorder.record(ev.EvaluationProgress(candidate=candidate, phase=progress.phase,
+                                                           done=progress.done, total=progress.total,
+                                                           message=progress.message))
+            except Exception:  # noqa: BLE001 (a full disk fails the next real event loudly enough)
+                pass
+
     def model_retry(self, retry: RetryEvent) -> None:
         """Called by the client before each wait: an outage is recorded, and can be interrupted."""
-        self.recorder.model_retry(retry)
+        with self.interrupts.shielded():
+            self.recorder.model_retry(retry)
         self.check_stop()
-        limit = self.ws.config.budgets.max_model_errors_in_row
+        limit = self.budgets.max_model_errors_in_row
         if limit is not None and self.fold.model_errors_in_row >= limit:
             raise Stop("budget", f"max_model_errors_in_row reached ({self.fold.model_errors_in_row})")
 
     # ---- budgets, stop requests and the stall policy: checked before every model call
     def check_stop(self) -> None:
-        if self.stop_requested:
-            raise Stop("interrupted", self.stop_requested)
+        self.interrupts.check()
+        if self.interrupts.requested:
+            raise Stop("interrupted", self.interrupts.requested)
         if (self.ws.root / STOP_FILE).exists():
             raise Stop("interrupted", f"{STOP_FILE} file in the run directory")
 
     def before_request(self, agent: Agent) -> None:
         self.check_stop()
-        spent = self.fold.spent(self.ws.config.budgets, self.elapsed_s)
+        spent = self.fold.spent(self.budgets, self.elapsed_s)
         if spent:
             raise Stop("budget", spent)
         self.apply_stall_policy(agent)
@@ -150,12 +189,12 @@ class Run:
             c = self.store.items.get(e.candidate)
             reason = (c.verdict.reason or "") if c is not None and c.verdict is not None else ""
             outcome = f"{e.score:.4f}" if e.score is not None else f"{e.status}: {reason[:140]}"
-            lines.append(f"{e.candidate:04d} {outcome}" + (f" [{e.note[:100]}]" if e.note else ""))
+            lines.append(f"{e.candidate:04d} {outcome}" + (f" [{short(e.note)}]" if e.note else ""))
         return lines
 
     def status_text(self) -> str:
         """Regenerated for every request: what the agent must not lose when old turns are compacted."""
-        c, b, p = self.counters, self.ws.config.budgets, self.fold
+        c, b, p = self.counters, self.budgets, self.fold
         elapsed = self.elapsed_s
         lines = ["[Run status, regenerated every turn]",
                  f"Elapsed {elapsed / 60:.1f} min; tool calls {c.tool_calls}; evaluations "
@@ -173,7 +212,7 @@ class Run:
             t = best.verdict.timing
             if t is not None and t.geomean_speedup is not None:
                 lines.append("  per workload: " + ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
-            lines.append(leaderboard_text(self.store))
+            lines.append(leaderboard_text(self.store, self.tools.latest()))
         else:
             lines.append("No passing candidate yet.")
         recent = self.recent()
@@ -191,8 +230,9 @@ class Run:
     def driver(self) -> ev.Driver:
         return ev.Driver(kind="model", name=self.model.name)
 
-    def begin(self, driver: ev.Driver) -> Context:
-        """Record the start of this session (a new run, or a resume) and return the agent's context."""
+    def begin(self, driver: ev.Driver, budgets: dict | None = None) -> Context:
+        """Record the start of this session (a new run, or a resume: a new segment, with `budgets` if it changes
+        them) and return the agent's context."""
         prompts = self.ws.config.prompts
         if self.fresh:
             head: list[Message] = [
@@ -206,13 +246,46 @@ class Run:
         consumed = stop_file.exists()
         if consumed:
             stop_file.unlink()
+        extends = self.ended_as() if budgets else None
         self.recorder.record(ev.RunResume(tool_calls=self.counters.tool_calls, evaluations=self.counters.evaluations,
                                           pending=[c.id for c, _ in self.resume.pending], removed_stop_file=consumed,
-                                          driver=driver))
-        return Context(self.context_tokens, self.resume.head, self.resume.window, self.resume.summary)
+                                          driver=driver, budgets=self.budgets.model_copy(update=budgets) if budgets
+                                          else None, extends=extends))
+        context = Context(self.context_tokens, self.resume.head, self.resume.window, self.resume.summary)
+        if extends is not None:
+            changes = ", ".join(f"{name} {old if old is not None else 'unlimited'} -> {new}"
+                                for name, (old, new) in self.fold.segments[-1].changed.items())
+            message = ev.UserMessage(content=f"The operator extended this run, which had ended ({extends}): "
+                                     f"{changes or 'the same budgets'} (budgets are totals over the whole run). "
+                                     "Carry on optimising; call finish(summary) when you are done.")
+            self.recorder.record(message)
+            context.append(UserMessage(content=message.content))
+        return context
 
-    def ended(self) -> Stop | None:
-        """Stop("already_ended") for a run that ended for good; a recorded finish is ended properly now."""
+    def ended_as(self) -> str | None:
+        """How the run ended for good (finished, budget, stalled, model_error), or None if it did not."""
+        if self.fold.end is not None and self.fold.end[0] in TERMINAL:
+            return self.fold.end[0]
+        return "finished" if self.fold.finished else None
+
+    def refuse_budgets(self, budgets: dict) -> str | None:
+        """Why new budgets cannot apply: one is already used up (the run would stop at once)."""
+        if not budgets:
+            return None
+        new = self.budgets.model_copy(update=budgets)
+        for name, limit, used in self.fold.budget_use(new, self.elapsed_s):
+            if used >= limit and not name.endswith("_in_row"):  # an extension starts in-a-row counts afresh
+                flag = "--" + name.replace("_", "-")
+                given = f"{flag} {limit:g}" if name in budgets else f"its {flag} ({limit:g})"
+                return (f"{given} is already used up: the run is at {used:.4g}. Budgets are totals over the whole "
+                        f"run: give {flag} larger than {used:.4g}")
+        return None
+
+    def ended(self, extending: bool = False) -> Stop | None:
+        """Stop("already_ended") for a run that ended for good (unless new budgets extend it); a recorded finish
+        is ended properly now."""
+        if extending:
+            return None
         if self.fold.end is not None and self.fold.end[0] in TERMINAL:
             return Stop("already_ended", self.fold.end[0])
         if self.fold.finished:  # finish was recorded but the run died before run_end
@@ -224,25 +297,27 @@ class Run:
             return stop
         return None
 
-    def execute(self) -> Stop:
-        done = self.ended()
+    def execute(self, budgets: dict | None = None) -> Stop:
+        """Run until a stop; `budgets`: new totals from this segment on (they may extend an ended run)."""
+        done = self.ended(extending=bool(budgets))
         if done is not None:
             return done
-        context = self.begin(self.driver())
+        context = self.begin(self.driver(), budgets)
         config = self.ws.config
-        agent = Agent(self.model, Recorded(self.tools, self.recorder), self.recorder, context, self.before_request,
-                      self.status_text, self.summarize, Prompts(nudge=config.prompts.nudge,
-                                                                summary=config.prompts.summary))
-        handlers = self._install_signals()
+        agent = Agent(Abandonable(self.model, self.interrupts), Recorded(self.tools, self.recorder), self.recorder,
+                      context, self.before_request, self.status_text, self.summarize,
+                      Prompts(nudge=config.prompts.nudge, summary=config.prompts.summary))
+        self.interrupts.install()
         try:
             try:
                 self._finish_pending(agent)
+                return self._end(agent.run())
             except Stop as stop:
                 return self._end(stop)
-            return self._end(agent.run())
+            except StopNow as now:  # raised at a safe point: nothing is half-recorded
+                return self._end(Stop("interrupted", f"{now}; the step in progress is redone on resume"))
         finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+            self.interrupts.restore()
             self.recorder.close()
 
     def _finish_pending(self, agent: Agent) -> None:
@@ -267,17 +342,6 @@ class Run:
     def _end(self, stop: Stop) -> Stop:
         self.recorder.run_end(stop.reason, stop.detail)
         return stop
-
-    def _install_signals(self) -> dict:
-        def request_stop(signum, _frame):
-            self.stop_requested = f"{signal.Signals(signum).name} received"
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread (tests): no handlers
-                pass
-        return previous
 
 
 def tail(path: Path, max_chars: int) -> str:

@@ -74,7 +74,7 @@ class Session:
         """A stop request or a spent budget ends the run; the call that finds it gets a clear error."""
         try:
             self.run.check_stop()
-            spent = self.run.fold.spent(self.ws.config.budgets, self.run.elapsed_s)
+            spent = self.run.fold.spent(self.run.budgets, self.run.elapsed_s)
             if spent:
                 raise Stop("budget", spent)
         except Stop as stop:

@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from kopt.agent.model import ModelError
-from kopt.harness.models import build_model, check_spec, default_context_tokens
+from kopt.harness.models import build_model, check_spec, default_context_tokens, preflight
 from kopt.harness.panel import RunPanel, print_summary
 from kopt.harness.run import Run, new_run_id
 from kopt.harness.trajectory import CorruptTrajectory, UnsupportedTrajectory
-from kopt.harness.config import RunConfig, flag_values, task_prompts
+from kopt.harness.config import Budgets, RunConfig, flag_values, task_prompts
 from kopt.harness.workspace import RunLocked, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier import sandbox
 from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
+from kopt.verifier.progress import Progress
 from kopt.verifier.task import Task, TaskError, load_task
 
 EXIT = {"finished": 0, "budget": 0, "stalled": 0, "already_ended": 0, "interrupted": 3, "provider_outage": 3, "model_error": 1}
@@ -40,12 +41,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.max_usd is not None and not (args.price_input_per_mtok or args.price_output_per_mtok):
         return fail("--max-usd needs the model's prices: give --price-in and --price-out (USD per million tokens)")
-    created = create(args)
+    created = create(args, check_model=True)
     return created if isinstance(created, int) else execute(*created)
 
 
-def create(args: argparse.Namespace, **fixed) -> tuple[Workspace, Task] | int:
-    """A new run directory from the flags (`fixed`: config fields the command sets), or an exit code."""
+def create(args: argparse.Namespace, check_model: bool = False, **fixed) -> tuple[Workspace, Task] | int:
+    """A new run directory from the flags (`fixed`: config fields the command sets), or an exit code. Nothing
+    is written until the run can start: the flags, the task, the target and (check_model) the model's key and
+    endpoint are checked first."""
     try:
         task = load_task(args.task)
         if args.target:
@@ -62,6 +65,13 @@ def create(args: argparse.Namespace, **fixed) -> tuple[Workspace, Task] | int:
         config = make_config(args, task, run_id, **fixed)
     except ValidationError as exc:
         return fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        return fail(f"{root} already exists and is not empty: use `kopt resume {root}` or another --run-dir")
+    if check_model:
+        try:
+            preflight(config, task)
+        except ModelError as exc:
+            return fail(str(exc))
     try:
         return Workspace.create(root, config, task.baseline_path, task.instruction_text()), task
     except FileExistsError as exc:
@@ -79,7 +89,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return opened
     if opened[0].config.model == MCP_MODEL:
         return fail(f"{args.run_dir} is driven over MCP: continue it with `kopt mcp {args.run_dir}`")
-    return execute(*opened)
+    return execute(*opened, budgets=flag_values(args, Budgets))
 
 
 def open_run(root: Path) -> tuple[Workspace, Task] | int:
@@ -99,11 +109,14 @@ def open_run(root: Path) -> tuple[Workspace, Task] | int:
     return ws, task
 
 
-def verifier_for(config: RunConfig, task: Task) -> tuple[Callable, Callable]:
-    """(evaluate(source, candidate id), compile_report(source)) for the run's task, device and target."""
+def verifier_for(config: RunConfig, task: Task, progress: Callable[[int, Progress], None] | None = None
+                 ) -> tuple[Callable, Callable]:
+    """(evaluate(source, candidate id), compile_report(source)) for the run's task, device and target;
+    `progress(candidate id, Progress)` hears how an evaluation is going."""
     def evaluate_candidate(source: str, candidate_id: int):
         return evaluate(source, task, device=config.device, target=config.target,
-                        secret=mix_seed(config.secret, "candidate", candidate_id))
+                        secret=mix_seed(config.secret, "candidate", candidate_id),
+                        progress=(lambda p: progress(candidate_id, p)) if progress else None)
 
     def compile_candidate(source: str):
         return compile_only(source, task, config.target)
@@ -132,7 +145,9 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         return fail(str(exc))
     try:
         sandbox.sweep_stale_dirs()
-        evaluate_candidate, compile_candidate = verifier_for(ws.config, task)
+        run: Run | None = None
+        evaluate_candidate, compile_candidate = verifier_for(
+            ws.config, task, progress=lambda cid, p: run.evaluation_progress(cid, p) if run else None)
         try:
             run = Run(ws, None, evaluate_candidate, compile_candidate, context_tokens=0, summarize=False)
         except (CorruptTrajectory, UnsupportedTrajectory) as exc:
@@ -144,22 +159,25 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         lock.close()
 
 
-def execute(ws: Workspace, task: Task) -> int:
+def execute(ws: Workspace, task: Task, budgets: dict | None = None) -> int:
+    """Run (or resume) under the directory's lock; `budgets`: new totals for this segment (`kopt resume`)."""
     try:
         lock = ws.lock()
     except RunLocked as exc:
         return fail(str(exc))
     try:
-        return _execute(ws, task)
+        return _execute(ws, task, budgets or {})
     finally:
         lock.close()
 
 
-def _execute(ws: Workspace, task: Task) -> int:
+def _execute(ws: Workspace, task: Task, budgets: dict) -> int:
     console = Console()
     config = ws.config
     sandbox.sweep_stale_dirs()  # what a killed kopt left behind
-    evaluate_candidate, compile_candidate = verifier_for(config, task)
+    run: Run | None = None
+    evaluate_candidate, compile_candidate = verifier_for(
+        config, task, progress=lambda cid, p: run.evaluation_progress(cid, p) if run else None)
 
     approve = None
     if config.approve:
@@ -167,25 +185,43 @@ def _execute(ws: Workspace, task: Task) -> int:
             answer = console.input(f"evaluate candidate {candidate.name}? [Y/n] ").strip().lower()
             return answer in ("", "y", "yes")
 
-    with RunPanel(console) as panel:
-        offline = config.model == "builtin" or config.model.startswith("replay:")
-        try:
-            run = Run(ws, None, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
-                      context_tokens=config.context_tokens or default_context_tokens(config.model),
-                      summarize=not offline)
-        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
-            return fail(str(exc))
-        try:  # a replayed model goes on after the responses this run already consumed
-            run.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
-                                    device=resolve_device(config.device), consumed=run.counters.model_responses)
-        except ModelError as exc:
-            return fail(str(exc))
-        stop = run.execute()
-    if stop.reason == "already_ended":
-        console.print(f"run {config.run_id} already ended ({stop.detail}); nothing to resume.")
-        return 0
+    panel = RunPanel(console)
+    offline = config.model == "builtin" or config.model.startswith("replay:")
+    try:
+        run = Run(ws, None, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+                  context_tokens=config.context_tokens or default_context_tokens(config.model),
+                  summarize=not offline)
+    except (CorruptTrajectory, UnsupportedTrajectory) as exc:
+        return fail(str(exc))
+    refused = run.refuse_budgets(budgets)
+    if refused:
+        return fail(refused)
+    if not budgets:
+        done = run.ended()  # (a finish whose run_end a crash cut off is ended properly now)
+        if done is not None:
+            if done.reason == "already_ended":
+                return already_ended(console, run, ws)
+            print_summary(console, run, done.reason, done.detail)
+            return EXIT.get(done.reason, 1)
+    try:  # a replayed model goes on after the responses this run already consumed
+        run.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
+                                device=resolve_device(config.device), consumed=run.counters.model_responses)
+    except ModelError as exc:
+        return fail(str(exc))
+    run.interrupts.on_change = panel.interrupted
+    with panel.showing(run):
+        stop = run.execute(budgets)
     print_summary(console, run, stop.reason, stop.detail)
     return EXIT.get(stop.reason, 1)
+
+
+def already_ended(console: Console, run: Run, ws: Workspace) -> int:
+    reason, detail = run.fold.end or ("finished", "")
+    console.print(f"run {ws.config.run_id} already ended ({escape(reason)}" + (f": {escape(detail[:200])}" if detail else "")
+                  + "); nothing to resume. To go on, extend it with new totals, e.g. "
+                  f"`kopt resume {ws.root} --max-evals {run.counters.evaluations + 10}` (budgets count the whole run).",
+                  highlight=False)
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,12 +15,16 @@ from typing import Any, Callable
 from kopt.agent.messages import ToolCall, ToolSpec
 from kopt.harness import events, traps
 from kopt.harness.candidates import Candidate, CandidateStore, score
+from kopt.harness.fold import Fold
 from kopt.harness.trajectory import write_atomic
 from kopt.harness.workspace import NOTES, Forbidden, ToolError, Workspace
 from kopt.verifier.verdict import CompileReport, Verdict
 
 MAX_OUTPUT_CHARS = 60_000
 MAX_NOTE_CHARS = 20_000
+HISTORY_PAGE = 20  # candidates per page of the history tool
+LEADERBOARD = 5  # best candidates in the leaderboard, which also lists the latest evaluations
+LATEST = 3
 
 EvaluateFn = Callable[[str, int], Verdict]  # (source, candidate id) -> Verdict
 CompileFn = Callable[[str], CompileReport]
@@ -65,9 +69,13 @@ def sha_of(path) -> str | None:
 
 class ToolBox:
     def __init__(self, ws: Workspace, store: CandidateStore, evaluate: EvaluateFn, compile_report: CompileFn,
-                 record: RecordFn, approve: Callable[[Candidate], bool] | None = None, logged: set[int] | None = None):
+                 record: RecordFn, approve: Callable[[Candidate], bool] | None = None, logged: set[int] | None = None,
+                 fold: Fold | None = None):
+        """`fold`: the run's (lineage, latest evaluations); `logged`: candidates whose evaluation event is in
+        the log (default: the fold's)."""
         self.ws, self.store = ws, store
-        self.logged = logged if logged is not None else set()  # candidates whose evaluation event is in the log
+        self.fold = fold if fold is not None else Fold()
+        self.logged = logged if logged is not None else self.fold.evaluated
         self.evaluate_fn, self.compile_fn, self.record, self.approve = evaluate, compile_report, record, approve
         self.tool_index = 0  # tool calls so far, set by the recorder for the candidate's metadata
 
@@ -99,9 +107,20 @@ class ToolBox:
             return ToolOutcome(f"error: {exc}", True)
 
     def parent_of(self, candidate: Candidate) -> int | None:
-        """The most recent earlier candidate (the one the agent was editing from)."""
-        earlier = [c for c in self.store.items if c < candidate.id]
-        return max(earlier) if earlier else None
+        """The candidate the kernel file was derived from (the fold's lineage: after a revert, the
+        reverted-to candidate; else the last evaluated source); None: the baseline."""
+        parent = self.fold.derived_from
+        return parent if parent != candidate.id else self.fold.parent_of(candidate.id)  # re-verified: its own
+
+    def latest(self) -> list[int]:
+        """The candidates of the last few evaluations, most recent last."""
+        seen: list[int] = []
+        for e in reversed(self.fold.evaluations[-4 * LATEST:]):
+            if e.candidate not in seen:
+                seen.insert(0, e.candidate)
+            if len(seen) == LATEST:
+                break
+        return seen
 
 
 def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
@@ -180,7 +199,7 @@ def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
     if done and candidate.id in box.logged:
         box.record(events.EvaluationCached(candidate=candidate.id))
         return ToolOutcome(f"candidate {candidate.name} already has this exact source; not re-verified.\n"
-                           + summarize(candidate, box.store), data=verdict_data(candidate, cached=True))
+                           + summarize(candidate, box.store, box.latest()), data=verdict_data(candidate, cached=True))
     if not done:  # (a verdict on disk whose event a crash cut off is logged now, not verified again)
         if box.approve is not None and not box.approve(candidate):
             return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
@@ -193,7 +212,7 @@ def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
                                  kind=verdict.timing.kind if verdict.timing else None,
                                  note=candidate.meta.get("note", ""), **traps.facts(verdict)))
     box.logged.add(candidate.id)
-    return ToolOutcome(summarize(candidate, box.store), is_error=not verdict.passed,
+    return ToolOutcome(summarize(candidate, box.store, box.latest()), is_error=not verdict.passed,
                        data=verdict_data(candidate, cached=False))
 
 
@@ -213,20 +232,43 @@ def compile_report(box: ToolBox) -> ToolOutcome:
                        data={"ok": report.ok, "spill_bytes": sum(k.spill_bytes or 0 for k in report.kernels)})
 
 
-@tool("history", "All evaluated candidates: id, status, score, note.")
-def history(box: ToolBox) -> ToolOutcome:
+@tool("history", f"Every evaluated candidate, oldest first, {HISTORY_PAGE} per page: id, the candidate it was derived "
+      "from, status, score, per-workload numbers, full note. Without `page`, the latest page.", {"page": INT})
+def history(box: ToolBox, page: int | None = None) -> ToolOutcome:
     items = sorted(box.store.items.values(), key=lambda c: c.id)
     if not items:
         return ToolOutcome("no candidates evaluated yet")
-    shown = items[-30:]
-    lines = [f"{len(items)} candidates" + (" (last 30 shown)" if len(items) > 30 else "") + ":"]
-    for c in shown:
-        value, label = score(c.verdict)
-        status = c.verdict.status if c.verdict else "interrupted"
-        lines.append(f"  {c.name} {status:<8} " + (f"{value:.4f} " if value is not None else "") +
-                     (c.meta.get("note") or "") + ("" if c.passed or not c.verdict else f" [{(c.verdict.reason or '')[:120]}]"))
-    lines.append(leaderboard_text(box.store))
+    pages = (len(items) + HISTORY_PAGE - 1) // HISTORY_PAGE
+    if page is not None and not 1 <= page <= pages:
+        raise ToolError(f"page {page} does not exist: there {'is' if pages == 1 else 'are'} {pages} "
+                        f"page{'s' if pages > 1 else ''} of {HISTORY_PAGE} candidates")
+    page = page or pages
+    shown = items[(page - 1) * HISTORY_PAGE:page * HISTORY_PAGE]
+    label = next((score(c.verdict)[1] for c in items if score(c.verdict)[0] is not None), "")
+    lines = [f"{len(items)} candidates; {shown[0].name}-{shown[-1].name} shown (page {page} of {pages}"
+             + ("; history(page=N) for others" if pages > 1 else "") + ")."
+             + (f" Scores: {label}." if label else "") + " Format: id <- parent, status, score, per-workload, note."]
+    lines += [history_line(c) for c in shown]
+    lines.append(leaderboard_text(box.store, box.latest()))
     return ToolOutcome("\n".join(lines))
+
+
+def history_line(c: Candidate) -> str:
+    parent = c.meta.get("parent")
+    head = f"{c.name} <- {parent:04d}" if isinstance(parent, int) else f"{c.name} <- baseline"
+    v = c.verdict
+    if v is None:
+        return f"{head}  not evaluated (interrupted; evaluate again to verify it)"
+    value, _ = score(v)
+    parts = [head, v.status]
+    if value is not None:
+        parts.append(f"{value:.4f}")
+        if v.timing is not None and v.timing.workloads:
+            parts.append(" ".join(f"{w.workload} {w.speedup:.3f}" for w in v.timing.workloads))
+    elif v.reason:
+        parts.append(f"({v.phase or v.status}) {' '.join(v.reason.split())[:300]}")
+    note = " ".join((c.meta.get("note") or "").split())
+    return "  ".join(parts) + (f"  note: {note}" if note else "")
 
 
 @tool("revert", "Restore an evaluated candidate's source into the kernel file.", {"candidate": INT}, ("candidate",),
@@ -267,7 +309,8 @@ def format_compile(report: CompileReport) -> str:
         return f"compile for {report.target} failed: {report.error}"
     rows = [f"compiled for {report.target} (shared memory limit {report.shared_limit_bytes} B):"]
     for k in report.kernels:
-        rows.append(f"  {k.name}: {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
+        rows.append(f"  {k.specialization or k.name}" + (f" (first compiled for case {k.case})" if k.case else "")
+                    + f": {k.num_warps} warps, {k.num_stages} stages, registers {k.registers}, "
                     f"spill {k.spill_bytes} B, shared {k.shared_bytes} B")
     if report.launches or report.launch_errors:
         from kopt.verifier.launches import render
@@ -276,7 +319,7 @@ def format_compile(report: CompileReport) -> str:
     return "\n".join(rows)
 
 
-def summarize(candidate: Candidate, store: CandidateStore) -> str:
+def summarize(candidate: Candidate, store: CandidateStore, latest: list[int] | None = None) -> str:
     v = candidate.verdict
     assert v is not None
     lines = [f"candidate {candidate.name}: {v.status.upper()}" + (f" in {v.phase}" if v.phase else "")]
@@ -304,15 +347,37 @@ def summarize(candidate: Candidate, store: CandidateStore) -> str:
         lines.append("not verified by this evaluation: " + "; ".join(v.unverified))
     if v.log_excerpt and not v.passed:
         lines.append("log excerpt:\n" + v.log_excerpt[-1500:])
-    lines.append(leaderboard_text(store))
+    lines.append(leaderboard_text(store, latest))
     return "\n".join(lines)
 
 
-def leaderboard_text(store: CandidateStore) -> str:
-    board = store.leaderboard()
-    if not board:
-        return "leaderboard: no passing candidate yet"
-    label = score(board[0].verdict)[1]
-    return f"leaderboard ({label}): " + "; ".join(
-        f"{c.name} {score(c.verdict)[0]:.4f}" + (f" ({c.meta.get('note')[:60]})" if c.meta.get("note") else "")
-        for c in board)
+def leaderboard_text(store: CandidateStore, latest: list[int] | None = None) -> str:
+    """The best few candidates, then the latest evaluations that are not among them: bounded in size (notes
+    shortened; the history tool has them whole)."""
+    board = store.leaderboard(LEADERBOARD)
+    if board:
+        passing = sum(score(c.verdict)[0] is not None for c in store.items.values())
+        lines = [f"leaderboard ({score(board[0].verdict)[1]}), best {len(board)} of {passing} passing:"]
+        lines += [f"  {entry(c)}" for c in board]
+    else:
+        lines = ["leaderboard: no passing candidate yet"]
+    rest = [store.items[i] for i in latest or [] if i in store.items and store.items[i] not in board]
+    if rest:
+        lines.append("latest evaluations:")
+        lines += [f"  {entry(c)}" for c in rest]
+    return "\n".join(lines)
+
+
+def entry(c: Candidate) -> str:
+    value = score(c.verdict)[0]
+    outcome = f"{value:.4f}" if value is not None else (c.verdict.status if c.verdict else "not evaluated")
+    return f"{c.name} {outcome}" + (f"  {short(c.meta['note'], 100)}" if c.meta.get("note") else "")
+
+
+def short(text: str, limit: int = 160) -> str:
+    """`text` on one line, cut at a word boundary when longer than `limit` (full notes: the history tool)."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else flat[:limit]) + " ..."

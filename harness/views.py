@@ -77,16 +77,18 @@ def clock(seconds: float) -> str:
 
 # ---- status
 
-def status_table(view) -> RichGroup:
-    from kopt.harness.panel import describe
+def status_table(view, now: float | None = None) -> RichGroup:
+    from kopt.harness.panel import describe, evaluation_view, segment_text, span
+    now = time.time() if now is None else now
     c, best = view.counters, view.best
-    state, why = view.state()
+    state, why = view.state(now)
     colour = {"running": "green", "ended": "blue"}.get(state, "yellow")
     table = Table(title=f"kopt run {view.run_id}  ({view.model} on {view.task})", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("state", f"[{colour}]{state}[/]: {escape(why)}")
-    table.add_row("elapsed", clock(view.elapsed_s))
+    elapsed = view.fold.elapsed_at(now) if state == "running" else view.elapsed_s  # ticks while it runs
+    table.add_row("elapsed", span(elapsed))
     table.add_row("tool calls", str(c.tool_calls))
     table.add_row("evaluations", f"{c.evaluations} ({c.failed_evaluations} did not pass)")
     table.add_row("best", f"candidate {best.candidate:04d}: {best.score:.4f} {escape(best.label)}; found at "
@@ -100,6 +102,11 @@ def status_table(view) -> RichGroup:
     for name, value in extras:
         if value:
             table.add_row(name, str(value))
+    if len(view.fold.segments) > 1:
+        table.add_row("segment", segment_text(view.fold))
+    evaluating = evaluation_view(view.fold.evaluating, elapsed) if state == "running" else None
+    if evaluating is not None:
+        table.add_row("evaluating", evaluating)
     recent = Table(title="last events", show_header=False, box=None)
     for event in view.recent:
         recent.add_row(f"{event.elapsed_s:9.1f}s", escape(describe(event)))
@@ -113,14 +120,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.watch:
         console.print(status_table(load(root)))
         return 0
+    return watch(console, root)
+
+
+def watch(console: Console, root: Path) -> int:
+    """Redraw until Ctrl-C (or SIGTERM): the log is re-read every WATCH_EVERY_S, the clock ticks between."""
+    import signal
+    import threading
+
     from rich.live import Live
-    with Live(status_table(load(root)), console=console, auto_refresh=False) as live:
-        try:
-            while True:
-                time.sleep(WATCH_EVERY_S)
-                live.update(status_table(load(root)), refresh=True)
-        except KeyboardInterrupt:
-            pass
+
+    from kopt.harness.inspect import load
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        view = load(root)
+        with Live(status_table(view), console=console, auto_refresh=False) as live:
+            read = time.monotonic()
+            while not stop.wait(0.5):
+                if time.monotonic() - read >= WATCH_EVERY_S:
+                    view, read = load(root), time.monotonic()
+                live.update(status_table(view), refresh=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -114,8 +114,9 @@ class Workspace:
         if name not in allowed:
             if any(fnmatch.fnmatch(name, pattern) for pattern in OFF_LIMITS) or (self.root / name).exists():
                 raise Forbidden(f"{name} is off-limits to the agent", "off-limits file")
-            what = "change" if write else "read"
-            raise ToolError(f"no such file {name!r}: you can {what} {', '.join(allowed)}")
+            if write:  # whether or not it exists: only these may be written
+                raise ToolError(f"{name!r} cannot be written: you may change only {' and '.join(allowed)}")
+            raise ToolError(f"{name!r} is not one of the files you may read ({', '.join(allowed)})")
         full = self.root / name
         if full.is_symlink() or full.resolve().parent != self.root.resolve():
             raise Forbidden(f"{name} is a link out of the workspace", "link out of the workspace")

@@ -18,7 +18,6 @@ from kopt.verifier.coordinator import Coordinator, TimingFault
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import Timing, Verdict, WorkloadTiming
 
-Progress = Callable[[str], None]
 GPU_UNVERIFIED = [
     "GPU: a write into an input or next to an output that is undone before the call returns is not detected "
     "(device memory has no page protection; the CPU path's guards catch it)",
@@ -28,7 +27,7 @@ GPU_UNVERIFIED = [
 
 
 def evaluate_on(device: Any, source: str, task: Task, target: str, secret: int, verdict: Verdict,
-                say: Progress) -> None:
+                say: Any) -> None:
     """Everything after the gate; raises evaluate.Rejected with the reason when the kernel fails."""
     from kopt.verifier import evaluate as ev
     cfg = task.config
@@ -46,19 +45,22 @@ def evaluate_on(device: Any, source: str, task: Task, target: str, secret: int, 
     for dtype in dtypes:
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype, device=device)
+        checker.on_item = say.item_done
         phases[f"correctness ({dtype})"] = checker.run
     compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
     phases["baseline"] = lambda: cpu.baseline_run(task, [], compared, cancel, device)
-    say(f"compiling and checking {len(items)} case runs on the {device.kind} device")
+    say.phase("checking", f"compile and correctness on the {device.kind} device in {len(phases)} child processes",
+              total=len(items))
     results, failures = ev.run_parallel(phases, cancel, verdict)
     ev.judge_phases(results, failures, verdict, target, items, task)
     verdict.unverified += ev.coverage_notes(results)
-    say(f"timing {len(workloads)} workloads: baseline, a copy of it and the candidate, interleaved")
+    say.phase("timing", f"timing {len(workloads)} workloads: baseline, a copy of it and the candidate, interleaved",
+              total=len(workloads))
     dtype = cfg.gpu.dtypes[0]
     coordinator = Coordinator(task, source, device, secret, threading.Event())
     start = time.monotonic()
     try:
-        done = coordinator.run(workloads, dtype)
+        done = coordinator.run(workloads, dtype, say.item_done)
     except TimingFault as exc:
         verdict.wall_s["timing"] = time.monotonic() - start
         status = "rejected" if exc.arm == timing.CANDIDATE else "error"

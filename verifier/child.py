@@ -139,6 +139,7 @@ class Calls:
         self.regions: dict[str, arena.Region] = {}
         self.usage: dict[int, tuple] = {}  # compiled kernels' resources, shared by the workloads' dry runs
         self.flush: torch.Tensor | None = None
+        self.compiler: Any = None  # compile mode: told which call its kernels are compiled for
 
     def region(self, key: str, size: int) -> arena.Region:
         region = self.regions.get(key)
@@ -184,6 +185,8 @@ class Calls:
         ordered.update(msg.get("override", {}))  # options a case does not pass (k_scale=...): by keyword
         positional, keywords = split_call(ordered, self.job["positional_args"])
         self.configure(msg)
+        if self.compiler is not None:
+            self.compiler.case, self.compiler.keys = msg["group"], self.launches.keys
         first = len(self.launches.files)
         start = time.perf_counter()
         report: dict[str, Any] = {"op": "done", "exception": None, "returned": None}
@@ -267,6 +270,8 @@ def main() -> int:
                     "where": describe(exc, job["kernel"])["where"]})
         return 0
     calls = Calls(job, fn, launches)
+    if job["mode"] == "compile":
+        calls.compiler = compiler
     send(sock, {"op": "ready"})
     while True:
         msg, fds = receive(sock)

@@ -89,6 +89,8 @@ class Compiler:
         self.backend, arch, warp, self.limit = parse_target(target)
         driver.set_active(_TargetOnlyDriver(GPUTarget(self.backend, arch, warp)))
         self.kernels: list[dict[str, Any]] = []
+        self.case: str | None = None  # the call being made (its buffer group), set by the child
+        self.keys: list[str] | None = None  # the child's launch keys: the last is the launch compiling now
         original = jit.JITFunction._do_compile
         compiler = self
 
@@ -98,7 +100,8 @@ class Compiler:
             meta = kernel.metadata
             entry = {"name": fn.__name__, "num_warps": meta.num_warps, "num_stages": meta.num_stages,
                      "shared_bytes": int(meta.shared), "registers": None, "spill_bytes": None,
-                     "compile_s": time.perf_counter() - start}
+                     "compile_s": time.perf_counter() - start, "case": compiler.case,
+                     "specialization": compiler.keys[-1] if compiler.keys else None}
             if compiler.backend == "cuda":
                 entry["registers"], entry["spill_bytes"] = resource_usage(kernel.asm["cubin"])
             compiler.kernels.append(entry)

@@ -107,7 +107,8 @@ class Coordinator:
             raise TimingFault(arm, f"{arm} could not start for timing: {exc.reason}") from exc
         return opened
 
-    def run(self, workloads: list[Case], dtype: str) -> list[WorkloadResult]:
+    def run(self, workloads: list[Case], dtype: str, done: Any = None) -> list[WorkloadResult]:
+        """`done`: called after each workload (progress)."""
         sessions = self.sessions()
         try:
             busy = self.device.idle_problem()
@@ -116,6 +117,8 @@ class Coordinator:
             self.device.warm_up()
             for workload in workloads:
                 self.results.append(self.workload(sessions, workload, dtype))
+                if done is not None:
+                    done()
         finally:
             for session in sessions.values():
                 session.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -65,6 +65,7 @@ class Correctness:
         self.result = Checked()
         self.autotune = 0  # configs of the largest autotuned kernel seen so far
         self.errors: dict[str, tuple[float, float]] = {}  # item -> (rel. L2, max abs) of its first call
+        self.on_item: Callable[[], None] | None = None  # told as each item is judged (progress display)
 
     def inputs(self, item: dict, variant: int, like: Inputs | None = None) -> Inputs:
         tensors = self.reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"],
@@ -97,6 +98,8 @@ class Correctness:
                      cancel=self.cancel, device=dev) as session:
             for item in self.items:
                 self.result.rows.append(self.check_item(session, item, tol[item["dtype"]].model_dump()))
+                if self.on_item is not None:
+                    self.on_item()
             if self.raises:
                 self.result.rows += self.check_raises(session)
         return self.result
@@ -303,6 +306,9 @@ def compile_calls(task: Task, source: str, items: list[dict], target: str, cance
                         "kernels": []}
             launched += len(result.keys)
         report = s.request("report")
+        names = {item["key"]: f"{item['case']}/{item['dtype']}" for item in items}
+        for kernel in report.get("kernels", []):  # which case's call compiled it, in the task's words
+            kernel["case"] = names.get(kernel.get("case"), kernel.get("case"))
         if not launched:
             report["error"] = report.get("error") or "the entry point launched no Triton kernel"
         report["launches"], report["workload_keys"], report["launch_errors"] = [], {}, {}

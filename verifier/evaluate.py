@@ -17,13 +17,13 @@ from typing import Any, Callable
 
 from kopt.verifier import cpu, launches, sandbox, timing
 from kopt.verifier.gate import check_source
+from kopt.verifier.progress import ProgressFn, Tracker
 from kopt.verifier.session import ChildFailure
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import (INTERPRETER_LABEL, CaseResult, CompileReport, KernelResources, LaunchReport,
                                    Timing, Verdict, WorkloadTiming)
 
 MAX_SOURCE_BYTES = 1 << 20
-Progress = Callable[[str], None]
 
 
 class Rejected(Exception):
@@ -76,9 +76,11 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
-             secret: int | None = None, progress: Progress | None = None) -> Verdict:
-    """Judge one kernel file against a task. Never raises for anything the kernel does."""
-    say = progress or (lambda _msg: None)
+             secret: int | None = None, progress: ProgressFn | None = None) -> Verdict:
+    """Judge one kernel file against a task. Never raises for anything the kernel does.
+    `progress`: called from this (trusted) process at each phase and case run (verifier.progress)."""
+    started = time.monotonic()
+    say = Tracker(progress)
     source = Path(kernel).read_text() if isinstance(kernel, Path) else kernel
     device = resolve_device(device)
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
@@ -99,6 +101,7 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
         verdict.status, verdict.phase = "error", "verifier"
         verdict.reason = f"the verifier failed: {type(exc).__name__}: {exc}"
         verdict.log_excerpt = traceback.format_exc()[-3000:]
+    verdict.wall_s["total"] = time.monotonic() - started  # the phases above overlap: not their sum
     return verdict
 
 
@@ -109,8 +112,9 @@ def gate(source: str, task: Task) -> list:
                         signature=tuple(cfg.signature), scalar_args=tuple(cfg.scalar_args))
 
 
-def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
     start = time.monotonic()
+    say.phase("gate", "static gate")
     if len(source.encode()) > MAX_SOURCE_BYTES:
         raise Rejected("gate", f"the kernel file is larger than {MAX_SOURCE_BYTES} bytes")
     violations = gate(source, task)
@@ -130,7 +134,7 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
     accel.evaluate_on(dev, source, task, target, secret, verdict, say)
 
 
-def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Progress) -> None:
+def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
     cfg = task.config
     items = plan_items(task, "cpu", secret)
     cancel = threading.Event()
@@ -145,10 +149,11 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     for dtype in sorted({i["dtype"] for i in items}):
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
+        checker.on_item = say.item_done
         phases[f"correctness ({dtype})"] = checker.run
     compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
     phases["baseline"] = lambda: cpu.baseline_run(task, timed, compared, cancel)
-    say(f"compiling and checking {len(items)} case runs in {len(phases)} child processes")
+    say.phase("checking", f"compile and correctness in {len(phases)} child processes", total=len(items))
     results, failures = run_parallel(phases, cancel, verdict)
     judge_phases(results, failures, verdict, target, items, task)
     verdict.unverified += coverage_notes(results)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,53 @@ def sweep_stale_dirs() -> int:
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
     return removed
+
+
+# Every child process this process has running (sessions and phases), so an operator's "stop now" can
+# kill them all at once; after that no new child starts until `allow_children`.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+STOPPING_REASON = "cancelled: kopt is stopping (interrupted by the operator)"
+
+
+class Stopping(Exception):
+    """A child was asked to start after `kill_children`."""
+
+
+def track(proc: subprocess.Popen) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    if _STOPPING.is_set():
+        _kill_group(proc)  # started while the stop came: killed like the others
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+
+
+def refuse_if_stopping() -> None:
+    if _STOPPING.is_set():
+        raise Stopping(STOPPING_REASON)
+
+
+def kill_children() -> int:
+    """Kill the process group of every verifier child alive now and refuse new ones (safe in a signal
+    handler: no waiting). The evaluations they served come back failed; the caller must not record them."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(procs)
+
+
+def allow_children() -> None:
+    _STOPPING.clear()
 
 
 def clean_env(workdir: Path, interpret: bool, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -88,6 +88,10 @@ class Session:
         self.timeout_s, self.cancel = timeout_s, cancel
         self.device = device  # how outputs are allocated (None: memfds on the host; see verifier/devices.py)
         self.deadline = time.monotonic() + timeout_s
+        try:
+            sandbox.refuse_if_stopping()
+        except sandbox.Stopping as exc:
+            raise ChildFailure(str(exc)) from None
         self.tmp = tempfile.TemporaryDirectory(prefix=sandbox.temp_prefix())
         root = Path(self.tmp.name)
         cwd = root / "cwd"
@@ -105,15 +109,23 @@ class Session:
             env=sandbox.clean_env(root, interpret, {**(getattr(device, "child_env", None) or {}), **(env or {})}),
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
             pass_fds=[theirs.fileno()], preexec_fn=lambda: sandbox._limits(memory_bytes), text=True)
+        sandbox.track(self.proc)
         theirs.close()
-        self.proc.stdin.write(json.dumps(job))
-        self.proc.stdin.close()
-        ready = self.wait("loading the kernel file")
-        if ready.get("op") == "error":
-            raise ChildFailure(ready["error"] + (f"\n{ready.get('where', '')}" if ready.get("where") else ""),
-                               self.tail())
-        if ready.get("op") != "ready":
-            raise ChildFailure("the kernel's process broke the verifier's protocol", self.tail())
+        try:
+            self.proc.stdin.write(json.dumps(job))
+            self.proc.stdin.close()
+        except BrokenPipeError:  # killed before it read its job: the wait below names it
+            pass
+        try:
+            ready = self.wait("loading the kernel file")
+            if ready.get("op") == "error":
+                raise ChildFailure(ready["error"] + (f"\n{ready.get('where', '')}" if ready.get("where") else ""),
+                                   self.tail())
+            if ready.get("op") != "ready":
+                raise ChildFailure("the kernel's process broke the verifier's protocol", self.tail())
+        except BaseException:
+            self.close()  # no `with` block will: the process and its files go now
+            raise
 
     def __enter__(self) -> "Session":
         return self
@@ -138,7 +150,10 @@ class Session:
                 raise ChildFailure("cancelled: another phase failed first", self.tail())
             ready, _, _ = select.select([self.sock], [], [], min(0.2, remaining))
             if ready:
-                msg, fds = receive(self.sock)
+                try:
+                    msg, fds = receive(self.sock)
+                except ConnectionResetError:  # killed with unread data in the socket: as an end of file
+                    msg, fds = None, []
                 for fd in fds:
                     os.close(fd)
                 if msg is None:
@@ -233,6 +248,7 @@ class Session:
                     pass
             sandbox._kill_group(self.proc)
         finally:
+            sandbox.untrack(self.proc)
             self.sock.close()
             for out in self.outputs.values():
                 out.close()

@@ -28,6 +28,8 @@ class KernelResources(Record):
     registers: int | None = None
     spill_bytes: int | None = None
     compile_s: float
+    specialization: str | None = None  # "kernel[NAME=value, ...]": its constexprs (one row per variant)
+    case: str | None = None  # the case whose call compiled it first, e.g. "C1/bfloat16"
 
 
 class LaunchReport(Record):

@@ -21,6 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
+# Keywords SGLang's backend passes that only describe the inputs (host-side lengths; kv_indices known to be
+# the identity): reading kv_indices and qo_indptr as given is right whatever they say.
+SGLANG_HINTS = ("extend_seq_lens_cpu", "identity_kv_indices")
 # Tunables for padded head dims <= 128 (SGLang's H100 choice).
 BLOCK_M = 128
 BLOCK_N = 64
@@ -168,10 +171,16 @@ def extend_attention_fwd(
     q_extend, k_extend, v_extend, o_extend, k_buffer, v_buffer,
     qo_indptr, kv_indptr, kv_indices, custom_mask, is_causal, mask_indptr, max_len_extend,
     k_scale=1.0, v_scale=1.0, sm_scale: Optional[float] = None, logit_cap: float = 0.0,
-    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1, **kwargs,
+    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1, *, page_size: int = 1,
+    xai_temperature_len: int = -1, **kwargs,
 ) -> None:
     """Extend attention forward; writes o_extend[:, :, :Lv] in place (see module docstring)."""
-    extra = sorted(name for name, value in kwargs.items() if value is not None and value is not False)
+    # SGLang's Triton backend also passes, by keyword, options out of scope here with the values that switch
+    # them off (sinks=None, score_mod=None, page_size=1, xai_temperature_len=-1, ...) and hints this kernel
+    # does not need; anything else must not be computed silently.
+    extra = sorted(name for name, value in kwargs.items()
+                   if name not in SGLANG_HINTS and value is not None and value is not False)
+    extra += (["page_size"] if page_size != 1 else []) + (["xai_temperature_len"] if xai_temperature_len > 0 else [])
     if extra:
         raise NotImplementedError(f"extend_attention_fwd: unsupported options {extra} "
                                   "(attention sinks, LSE output, paging, score_mod are out of scope)")

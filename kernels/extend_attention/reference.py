@@ -11,7 +11,7 @@ variant). A variant > 0 has identical shapes and strides, new content and a few 
 positions re-pointed to other pool slots (a reallocation): the verifier writes it into the
 same buffers for a second call, so anything cached across calls shows.
 
-Input distributions (VERIFIER.md): q, k, v ~ N(0, 1); in a third of the heads q is scaled x4
+Input distributions (against the threats of docs/threats.md): q, k, v ~ N(0, 1); in a third of the heads q is scaled x4
 ("peaky"); in another third every query row is pointed at one visible key ("needle": its
 logit stands ~12 above the rest, so skipping any part of the key range shows); q_scale
 raises all logits (C9: +-50). Unreferenced pool slots hold NaN: a correct gather never

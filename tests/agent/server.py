@@ -75,9 +75,13 @@ class Received:
 
 
 class ScriptedServer:
-    def __init__(self, script: Iterable[Step]):
+    def __init__(self, script: Iterable[Step], gets: Step | None = None):
+        """`script`: the POST requests' answers, in order. `gets`: the answer to every GET (a client's preflight
+        listing of models), which never consumes the script; default 404."""
         self.script: list[Step] = list(script)
         self.requests: list[Received] = []
+        self.gets = gets if gets is not None else Reply(404, {"error": {"message": "no such route"}})
+        self.get_requests: list[Received] = []
         self._lock = threading.Lock()
         owner = self
 
@@ -87,7 +91,8 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 owner._serve(self)
 
-            do_GET = do_POST
+            def do_GET(self) -> None:
+                owner._serve_get(self)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -127,6 +132,18 @@ class ScriptedServer:
         try:
             self._perform(handler, step)
         except OSError:  # the client gave up (timed out) first
+            handler.close_connection = True
+
+    def _serve_get(self, handler: BaseHTTPRequestHandler) -> None:
+        received = Received(handler.command, handler.path, {k.lower(): v for k, v in handler.headers.items()}, b"")
+        with self._lock:
+            self.get_requests.append(received)
+        step = self.gets
+        while callable(step):
+            step = step(received)
+        try:
+            self._perform(handler, step)
+        except OSError:
             handler.close_connection = True
 
     def _perform(self, handler: BaseHTTPRequestHandler, step: Any) -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,6 @@ from kopt.harness import inspect
 from kopt.harness.cli import main
 from kopt.harness.trajectory import TRAJECTORY, Writer
 from kopt.verifier.verdict import INTERPRETER_LABEL
-from tests.conftest import REPO
 from tests.harness.synthetic import RunSpec, make_run
 
 
@@ -138,14 +134,27 @@ def test_status_cli(run, capsys):
         assert text in out, text
 
 
-def test_status_watch_refreshes_until_ctrl_c(run):
-    proc = subprocess.Popen([sys.executable, "-m", "kopt.harness.cli", "status", str(run), "--watch"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.5)  # past two refreshes
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "candidate 0004" in out
+def test_status_watch_refreshes_until_ctrl_c(tmp_path):
+    """In a terminal, as a person runs it: the view redraws (the clock ticks), follows the log (an evaluation
+    starts and shows its progress), and Ctrl-C ends it. Every wait is on what the screen shows."""
+    from kopt.harness import events as ev
+    from kopt.agent.messages import ToolCall
+    from tests.harness.terminal import Screen
+    live = make_run(tmp_path / "live", RunSpec(outcomes=[1.0, "correctness", 1.5, 2.0, 1.9], end=None))
+    screen = Screen([sys.executable, "-m", "kopt.harness.cli", "status", str(live), "--watch"])
+    screen.wait_for(r"candidate 0004")
+    seconds = {int(screen.wait_for(r"elapsed\s*\S\s*(?:\d+ min )?(\d+) s").group(1))}
+    while len(seconds) < 2:  # the clock moves between reads of the log
+        seconds.add(int(screen.wait_for(r"elapsed\s*\S\s*(?:\d+ min )?(\d+) s", timeout_s=120).group(1)))
+    last = inspect.load(live).last
+    w = Writer(live / TRAJECTORY, next_seq=last.seq + 1, elapsed_offset_s=last.elapsed_s, fsync=False)
+    w.append(ev.ToolCallEvent(index=18, call=ToolCall(id="c-next", name="evaluate", arguments="{}")))
+    w.append(ev.EvaluationProgress(candidate=6, phase="checking", done=7, total=21, message="compile and correctness"))
+    w.close()
+    screen.wait_for(r"candidate 0006: compile and correctness, \d+ s", timeout_s=120)
+    screen.wait_for(r"7 of 21 case runs", timeout_s=120)
+    screen.interrupt()
+    assert screen.finish(timeout_s=120) == 0
 
 
 def test_missing_or_broken_run_dir_is_a_usage_error(tmp_path, capsys):

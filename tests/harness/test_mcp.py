@@ -79,7 +79,7 @@ def test_a_client_sees_the_run_tools_and_the_instruction(driven):
     assert not seen["edit"].is_error and "tried by the MCP client" in (root / "kernel.py").read_text()
     assert not seen["evaluate"].is_error and text(seen["evaluate"]).startswith("candidate 0001: OK")
     assert seen["evaluate"].structured_content["status"] == "ok"
-    assert "0001 ok" in text(seen["history"])
+    assert "0001 <- baseline  ok" in text(seen["history"])
     assert not seen["finish"].is_error
     assert seen["after"].is_error and "ended" in text(seen["after"])
 
@@ -189,7 +189,7 @@ def test_killing_the_server_mid_evaluation_loses_nothing(tmp_path):
         async with client(server(str(root)), "after-kill") as c:
             return text(await c.call_tool("history", {}))
     history = asyncio.run(again())
-    assert "0001 ok" in history  # the cut-off evaluation was finished on resume, with the same candidate id
+    assert "0001 <- baseline  ok" in history  # the cut-off evaluation was finished on resume, with the same candidate id
     found = events_of(root)
     evaluations = [e for e in found if isinstance(e, ev.Evaluation)]
     assert [e.candidate for e in evaluations] == [1] and evaluations[0].status == "ok"

@@ -66,7 +66,7 @@ def test_scripted_run_records_everything(tmp_path):
     (Budgets(max_evals=1), "max_evals"),
     (Budgets(max_usd=0.015), "max_usd"),
     (Budgets(max_tokens=150), "max_tokens"),
-    (Budgets(max_hours=0.0), "max_hours"),
+    (Budgets(max_hours=1e-9), "max_hours"),
 ])
 def test_each_budget_ends_the_run_cleanly(tmp_path, budgets, detail):
     ws = make_workspace(tmp_path / "run", budgets=budgets)

@@ -169,3 +169,23 @@ def test_a_new_tool_is_one_decorated_function(tmp_path, monkeypatch):
     results = [e for e in found if e.type == "tool_result" and e.name == "count_lines"]
     assert [r.content for r in results] == ["3 lines", "error: argument 'limit' of count_lines must be a integer, got str"]
     assert r.counters.tool_calls == 3
+
+
+def test_a_path_outside_the_allowed_files_says_so_rather_than_no_such_file(box):
+    new = run(box, "write_file", path="helper.py", content="x = 1\n")
+    assert new.is_error and not new.forbidden and "no such file" not in new.content
+    assert "'helper.py' cannot be written: you may change only kernel.py and NOTES.md" in new.content
+    elsewhere = run(box, "read_file", path="kernels/rmsnorm/baseline.py")
+    assert elsewhere.is_error and "is not one of the files you may read (kernel.py, NOTES.md, instruction.md)" in \
+        elsewhere.content
+
+
+def test_compile_report_rows_name_their_variant_and_case(box):
+    from kopt.harness.tools import format_compile
+    from kopt.verifier.verdict import KernelResources
+    rows = [KernelResources(name="_k", num_warps=4, num_stages=2, shared_bytes=512, registers=32, spill_bytes=0,
+                            compile_s=0.1, specialization="_k[BLOCK_N=256]", case=case) for case in ("R1/bfloat16",
+                                                                                                  "R2/bfloat16")]
+    text = format_compile(CompileReport(target="sm_90", shared_limit_bytes=232448, ok=True, kernels=rows))
+    assert "_k[BLOCK_N=256] (first compiled for case R1/bfloat16): 4 warps" in text
+    assert "_k[BLOCK_N=256] (first compiled for case R2/bfloat16)" in text

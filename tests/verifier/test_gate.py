@@ -33,7 +33,7 @@ def test_the_pinned_baselines_pass():
     assert BASELINE.is_file()
 
 
-# (source, a rule it must break) - one line per cheat class of VERIFIER.md's threat table
+# (source, a rule it must break) - one line per cheat class of the threat table (docs/threats.md)
 CHEATS = [
     # imports and modules reached through re-exports (threat 26)
     ("import os\n", "import"), ("import ctypes\n", "import"), ("from . import baseline\n", "import"),

@@ -47,7 +47,7 @@ class Facts:
 
 
 def visibility(p: int, e: int, causal: bool, window: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """The contract's visibility rule (EXTEND_ATTENTION.md), restated here, not imported."""
+    """The contract's visibility rule (docs/extend_attention.md), restated here, not imported."""
     t = torch.arange(e)[:, None]
     j = torch.arange(p + e)[None, :]
     ext = j >= p

@@ -10,7 +10,7 @@ structure could wrongly reject:
 - natural-log online softmax with tl.exp (the baseline uses exp2 and log2 units);
 - grid ordered (Hq, B, m-tiles) instead of (B, Hq, m-tiles); 64x64 tiles (64x32 for D > 128);
 - rows past the request's E are masked out of the softmax instead of computed and discarded.
-Written from /work/shared/EXTEND_ATTENTION.md.
+Written from docs/extend_attention.md.
 """
 import math
 from typing import Optional
