@@ -42,8 +42,6 @@ def test_kill_children_ends_a_call_in_flight_and_refuses_new_children():
         assert "SIGKILL" in outcome["failure"] and "calling R1" in outcome["failure"]
         with pytest.raises(ChildFailure, match="kopt is stopping"):
             Session(SLOW, job_for(task, "interpret"), interpret=True, timeout_s=60)
-        refused = sandbox.run_phase({"phase": "run"}, "x = 1\n", timeout_s=60, interpret=True)
-        assert refused.failure == sandbox.STOPPING_REASON and refused.returncode is None
     finally:
         sandbox.allow_children()
         thread.join(120)
