@@ -62,7 +62,7 @@ EXTEND_QK = "                    + offs_dq[:, None], mask=mask_n[None, :] & mask
             "        qk = tl.dot(q, k, input_precision=DOT_PREC)\n"
 STORE = "    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_dv[None, :])\n"
 WRAPPER = "def extend_attention_fwd(\n"
-KWARGS = "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1, **kwargs,\n"
+KWARGS = "    xai_temperature_len: int = -1, **kwargs,\n"
 GRID = "    grid = (batch, n_q_heads, triton.cdiv(max_len_extend, block_m))\n"  # the wrapper's checks are done
 LAUNCH = "    _fwd_kernel[grid](\n"
 LAUNCH_ARGS = "        sm_scale, logit_cap, sliding_window_size,\n"
@@ -237,7 +237,7 @@ PANEL: dict[str, Kernel] = {
         before(GRID, "    k_t = _k_transposed(k_buffer)  # the cached copy (used by a faster kernel)\n")),
     "adv_mutable_default": patch(
         "a mutable default argument keeps state between calls",
-        (KWARGS, "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1,\n"
+        (KWARGS, "    xai_temperature_len: int = -1,\n"
                  "    _kv_copies={},  # CHEAT: state that survives between calls\n    **kwargs,\n"),
         before(GRID, "    _kv_copies[lq] = k_buffer\n")),
     "adv_annotation_state": patch(
@@ -246,7 +246,7 @@ PANEL: dict[str, Kernel] = {
         (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, DROP_DIV: tl.constexpr,\n"),
         (PREFIX_LOOP, "    P_used = P - P // DROP_DIV\n    for start_n in range(lo, P_used, BLOCK_N):\n"),
         ("        mask_n = offs_n < P\n", "        mask_n = offs_n < P_used\n"),
-        (KWARGS, "    skip_prefix_custom_mask: bool = True, sliding_window_size: int = -1,\n"
+        (KWARGS, "    xai_temperature_len: int = -1,\n"
                  "    _calls: [] = None,  # CHEAT: evaluated once; a list that lives as long as the module\n"
                  "    **kwargs,\n"),
         before(GRID, '    calls = typing.get_type_hints(extend_attention_fwd)["_calls"]\n    calls.append(1)\n'
