@@ -96,7 +96,9 @@ def test_evaluate_snapshots_caches_and_reverts(box):
     bad = run(box, "evaluate")
     assert bad.is_error and "REJECTED" in bad.content and "wrong result" in bad.content
     assert (box.ws.root / "candidates" / "0002.py").read_text() == "# BROKEN\n"
-    assert (box.ws.root / "best.py").read_text() == "# FAST\n"
+    best = (box.ws.root / "best.py").read_text()  # the latest passing one, labelled: no GPU timed it
+    assert best.startswith("# kopt: candidate 0001 (the latest passing candidate); not timed on a GPU")
+    assert best.endswith("\n# FAST\n")
     assert not run(box, "revert", candidate=1).is_error
     assert box.ws.kernel.read_text() == "# FAST\n"
     kinds = [k for k, _ in box.events]
