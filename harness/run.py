@@ -95,9 +95,9 @@ class Run:
         self.store = CandidateStore(ws.root)
         self.interrupts = Interrupts()
         self.tools = ToolBox(ws, self.store, self._guarded(evaluate), self._guarded(compile_report),
-                             self.recorder.record, approve, fold=self.fold)
+                             self.recorder.record, self._asking(approve), fold=self.fold)
         self._progress_lock = threading.Lock()
-        self._progress_last: tuple[tuple[int, str], float] | None = None
+        self._progress_last: tuple[tuple[int, str, str], float] | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -116,11 +116,21 @@ class Run:
             return result
         return call
 
+    def _asking(self, approve: Callable | None) -> Callable | None:
+        """The operator's approval prompt: a second interrupt while it waits for an answer stops the run."""
+        if approve is None:
+            return None
+
+        def ask(candidate) -> bool:
+            with self.interrupts.abandonable():
+                return approve(candidate)
+        return ask
+
     def evaluation_progress(self, candidate: int, progress: Progress) -> None:
         """From the verifier's threads: recorded on a phase change, at the last case and at most every
         PROGRESS_EVERY_S between. A display's concern: never fails the evaluation."""
         now = time.monotonic()
-        key = (candidate, progress.phase)
+        key = (candidate, progress.phase, progress.message)
         with self._progress_lock:
             last = self._progress_last
             if (last is not None and last[0] == key and now - last[1] < PROGRESS_EVERY_S

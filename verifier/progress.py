@@ -42,6 +42,10 @@ class Tracker:
             self.current = Progress(name, 0, total, message)
             self._send()
 
+    def __call__(self, message: str) -> None:
+        """A step said in words only (what `progress` received before it was typed): no case counts."""
+        self.phase("step", message)
+
     def item_done(self) -> None:
         with self.lock:
             c = self.current

@@ -147,6 +147,11 @@ class KilledRun:
                 and s.last_event_at_kill["call"]["name"] == "evaluate"]
 
 
+def last_step(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last event that is not an evaluation's progress (those only say how far the evaluation got)."""
+    return next((e for e in reversed(events) if e["type"] != "evaluation_progress"), None)
+
+
 def wait_for_kill(proc: subprocess.Popen, traj: Path, session: Session, started: float, plan: tuple[str, float],
                   tmpdir: Path, deadline: float) -> bool:
     """Wait as the plan says; True when it is time to kill, False when the process exited first.
@@ -170,8 +175,8 @@ def wait_for_kill(proc: subprocess.Popen, traj: Path, session: Session, started:
             if own and time.monotonic() - started >= delay:
                 return True
         elif own:
-            last = events[-1]
-            evaluating = last["type"] == "tool_call" and last["call"]["name"] == "evaluate"
+            last = last_step(events)  # an evaluation's progress events come after its tool_call
+            evaluating = last is not None and last["type"] == "tool_call" and last["call"]["name"] == "evaluate"
             if not evaluating:
                 armed_at = None
             elif armed_at is None or armed_seq != last["seq"]:
@@ -224,7 +229,7 @@ def killed_run(tmp_path_factory) -> KilledRun:
             after = complete_events(traj)
             session.first_new = after[session.events_before]["type"] if len(after) > session.events_before else None
             if session.killed:
-                session.last_event_at_kill = after[-1] if after else None
+                session.last_event_at_kill = last_step(after)
                 session.strays = kill_strays(tmpdir)
                 continue
             assert session.returncode == 0, f"session {index} ({session.command}) exited {session.returncode}:\n{session.log}"
@@ -389,11 +394,17 @@ def cut_copy(killed_run: KilledRun, dest: Path, keep: int, kernel_from: int | No
     return dest, [json.loads(line) for line in lines]
 
 
+def evaluation_after(events: list[dict[str, Any]], i: int) -> int | None:
+    """The index of the evaluation event the evaluate call at i produced (past its progress), or None."""
+    j = next((j for j in range(i + 1, len(events)) if events[j]["type"] != "evaluation_progress"), None)
+    return j if j is not None and events[j]["type"] == "evaluation" else None
+
+
 def last_fresh_evaluation(events: list[dict[str, Any]]) -> tuple[int, int]:
     """(index of the last evaluate tool_call that produced an evaluation event, its candidate id)."""
     at = max(i for i, e in enumerate(events) if e["type"] == "tool_call" and e["call"]["name"] == "evaluate"
-             and events[i + 1]["type"] == "evaluation")
-    return at, events[at + 1]["candidate"]
+             and evaluation_after(events, i) is not None)
+    return at, events[evaluation_after(events, at)]["candidate"]
 
 
 def test_resume_drops_a_torn_last_line_and_continues(killed_run, tmp_path):
@@ -435,7 +446,8 @@ def test_a_verdict_written_but_not_logged_is_logged_on_resume(killed_run, tmp_pa
     assert events[-1]["type"] == "run_end" and events[-1]["reason"] == "finished"
     assert verdict_file.read_bytes() == recorded  # logged from disk, not verified again
     logged = [e for e in events[evaluate_at + 1:] if e["type"] == "evaluation"]
-    assert [e["candidate"] for e in logged] == [candidate] and logged[0]["sha256"] == full[evaluate_at + 1]["sha256"]
+    assert [e["candidate"] for e in logged] == [candidate]
+    assert logged[0]["sha256"] == full[evaluation_after(full, evaluate_at)]["sha256"]
     evaluated = [e["candidate"] for e in events if e["type"] == "evaluation"]
     on_disk = sorted(int(p.stem) for p in (run / "candidates").glob("*.json"))
     state = json.loads((run / "state.json").read_text())
