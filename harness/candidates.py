@@ -45,8 +45,8 @@ def score(verdict: Verdict | None) -> tuple[float | None, str]:
         return None, ""
     t = verdict.timing
     value = {"gpu": t.geomean_speedup, "interpreter": t.interpreter_ratio, "simulated": t.simulated_ratio}[t.kind]
-    if value is None and t.kind == "interpreter":  # files written before interpreter_ratio existed
-        value = t.geomean_speedup
+    if value is None and t.kind != "gpu":  # files written before the ratio had its own field
+        value = next((v for v in (t.simulated_ratio, t.interpreter_ratio, t.geomean_speedup) if v is not None), None)
     return value, LABELS[t.kind]
 
 
