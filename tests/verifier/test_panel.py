@@ -1,11 +1,11 @@
 """The verifier proves its own power (docs/threats.md rows 10 and 24): the mutation panel and the
 honest kernels.
 
-Each cheap wrong kernel (the mut_* entries of tests/verifier/panel.py) is evaluated by the real evaluate() on the real
-task (every public case, both CPU dtypes, both seeds, the hidden cases) and must be rejected.
-The stronger property: it must fail *every* case run in which its mutation changes the math,
-and - so that the panel also catches a trigger-happy verifier - pass every case run in which
-the mutation is a no-op (e.g. no_causal on the non-causal case C4, the GQA head map on MHA or
+Each cheap wrong kernel (the mut_* entries of tests/verifier/panel.py) is evaluated by the real
+evaluate() on the real task (every public case, both CPU dtypes, both seeds, the hidden cases)
+and must be rejected. The stronger property: it must fail *every* case run in which its mutation
+changes the math, and - so that the panel also catches a trigger-happy verifier - pass every case
+run in which the mutation is a no-op (e.g. no_causal on the non-causal case C4, the GQA head map on MHA or
 MQA cases). Whether a mutation changes the math is decided here from the case's own inputs
 (lengths, heads, masks, window), with the contract's visibility rule restated independently.
 
