@@ -93,8 +93,10 @@ def test_occupancy_by_hand() -> None:
 
 INTERPRETED = """
 import json, sys, torch
+from kopt.verifier import interp
 from kopt.verifier.child import load_module, split_call
 from kopt.verifier.launches import Recorder
+interp.install()  # as the verifier's child does: its fixes make older tritons' interpreters run the kernel
 from kopt.verifier.task import load_task
 task = load_task("extend_attention")
 case = next(c for c in task.config.cases if c.id == "C8").params
