@@ -55,10 +55,15 @@ def create(args: argparse.Namespace, check_model: bool = False, **fixed) -> tupl
             parse_target(args.target)
     except (TaskError, TargetError) as exc:
         return fail(str(exc))
-    if args.device == "cuda":
+    try:
+        from kopt.verifier.devices import check_name
+        check_name(args.device)
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
-            return fail("--device cuda but no CUDA GPU is visible: use --device cpu or auto")
+            return fail(f"--device {args.device} but no CUDA GPU is visible: use --device cpu, sim or auto")
     run_id = f"{new_run_id()}-{task.name}"
     root = Path(args.run_dir) if args.run_dir else REPO_WORKSPACES / run_id
     try:
