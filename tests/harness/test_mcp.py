@@ -181,7 +181,7 @@ def test_killing_the_server_mid_evaluation_loses_nothing(tmp_path):
         asyncio.run(killed())
     except BaseException:
         pass  # the client's transport dies with the server
-    found = events_of(root)
+    found = [e for e in events_of(root) if not isinstance(e, ev.EvaluationProgress)]  # how far it got: no result
     assert isinstance(found[-1], ev.ToolCallEvent) and found[-1].call.name == "evaluate"
     assert (root / "candidates" / "0001.py").exists()
 
