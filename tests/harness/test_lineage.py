@@ -44,8 +44,10 @@ def test_parent_is_the_reverted_to_candidate_and_history_shows_the_tree(tmp_path
 
 def test_history_pages_and_the_leaderboard_keeps_the_latest(tmp_path):
     ws = make_workspace(tmp_path / "run")
+    # no stall policy and no compaction in the way of a long scripted run (a compaction shortens the
+    # conversation, and the scripted model, which counts its own turns there, would replay the script)
     config = ws.config.model_copy(update={"stall": StallPolicy(warn_after=100, redesign_after=100)})
-    ws = Workspace(ws.root, config)  # no stall policy in the way of a long scripted run
+    ws = Workspace(ws.root, config)
     n = HISTORY_PAGE + 5
     baseline = ws.kernel.read_text()
     # the first six get better and better (FAST counts), the rest are worse than all of them
@@ -53,7 +55,7 @@ def test_history_pages_and_the_leaderboard_keeps_the_latest(tmp_path):
                call("evaluate", {"note": f"variant {i}"})] for i in range(n)]
     script += [[call("history", {})], [call("history", {"page": 1})], [call("history", {"page": 3})]]
     model = ScriptedModel(script)
-    Run(ws, model, FakeVerifier().evaluate, FakeVerifier().compile).execute()
+    Run(ws, model, FakeVerifier().evaluate, FakeVerifier().compile, context_tokens=1_000_000).execute()
     results = [m for m in model.seen[-1] if getattr(m, "name", None) == "history"]
     last, first, missing = (m.content for m in results)
     assert f"{n} candidates" in last and "page 2 of 2" in last and f"{n:04d} <-" in last and "0001 <-" not in last
