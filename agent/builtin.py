@@ -65,9 +65,16 @@ class BuiltinModel:
 
     def __init__(self, editable: str = "kernel.py", tunables: list[Tunable] | None = None,
                  constraints: list[str] | None = None, rewrites: list[Rewrite] | None = None,
-                 margin: float = 0.02, spill_slack_bytes: int = 256, note: str = ""):
+                 margin: float = 0.02, spill_slack_bytes: int = 256, note: str = "", order: int = 0):
+        """`order`: where the search starts (agent N of several rotates the constants by N and, for odd N, tries
+        the lower value of each first), so that parallel agents do not repeat each other."""
         self.editable = editable
-        self.tunables = tunables or []
+        tunables = list(tunables or [])
+        if tunables and order:
+            shift = order % len(tunables)
+            tunables = tunables[shift:] + tunables[:shift]
+        self.tunables = tunables
+        self.lower_first = order % 2 == 1
         self.constraints = constraints or []
         self.rewrites = rewrites or []
         self.margin, self.spill_slack = margin, spill_slack_bytes
@@ -252,7 +259,7 @@ class BuiltinModel:
             here = values[t.name]
             higher = [v for v in legal if v > here][:1]
             lower = [v for v in legal if v < here][-1:]
-            for v in higher + lower:
+            for v in (lower + higher) if self.lower_first else (higher + lower):
                 trial = dict(values, **{t.name: v})
                 key = self.key(trial, rewrites)
                 if key in tried or not self.allowed(trial):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ class CandidateStore:
         self.items: dict[int, Candidate] = {}
         self.by_sha: dict[str, int] = {}
         self._best: Candidate | None = None
+        self._lock = threading.RLock()  # agents of one run share the store: ids and best.py under it
+        self._claims: dict[str, threading.Lock] = {}
         for py in sorted(self.dir.glob("[0-9][0-9][0-9][0-9].py")):
             cid = int(py.stem)
             verdict, meta = load(py.with_suffix(".json"))
@@ -113,20 +116,32 @@ class CandidateStore:
     def path(self, cid: int) -> Path:
         return self.dir / f"{cid:04d}.py"
 
+    def claim(self, source: str) -> threading.Lock:
+        """Held while one source is snapshotted, evaluated and logged: a second agent with the same source waits,
+        then finds it evaluated (never verified twice at once, never logged twice)."""
+        sha = hashlib.sha256(source.encode()).hexdigest()
+        with self._lock:
+            return self._claims.setdefault(sha, threading.Lock())
+
     def snapshot(self, source: str) -> Candidate:
         """The candidate holding this exact source: an existing one, or a new immutable file."""
         sha = hashlib.sha256(source.encode()).hexdigest()
-        if sha in self.by_sha:
-            return self.items[self.by_sha[sha]]
-        cid = max(self.items, default=0) + 1
-        path = self.path(cid)
-        write_atomic(path, source)
-        os.chmod(path, 0o444)
-        self.items[cid] = Candidate(cid, sha, None, {})
-        self.by_sha[sha] = cid
-        return self.items[cid]
+        with self._lock:
+            if sha in self.by_sha:
+                return self.items[self.by_sha[sha]]
+            cid = max(self.items, default=0) + 1
+            path = self.path(cid)
+            write_atomic(path, source)
+            os.chmod(path, 0o444)
+            self.items[cid] = Candidate(cid, sha, None, {})
+            self.by_sha[sha] = cid
+            return self.items[cid]
 
     def record(self, cid: int, verdict: Verdict, meta: dict[str, Any]) -> None:
+        with self._lock:
+            self._record(cid, verdict, meta)
+
+    def _record(self, cid: int, verdict: Verdict, meta: dict[str, Any]) -> None:
         candidate = self.items[cid]
         candidate.verdict, candidate.meta = verdict, meta
         write_atomic(self.path(cid).with_suffix(".json"),
@@ -140,5 +155,6 @@ class CandidateStore:
         return self._best
 
     def leaderboard(self, n: int = 5) -> list[Candidate]:
-        ranked = [c for c in self.items.values() if score(c.verdict)[0] is not None]
+        with self._lock:
+            ranked = [c for c in self.items.values() if score(c.verdict)[0] is not None]
         return sorted(ranked, key=lambda c: (-score(c.verdict)[0], c.id))[:n]

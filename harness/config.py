@@ -92,6 +92,12 @@ class RunConfig(Frozen):
     device: str = Field("auto", description="cuda (or cuda:N): GPU checks and timing; cpu: AOT compile + "
                         "interpreter; sim: the GPU path simulated on CPU (never GPU speed); auto: cuda if visible")
     target: str | None = Field(None, description="AOT compile target on the CPU path, e.g. sm_90")
+    executor: Literal["local", "ray"] = Field("local", description="where evaluations run: local (child processes "
+                                              "here, one timing lease per GPU) or ray (tasks on a Ray cluster)")
+    ray_address: str | None = Field(None, description="the Ray cluster for --executor ray (`ray start --head` "
+                                                      "prints it); default: a local Ray instance")
+    agents: int = Field(1, ge=1, le=32, description="agents with their own contexts and kernel files, sharing "
+                                                    "the candidate archive, the leaderboard and the budgets")
     budgets: Budgets = Budgets()
     stall: StallPolicy = StallPolicy()
     context_tokens: int | None = Field(None, gt=0, description="request size limit (default: fitted to the model)")

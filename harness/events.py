@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter, Val
 from kopt.agent.messages import Message, ModelResponse, ToolCall, Usage
 from kopt.harness.config import Budgets
 
-TRAJECTORY_FORMAT = "3"
-FORMATS = ("1", "2", "3")  # formats this kopt reads: "1" is migrated on read; "2" lacks only what
-# format 3 added (evaluation_progress, run_resume.budgets/extends), whose defaults say "not recorded"
-ENVELOPE = ("seq", "type", "time", "elapsed_s")
+TRAJECTORY_FORMAT = "4"
+FORMATS = ("1", "2", "3", "4")  # formats this kopt reads: "1" is migrated on read; "2" lacks only what
+# format 3 added (evaluation_progress, run_resume.budgets/extends), whose defaults say "not recorded";
+# "3" lacks only format 4's `agent` (a run of several agents) and agent_end, absent in a one-agent run
+ENVELOPE = ("seq", "type", "time", "elapsed_s", "agent")
 Kind = Literal["gpu", "interpreter", "simulated"]
 
 
@@ -46,6 +47,7 @@ class Base(BaseModel):
     type: str
     time: float = 0.0  # unix time
     elapsed_s: float = 0.0  # run time, continuous across resumes (downtime excluded)
+    agent: int | None = None  # in a run of several agents, whose event it is (None: the run's own, or the one agent)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -76,6 +78,14 @@ class RunResume(Base):
 
 class RunEnd(Base):
     type: Literal["run_end"] = "run_end"
+    reason: str
+    detail: str = ""
+
+
+class AgentEnd(Base):
+    """One agent of several stopped (the others go on; the run ends when all have)."""
+
+    type: Literal["agent_end"] = "agent_end"
     reason: str
     detail: str = ""
 
@@ -196,7 +206,7 @@ class Unknown(Base):
 
 
 EVENTS = (RunStart, RunResume, RunEnd, ModelRequest, ModelResponseEvent, ModelRetry, UserMessage, ToolCallEvent,
-          ToolResult, Evaluation, EvaluationProgress, EvaluationCached, Forbidden, Compaction, Redesign, StallWarning)
+          ToolResult, Evaluation, EvaluationProgress, EvaluationCached, Forbidden, Compaction, Redesign, StallWarning, AgentEnd)
 BY_TYPE = {cls.model_fields["type"].default: cls for cls in EVENTS}
 
 
@@ -216,7 +226,7 @@ def make(event_type: str, /, **data: Any) -> Base:
 
 
 def dump(event: Base) -> bytes:
-    return event.model_dump_json().encode()
+    return event.model_dump_json(exclude={"agent"} if event.agent is None else None).encode()
 
 
 def parse(line: bytes) -> Base:

@@ -57,6 +57,7 @@ class Evaluated:
     workloads: dict[str, float] = field(default_factory=dict)  # a pass's per-workload speedups
     measured_on: str | None = None  # the GPU model (or simulated target) that timed it
     parent: int | None = None  # the candidate its source was derived from (None: the baseline)
+    agent: int | None = None  # which agent evaluated it, in a run of several
 
     @property
     def label(self) -> str:
@@ -132,7 +133,10 @@ class Fold:
     segments: list[Segment] = field(default_factory=list)
     evaluating: Evaluating | None = None
     derived_from: int | None = None  # the candidate the kernel file derives from now (None: the baseline)
-    reverts: dict[str, int] = field(default_factory=dict)  # revert call id -> its candidate, until its result
+    derived: dict[int, int | None] = field(default_factory=dict)  # the same, per agent of several (own files)
+    reverts: dict[tuple, int] = field(default_factory=dict)  # (agent, revert call id) -> its candidate, until its result
+    best_of: dict[int, Evaluated] = field(default_factory=dict)  # per agent of several: its best evaluation
+    agent_ends: dict[int, tuple[str, str]] = field(default_factory=dict)  # per agent: (reason, detail) of its end
     parents: dict[int, int | None] = field(default_factory=dict)  # candidate -> parent, at its first evaluation
 
     def apply(self, event: ev.Base) -> None:
@@ -142,6 +146,15 @@ class Fold:
         handler = HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+
+    def derived_of(self, agent: int | None) -> int | None:
+        return self.derived_from if agent is None else self.derived.get(agent)
+
+    def _derive(self, agent: int | None, candidate: int | None) -> None:
+        if agent is None:
+            self.derived_from = candidate
+        else:
+            self.derived[agent] = candidate
 
     def elapsed_at(self, now: float) -> float:
         """Run time at unix time `now`: the last event's, plus the time since it while the run is live."""
@@ -205,7 +218,7 @@ class Fold:
             except ValueError:
                 target = None
             if isinstance(target, int) and not isinstance(target, bool):
-                self.reverts[e.call.id] = target
+                self.reverts[(e.agent, e.call.id)] = target
 
     def _tool_result(self, e: ev.ToolResult) -> None:
         self.started.pop(e.call_id, None)
@@ -213,9 +226,9 @@ class Fold:
             self.finished = True
         if self.evaluating is not None and self.evaluating.call_id == e.call_id:
             self.evaluating = None
-        reverted = self.reverts.pop(e.call_id, None)
+        reverted = self.reverts.pop((e.agent, e.call_id), None)
         if reverted is not None and not e.is_error:
-            self.derived_from = reverted  # the kernel file holds that candidate's source now
+            self._derive(e.agent, reverted)  # the kernel file holds that candidate's source now
 
     def _evaluation_progress(self, e: ev.EvaluationProgress) -> None:
         if self.evaluating is not None:
@@ -228,12 +241,16 @@ class Fold:
         c.failed_evaluations += e.status != "ok"
         self.failed_in_row = 0 if e.status == "ok" else self.failed_in_row + 1
         self.evaluated.add(e.candidate)
-        parent = self.derived_from if self.derived_from != e.candidate else self.parent_of(e.candidate)
+        derived = self.derived_of(e.agent)
+        parent = derived if derived != e.candidate else self.parent_of(e.candidate)
         done = Evaluated(len(self.evaluations) + 1, e.candidate, e.elapsed_s, c.tool_calls, e.status, e.score,
                          e.kind, e.note, phase=e.phase, traps=e.traps or [], workloads=e.workloads or {},
-                         measured_on=e.measured_on, parent=parent)
+                         measured_on=e.measured_on, parent=parent, agent=e.agent)
         self.traps.update(done.traps)
-        self.derived_from = e.candidate  # later edits start from this source
+        self._derive(e.agent, e.candidate)  # later edits start from this source
+        if e.agent is not None and e.score is not None and (
+                e.agent not in self.best_of or e.score > self.best_of[e.agent].score):
+            self.best_of[e.agent] = done
         self.parents.setdefault(e.candidate, parent)
         if e.score is not None and (self.best is None or e.score > self.best.score):
             done.new_best, self.best = True, done
@@ -248,7 +265,7 @@ class Fold:
 
     def _evaluation_cached(self, e: ev.EvaluationCached) -> None:
         self.since_improvement += 1  # repeating itself: the stall policy counts it
-        self.derived_from = e.candidate
+        self._derive(e.agent, e.candidate)
 
     def parent_of(self, candidate: int) -> int | None:
         """The parent recorded at a candidate's first evaluation (a re-verified one keeps it)."""
@@ -288,7 +305,7 @@ class Fold:
         self.redesigns += 1
         self.redesigns_without_progress += 1
         self.since_improvement, self.warned = 0, False
-        self.derived_from = e.best  # the kernel file was reset to the best candidate
+        self._derive(e.agent, e.best)  # the kernel file was reset to the best candidate
 
     def _run_start(self, e: ev.RunStart) -> None:
         self.start, self.end = e, None
@@ -317,6 +334,10 @@ class Fold:
         name = self.driver.name if self.driver else "?"
         self.segments.append(Segment(len(self.segments) + 1, e.elapsed_s, name, self.budgets, changed, e.extends))
 
+    def _agent_end(self, e: ev.AgentEnd) -> None:
+        if e.agent is not None:
+            self.agent_ends[e.agent] = (e.reason, e.detail)
+
     def _run_end(self, e: ev.RunEnd) -> None:
         self.end = (e.reason, e.detail)
         self.evaluating = None
@@ -330,7 +351,15 @@ HANDLERS = {ev.ToolCallEvent: Fold._tool_call, ev.ToolResult: Fold._tool_result,
             ev.ModelResponseEvent: Fold._model_response, ev.Compaction: Fold._compaction,
             ev.ModelRetry: Fold._model_retry, ev.Forbidden: Fold._forbidden, ev.StallWarning: Fold._stall_warning,
             ev.Redesign: Fold._redesign, ev.RunStart: Fold._run_start, ev.RunResume: Fold._run_resume,
-            ev.RunEnd: Fold._run_end}
+            ev.RunEnd: Fold._run_end, ev.AgentEnd: Fold._agent_end}
+
+
+RUN_LEVEL = (ev.RunStart, ev.RunResume, ev.RunEnd)
+
+
+def belongs(event: ev.Base, agent: int) -> bool:
+    """Whether one agent's fold (of a run of several) takes this event: its own, and the run's sessions."""
+    return event.agent == agent or (event.agent is None and isinstance(event, RUN_LEVEL))
 
 
 def fold(events) -> Fold:

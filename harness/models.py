@@ -96,19 +96,22 @@ def preflight(config: RunConfig, task: Task | None = None) -> None:
             close()
 
 
-def builtin_for(task: Task, device: str) -> Model:
-    """The built-in policy, given what the task declares it may tune and rewrite."""
+def builtin_for(task: Task, device: str, agent: int | None = None) -> Model:
+    """The built-in policy, given what the task declares it may tune and rewrite; agent N of several starts its
+    search from another constant (so the agents of one run explore different directions first)."""
     from kopt.agent.builtin import BuiltinModel, Rewrite, Tunable
     cfg = task.config
     on_cpu = device == "cpu"
     return BuiltinModel(cfg.editable_file, [Tunable(t.name, tuple(t.values)) for t in cfg.tunables],
                         list(cfg.constraints), [Rewrite(name, fn) for name, fn in task.load_rewrites()],
-                        margin=0.05 if on_cpu else 0.02, note=CPU_NOTE if on_cpu else "")
+                        margin=0.05 if on_cpu else 0.02, note=CPU_NOTE if on_cpu else "", order=agent or 0)
 
 
 def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook | None = None,
-                outage_budget_s: float | None = None, device: str = "cpu", consumed: int = 0) -> Model:
-    """The run's model client; `consumed`: model responses the run already recorded (replay starts after them)."""
+                outage_budget_s: float | None = None, device: str = "cpu", consumed: int = 0,
+                agent: int | None = None) -> Model:
+    """The run's model client (`agent`: which of several); `consumed`: model responses the run (or that agent)
+    already recorded (replay starts after them)."""
     check_spec(config.model)
     kind, _, rest = config.model.partition(":")
     pricing = Pricing(config.price_input_per_mtok, config.price_output_per_mtok)
@@ -116,7 +119,7 @@ def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook
         if task is None:
             from kopt.agent.builtin import BuiltinModel
             return BuiltinModel(config.editable_file)
-        return builtin_for(task, device)
+        return builtin_for(task, device, agent)
     if kind == "replay":
         from kopt.agent.replay import ReplayModel
         return ReplayModel(Path(rest), start=consumed)

@@ -19,7 +19,7 @@ from kopt.agent.messages import Message, ModelResponse, ToolCall, UserMessage
 from kopt.agent.model import RetryEvent
 from kopt.harness import events as ev
 from kopt.harness.candidates import LABELS
-from kopt.harness.fold import Fold
+from kopt.harness.fold import Fold, belongs
 from kopt.harness.tools import ToolBox, ToolOutcome, sha_of
 from kopt.harness.trajectory import TRAJECTORY, Writer, write_atomic
 
@@ -38,6 +38,15 @@ class Recorder:
         self.on_event = on_event
         self.checkpointed = 0.0
         self.lock = threading.RLock()  # the verifier's threads record an evaluation's progress
+        self.totals = fold  # the run's counts (tool call and request indices), whoever records
+        self.agent: int | None = None
+        self.lanes: dict[int, Fold] = {}  # agent -> its fold, in a run of several agents
+
+    def lane(self, agent: int, fold: Fold) -> "Lane":
+        """The recorder as one agent of several uses it: its events stamped with its id, folded into its
+        fold as well as the run's."""
+        self.lanes[agent] = fold
+        return Lane(self, agent, fold)
 
     @property
     def elapsed_s(self) -> float:
@@ -47,6 +56,9 @@ class Recorder:
         with self.lock:
             self.writer.append(event)
             self.fold.apply(event)
+            for agent, fold in self.lanes.items():
+                if belongs(event, agent):
+                    fold.apply(event)
             if self.on_event:
                 self.on_event(event)
         return event
@@ -55,7 +67,7 @@ class Recorder:
     def call(self, tools: ToolBox, call: ToolCall) -> ToolOutcome:
         retry = call.id in self.fold.started  # started before a crash, never answered: redone, counted once
         target = tools.target_of(call)
-        index = self.fold.counters.tool_calls + (0 if retry else 1)
+        index = self.totals.counters.tool_calls + (0 if retry else 1)
         tools.tool_index = index
         self.record(ev.ToolCallEvent(index=index, call=call, pre_sha=sha_of(target) if target is not None else None,
                                      retry=retry))
@@ -73,11 +85,11 @@ class Recorder:
 
     # ---- the model's side (the agent loop's Recorder protocol)
     def model_request(self, messages: list[Message]) -> None:
-        self.record(ev.ModelRequest(index=self.fold.counters.model_requests, n_messages=len(messages),
+        self.record(ev.ModelRequest(index=self.totals.counters.model_requests, n_messages=len(messages),
                                     chars=sum(len(getattr(m, "content", None) or "") for m in messages)))
 
     def model_response(self, response: ModelResponse) -> None:
-        self.record(ev.ModelResponseEvent(index=self.fold.counters.model_responses, response=response))
+        self.record(ev.ModelResponseEvent(index=self.totals.counters.model_responses, response=response))
 
     def user_message(self, message: UserMessage) -> None:
         self.record(ev.UserMessage(content=message.content))
@@ -87,7 +99,7 @@ class Recorder:
                                   tokens_after=compaction.tokens_after, summary=compaction.summary, usage=usage))
 
     def model_retry(self, retry: RetryEvent) -> None:
-        self.record(ev.ModelRetry(index=self.fold.counters.model_requests - 1, **asdict(retry)))
+        self.record(ev.ModelRetry(index=self.totals.counters.model_requests - 1, **asdict(retry)))
         self.checkpoint()
 
     # ---- sessions
@@ -107,6 +119,29 @@ class Recorder:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Lane(Recorder):
+    """One agent's view of the run's recorder (Recorder.lane): the same log, lock and checkpoint."""
+
+    def __init__(self, base: Recorder, agent: int, fold: Fold):
+        self.base, self.agent, self.fold, self.totals = base, agent, fold, base.fold
+        self.root, self.writer, self.lock = base.root, base.writer, base.lock
+
+    def record(self, event: ev.Base) -> ev.Base:
+        if event.agent is None:
+            event.agent = self.agent
+        return self.base.record(event)
+
+    def checkpoint(self) -> None:
+        self.base.checkpoint()
+
+    @property
+    def checkpointed(self) -> float:
+        return self.base.checkpointed
+
+    def close(self) -> None:
+        pass  # the run's recorder closes the log
 
 
 class Recorded:

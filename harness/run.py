@@ -21,7 +21,7 @@ from kopt.harness import events as ev
 from kopt.harness import trajectory
 from kopt.harness.candidates import CandidateStore, score
 from kopt.harness.config import Budgets
-from kopt.harness.fold import Fold
+from kopt.harness.fold import Fold, belongs
 from kopt.harness.interrupts import Abandonable, Interrupts, StopNow
 from kopt.harness.recorder import Recorded, Recorder
 from kopt.harness.tools import ToolBox, leaderboard_text, sha_of, short
@@ -32,6 +32,24 @@ TERMINAL = {"finished", "budget", "model_error", "stalled"}  # a run that ended 
 RECENT_EVALUATIONS = 15
 NOTES_IN_STATUS_CHARS = 3000
 PROGRESS_EVERY_S = 2.0  # an evaluation's progress is recorded on each phase and at most this often
+
+
+@dataclass
+class Seat:
+    """One agent of the run: its files, its fold (lineage, stall counts, calls left open), its view of the
+    recorder, its tools and where its context was. A one-agent run has one seat: the run's own."""
+
+    agent: int | None
+    ws: Workspace
+    fold: Fold
+    recorder: Recorder
+    tools: ToolBox
+    resume: "Resume"
+    model: Model | None = None
+
+    @property
+    def name(self) -> str:
+        return "the agent" if self.agent is None else f"agent {self.agent}"
 
 
 @dataclass
@@ -96,6 +114,20 @@ class Run:
         self.interrupts = Interrupts()
         self.tools = ToolBox(ws, self.store, self._guarded(evaluate), self._guarded(compile_report),
                              self.recorder.record, self._asking(approve), fold=self.fold)
+        if ws.config.agents == 1:
+            self.seats = [Seat(None, ws, self.fold, self.recorder, self.tools, self.resume)]
+        else:  # each agent's events are folded (and its context rebuilt) from its own lines of the log
+            self.seats = []
+            for agent in range(ws.config.agents):
+                fold = Fold()
+                resume = rebuild((e for e in trajectory.scan(ws.root / trajectory.TRAJECTORY) if belongs(e, agent)),
+                                 fold=fold)
+                recorder = self.recorder.lane(agent, fold)
+                seat_ws = ws.agent_workspace(agent)
+                tools = ToolBox(seat_ws, self.store, self.tools.evaluate_fn, self.tools.compile_fn, recorder.record,
+                                self.tools.approve, logged=self.fold.evaluated, fold=fold, agent=agent)
+                self.seats.append(Seat(agent, seat_ws, fold, recorder, tools, resume))
+        self.live: set[int] = set()  # agents running now (a run of several)
         self._progress_lock = threading.Lock()
         self._progress_last: tuple[tuple[int, str, str], float] | None = None
 
@@ -161,15 +193,17 @@ class Run:
         if (self.ws.root / STOP_FILE).exists():
             raise Stop("interrupted", f"{STOP_FILE} file in the run directory")
 
-    def before_request(self, agent: Agent) -> None:
+    def before_request(self, agent: Agent, seat: Seat | None = None) -> None:
         self.check_stop()
-        spent = self.fold.spent(self.budgets, self.elapsed_s)
+        spent = self.fold.spent(self.budgets, self.elapsed_s)  # budgets are the run's, over all its agents
         if spent:
             raise Stop("budget", spent)
-        self.apply_stall_policy(agent)
+        self.apply_stall_policy(agent, seat or self.seats[0])
 
-    def apply_stall_policy(self, agent: Agent) -> None:
-        policy, p = self.ws.config.stall, self.fold
+    def apply_stall_policy(self, agent: Agent, seat: Seat | None = None) -> None:
+        """Per agent: its own evaluations since its own progress."""
+        seat = seat or self.seats[0]
+        policy, p = self.ws.config.stall, seat.fold
         anchor = p.anchor.candidate if p.anchor else None  # the best on a GPU, else the latest passing
         progress = "improving on the best" if p.gpu_timed else "a new passing candidate"
         which = "the best candidate" if p.gpu_timed else "the latest passing candidate"
@@ -177,33 +211,35 @@ class Run:
             if p.redesigns_without_progress >= policy.max_redesigns:
                 raise Stop("stalled", f"{p.redesigns_without_progress} redesigns without {progress}")
             if anchor is not None:
-                self.ws.kernel.write_text(self.store.path(anchor).read_text())
-            self.recorder.record(ev.Redesign(number=p.redesigns + 1, best=anchor,
+                seat.ws.kernel.write_text(self.store.path(anchor).read_text())
+            seat.recorder.record(ev.Redesign(number=p.redesigns + 1, best=anchor,
                                              since_improvement=p.since_improvement))
             agent.context.reset()
-            tried = "\n".join(f"- {line}" for line in self.recent())
+            tried = "\n".join(f"- {line}" for line in self.recent(seat))
             agent.say(f"Redesign {p.redesigns}: {policy.redesign_after} evaluations in a row without {progress}. "
                       "Your earlier context was cleared and the kernel file was reset to "
                       f"{'candidate %04d' % anchor if anchor else 'the baseline'}. Recent attempts:\n{tried}\n"
                       "Take a substantially different approach from these; read the kernel first.")
         elif p.since_improvement >= policy.warn_after and not p.warned:
-            self.recorder.record(ev.StallWarning(since_improvement=p.since_improvement))
+            seat.recorder.record(ev.StallWarning(since_improvement=p.since_improvement))
             agent.say(f"{p.since_improvement} evaluations without {progress}. Step back: check your notes and the "
                       "compile report, and consider a different kind of change. After "
                       f"{policy.redesign_after} your context restarts from {which}.")
 
-    def recent(self) -> list[str]:
-        """The last evaluations, one line each (the reason from the candidate's verdict)."""
+    def recent(self, seat: Seat | None = None) -> list[str]:
+        """The last evaluations (of this agent, in a run of several), one line each (the reason from the
+        candidate's verdict)."""
         lines = []
-        for e in self.fold.evaluations[-RECENT_EVALUATIONS:]:
+        for e in (seat or self.seats[0]).fold.evaluations[-RECENT_EVALUATIONS:]:
             c = self.store.items.get(e.candidate)
             reason = (c.verdict.reason or "") if c is not None and c.verdict is not None else ""
             outcome = f"{e.score:.4f}" if e.score is not None else f"{e.status}: {reason[:140]}"
             lines.append(f"{e.candidate:04d} {outcome}" + (f" [{short(e.note)}]" if e.note else ""))
         return lines
 
-    def status_text(self) -> str:
+    def status_text(self, seat: Seat | None = None) -> str:
         """Regenerated for every request: what the agent must not lose when old turns are compacted."""
+        seat = seat or self.seats[0]
         c, b, p = self.counters, self.budgets, self.fold
         elapsed = self.elapsed_s
         lines = ["[Run status, regenerated every turn]",
@@ -222,18 +258,34 @@ class Run:
             t = best.verdict.timing
             if t is not None and t.geomean_speedup is not None:
                 lines.append("  per workload: " + ", ".join(f"{w.workload} {w.speedup:.3f}x" for w in t.workloads))
-            lines.append(leaderboard_text(self.store, self.tools.latest()))
+            lines.append(leaderboard_text(self.store, seat.tools.latest()))
         else:
             lines.append("No passing candidate yet.")
-        recent = self.recent()
+        if seat.agent is not None:
+            lines.append(self.agents_text(seat))
+        recent = self.recent(seat)
         if recent:
             lines.append("Recent evaluations (oldest first):\n" + "\n".join(f"  {r}" for r in recent))
-        if p.since_improvement:
-            lines.append(f"Evaluations since the last improvement: {p.since_improvement} (warning at "
+        mine = seat.fold
+        if mine.since_improvement:
+            lines.append(f"Evaluations since the last improvement: {mine.since_improvement} (warning at "
                          f"{self.ws.config.stall.warn_after}, context restart at {self.ws.config.stall.redesign_after}).")
-        notes = tail(self.ws.notes, NOTES_IN_STATUS_CHARS)  # the tail only: NOTES.md grows all run long
+        notes = tail(seat.ws.notes, NOTES_IN_STATUS_CHARS)  # the tail only: NOTES.md grows all run long
         if notes.strip() and notes.strip() != "# Notes":
             lines.append("NOTES.md (end):\n" + notes)
+        return "\n".join(lines)
+
+    def agents_text(self, seat: Seat) -> str:
+        """In a run of several agents: who this one is, and every agent's best (they share the archive)."""
+        lines = [f"You are agent {seat.agent} of {len(self.seats)}, each with its own kernel file and notes, sharing "
+                 "the candidate archive (revert(candidate) takes any agent's candidate) and the budgets."]
+        for other in self.seats:
+            best = self.fold.best_of.get(other.agent)
+            mine = " (you)" if other is seat else ""
+            ended = self.fold.agent_ends.get(other.agent)
+            state = f"; ended: {ended[0]}" if ended and other.agent not in self.live else ""
+            lines.append(f"  agent {other.agent}{mine}: {other.fold.counters.evaluations} evaluations; best "
+                         + (f"candidate {best.candidate:04d} {best.score:.4f}" if best else "none yet") + state)
         return "\n".join(lines)
 
     # ---- the run
@@ -276,7 +328,7 @@ class Run:
         """How the run ended for good (finished, budget, stalled, model_error), or None if it did not."""
         if self.fold.end is not None and self.fold.end[0] in TERMINAL:
             return self.fold.end[0]
-        return "finished" if self.fold.finished else None
+        return "finished" if self.fold.finished and len(self.seats) == 1 else None
 
     def refuse_budgets(self, budgets: dict) -> str | None:
         """Why new budgets cannot apply: one is already used up (the run would stop at once)."""
@@ -298,7 +350,8 @@ class Run:
             return None
         if self.fold.end is not None and self.fold.end[0] in TERMINAL:
             return Stop("already_ended", self.fold.end[0])
-        if self.fold.finished:  # finish was recorded but the run died before run_end
+        if self.fold.finished and len(self.seats) == 1:  # finish was recorded but the run died before run_end
+            # (with several agents, one agent's finish is its own end: the others are resumed)
             self.recorder.record(ev.RunResume(tool_calls=self.counters.tool_calls,
                                               evaluations=self.counters.evaluations, pending=[],
                                               removed_stop_file=False))
@@ -312,6 +365,8 @@ class Run:
         done = self.ended(extending=bool(budgets))
         if done is not None:
             return done
+        if len(self.seats) > 1:
+            return self.execute_agents(budgets)
         context = self.begin(self.driver(), budgets)
         config = self.ws.config
         agent = Agent(Abandonable(self.model, self.interrupts), Recorded(self.tools, self.recorder), self.recorder,
@@ -330,20 +385,88 @@ class Run:
             self.interrupts.restore()
             self.recorder.close()
 
-    def _finish_pending(self, agent: Agent) -> None:
+    def execute_agents(self, budgets: dict | None) -> Stop:
+        """Several agents, one thread each, until every one has stopped. One agent's stop (its model failing, its
+        finish) leaves the others going; a budget, a stop request or an interrupt stops them all."""
+        self.begin(self.driver(), budgets)
+        extending = bool(budgets) or self.fold.resumes == 0
+        config = self.ws.config
+        ends: dict[int, Stop] = {}
+        threads = []
+        for seat in self.seats:
+            ended = self.fold.agent_ends.get(seat.agent)
+            if ended is not None and ended[0] in TERMINAL and not extending:
+                ends[seat.agent] = Stop(*ended)  # it ended for good in an earlier session
+                continue
+            context = Context(self.context_tokens, seat.resume.head, seat.resume.window, seat.resume.summary)
+            agent = Agent(Abandonable(seat.model, self.interrupts), Recorded(seat.tools, seat.recorder), seat.recorder,
+                          context, lambda a, seat=seat: self.before_request(a, seat),
+                          lambda seat=seat: self.status_text(seat), self.summarize,
+                          Prompts(nudge=config.prompts.nudge, summary=config.prompts.summary))
+            self.live.add(seat.agent)
+            threads.append(threading.Thread(target=self._seat_main, args=(seat, agent, ends), daemon=True,
+                                            name=f"kopt-agent-{seat.agent}"))
+        self.interrupts.install()
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # (short waits: the main thread takes the signals)
+            return self._end(self.run_stop(ends))
+        finally:
+            self.interrupts.restore()
+            self.recorder.close()
+
+    def _seat_main(self, seat: Seat, agent: Agent, ends: dict[int, Stop]) -> None:
+        try:
+            try:
+                self._finish_pending(agent, seat)
+                stop = agent.run()
+            except Stop as caught:
+                stop = caught
+            except StopNow as now:
+                stop = Stop("interrupted", f"{now}; the step in progress is redone on resume")
+        except Exception as exc:  # noqa: BLE001 (one agent's crash must not stop the others)
+            import traceback
+            stop = Stop("model_error", f"{seat.name} crashed: {type(exc).__name__}: {exc}\n"
+                                       + traceback.format_exc()[-2000:])
+        ends[seat.agent] = stop
+        self.live.discard(seat.agent)
+        try:
+            seat.recorder.record(ev.AgentEnd(reason=stop.reason, detail=stop.detail[:4000]))
+        except Exception:  # noqa: BLE001 (the log is gone: the run's end fails loudly enough)
+            pass
+
+    @staticmethod
+    def run_stop(ends: dict[int, Stop]) -> Stop:
+        """The run's end from its agents': an interruption first (resumable), then a budget, then the agents'
+        own ends (finished when any finished; model_error only when every agent's model failed)."""
+        reasons = {stop.reason for stop in ends.values()}
+        for reason in ("interrupted", "provider_outage", "budget", "finished", "stalled", "model_error"):
+            if reason in reasons:
+                detail = "; ".join(f"agent {a}: {s.reason}" + (f" ({s.detail.splitlines()[0][:200]})" if s.detail else "")
+                                   for a, s in sorted(ends.items()))
+                return Stop(reason, detail)
+        return Stop("finished", "no agent ran")
+
+    def _finish_pending(self, agent: Agent, seat: Seat | None = None) -> None:
         """A tool call cut off by a crash: redo it, unless its file change already happened."""
-        for call, pre_sha in self.resume.pending:
-            if self.already_applied(call, pre_sha, agent.context.append):
+        seat = seat or self.seats[0]
+        for call, pre_sha in seat.resume.pending:
+            if self.already_applied(call, pre_sha, agent.context.append, seat):
                 continue
             agent.run_tool(call)
 
-    def already_applied(self, call: ToolCall, pre_sha: str | None, append: Callable | None = None) -> bool:
+    def already_applied(self, call: ToolCall, pre_sha: str | None, append: Callable | None = None,
+                        seat: Seat | None = None) -> bool:
         """Record the result of a cut-off mutating call whose change is already on disk; False to redo it."""
-        target = self.tools.target_of(call)
+        seat = seat or self.seats[0]
+        target = seat.tools.target_of(call)
         if target is None or pre_sha is None or sha_of(target) == pre_sha:
             return False
         content = f"{call.name} was applied before an interruption; {target.name} now holds its result"
-        self.recorder.record(ev.ToolResult(call_id=call.id, name=call.name, content=content, is_error=False,
+        seat.recorder.record(ev.ToolResult(call_id=call.id, name=call.name, content=content, is_error=False,
                                            duration_s=0.0, outcome="ok"))
         if append is not None:
             append(ToolMessage(tool_call_id=call.id, name=call.name, content=content))

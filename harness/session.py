@@ -20,7 +20,8 @@ from kopt.harness.config import Budgets, RunConfig, flag_values, task_prompts
 from kopt.harness.workspace import RunLocked, Workspace
 from kopt.verifier.compile import TargetError, parse_target
 from kopt.verifier import sandbox
-from kopt.verifier.evaluate import compile_only, evaluate, mix_seed, resolve_device
+from kopt.harness.executor import Executor, ExecutorError, make_executor
+from kopt.verifier.evaluate import compile_only, resolve_device
 from kopt.verifier.progress import Progress
 from kopt.verifier.task import Task, TaskError, load_task
 
@@ -115,17 +116,16 @@ def open_run(root: Path) -> tuple[Workspace, Task] | int:
 
 
 def verifier_for(config: RunConfig, task: Task, progress: Callable[[int, Progress], None] | None = None
-                 ) -> tuple[Callable, Callable]:
-    """(evaluate(source, candidate id), compile_report(source)) for the run's task, device and target;
-    `progress(candidate id, Progress)` hears how an evaluation is going."""
-    def evaluate_candidate(source: str, candidate_id: int):
-        return evaluate(source, task, device=config.device, target=config.target,
-                        secret=mix_seed(config.secret, "candidate", candidate_id),
-                        progress=(lambda p: progress(candidate_id, p)) if progress else None)
+                 ) -> tuple[Executor, Callable]:
+    """(the run's executor: evaluate(source, candidate id), compile_report(source)) for the run's task, device,
+    target and executor; `progress(candidate id, Progress)` hears how an evaluation is going. Raises
+    ExecutorError when the executor cannot start."""
+    executor = make_executor(config.executor, task, config.device, config.target, config.secret, progress,
+                             ray_address=config.ray_address)
 
     def compile_candidate(source: str):
         return compile_only(source, task, config.target)
-    return evaluate_candidate, compile_candidate
+    return executor, compile_candidate
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -150,16 +150,26 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         return fail(str(exc))
     try:
         sandbox.sweep_stale_dirs()
+        if ws.config.agents > 1:
+            return fail(f"{ws.root} is a run of {ws.config.agents} agents, driven by kopt's own loop: continue it "
+                        f"with `kopt resume {ws.root}`")
         run: Run | None = None
-        evaluate_candidate, compile_candidate = verifier_for(
-            ws.config, task, progress=lambda cid, p: run.evaluation_progress(cid, p) if run else None)
         try:
-            run = Run(ws, None, evaluate_candidate, compile_candidate, context_tokens=0, summarize=False)
-        except (CorruptTrajectory, UnsupportedTrajectory) as exc:
+            executor, compile_candidate = verifier_for(
+                ws.config, task, progress=lambda cid, p: run.evaluation_progress(cid, p) if run else None)
+        except ExecutorError as exc:
             return fail(str(exc))
-        Console(stderr=True).print(f"kopt mcp: serving run {ws.config.run_id} ({ws.root}) on stdio", highlight=False)
-        serve(Session(ws, run))
-        return 0
+        try:
+            try:
+                run = Run(ws, None, executor.evaluate, compile_candidate, context_tokens=0, summarize=False)
+            except (CorruptTrajectory, UnsupportedTrajectory) as exc:
+                return fail(str(exc))
+            Console(stderr=True).print(f"kopt mcp: serving run {ws.config.run_id} ({ws.root}) on stdio",
+                                       highlight=False)
+            serve(Session(ws, run))
+            return 0
+        finally:
+            executor.close()
     finally:
         lock.close()
 
@@ -172,6 +182,8 @@ def execute(ws: Workspace, task: Task, budgets: dict | None = None) -> int:
         return fail(str(exc))
     try:
         return _execute(ws, task, budgets or {})
+    except ExecutorError as exc:
+        return fail(str(exc))
     finally:
         lock.close()
 
@@ -180,9 +192,18 @@ def _execute(ws: Workspace, task: Task, budgets: dict) -> int:
     console = Console()
     config = ws.config
     sandbox.sweep_stale_dirs()  # what a killed kopt left behind
-    run: Run | None = None
-    evaluate_candidate, compile_candidate = verifier_for(
-        config, task, progress=lambda cid, p: run.evaluation_progress(cid, p) if run else None)
+    made: list[Run] = []  # the run, once made: the executor's progress goes to it
+    executor, compile_candidate = verifier_for(  # (raises ExecutorError: `execute` says why)
+        config, task, progress=lambda cid, p: made[0].evaluation_progress(cid, p) if made else None)
+    try:
+        return _drive(ws, task, budgets, console, executor, compile_candidate, made)
+    finally:
+        executor.close()
+
+
+def _drive(ws: Workspace, task: Task, budgets: dict, console: Console, executor: Executor, compile_candidate: Callable,
+           made: list[Run]) -> int:
+    config = ws.config
 
     approve = None
     if config.approve:
@@ -193,11 +214,12 @@ def _execute(ws: Workspace, task: Task, budgets: dict) -> int:
     panel = RunPanel(console)
     offline = config.model == "builtin" or config.model.startswith("replay:")
     try:
-        run = Run(ws, None, evaluate_candidate, compile_candidate, on_event=panel.update, approve=approve,
+        run = Run(ws, None, executor.evaluate, compile_candidate, on_event=panel.update, approve=approve,
                   context_tokens=config.context_tokens or default_context_tokens(config.model),
                   summarize=not offline)
     except (CorruptTrajectory, UnsupportedTrajectory) as exc:
         return fail(str(exc))
+    made.append(run)
     refused = run.refuse_budgets(budgets)
     if refused:
         return fail(refused)
@@ -209,8 +231,11 @@ def _execute(ws: Workspace, task: Task, budgets: dict) -> int:
             print_summary(console, run, done.reason, done.detail)
             return EXIT.get(done.reason, 1)
     try:  # a replayed model goes on after the responses this run already consumed
-        run.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
-                                device=resolve_device(config.device), consumed=run.counters.model_responses)
+        for seat in run.seats:  # (several agents: each its own client, so one's failures are its own)
+            seat.model = build_model(config, task, on_retry=run.model_retry, outage_budget_s=config.outage_hours * 3600,
+                                     device=resolve_device(config.device),
+                                     consumed=seat.fold.counters.model_responses, agent=seat.agent)
+        run.model = run.seats[0].model
     except ModelError as exc:
         return fail(str(exc))
     run.interrupts.on_change = panel.interrupted

@@ -7,9 +7,10 @@ runs that ended, continues those that did not and starts the missing ones. More 
 may be added later; the task, budgets and device stay the plan's, or the runs would not compare.
 Run k of every model gets the same evaluation secret, so the same hidden cases.
 
-Runs go through an executor: `Sequential` runs them one after another, each as a
-`kopt resume RUN_DIR` subprocess logging to OUT/logs/. Another executor (parallel, remote)
-implements `Executor.run` and is named in EXECUTORS; nothing else changes.
+Runs go through a runner: `Sequential` runs them one after another, each as a
+`kopt resume RUN_DIR` subprocess logging to OUT/logs/ (another runner implements `Executor.run`
+and is named in EXECUTORS). Each run's evaluations go through the executor its flags name
+(`--executor local|ray`, as for `kopt run`), so a sweep on a Ray cluster spreads them there.
 """
 
 from __future__ import annotations
@@ -345,7 +346,6 @@ def add_parser(sub) -> None:
                     "SPEC@URL gives one model its own base URL, e.g. builtin,openai:qwen3@http://localhost:8000/v1")
     sw.add_argument("--runs", type=int, default=3, help="runs per model")
     sw.add_argument("--out", required=True, help="the sweep directory: OUT/<model>/run-<k> per run")
-    sw.add_argument("--executor", default="sequential", choices=sorted(EXECUTORS), help="how runs execute")
     add_flags(sw, RunConfig, only=SHARED)
 
 
@@ -372,7 +372,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with SweepView(out, plan, jobs, console, err) as view:
             todo = [job for job in jobs if job not in view.before]
             try:
-                EXECUTORS[args.executor]().run(todo, view.watch)
+                EXECUTORS["sequential"]().run(todo, view.watch)
             except KeyboardInterrupt:
                 interrupted = True
     finally:

@@ -70,10 +70,10 @@ def sha_of(path) -> str | None:
 class ToolBox:
     def __init__(self, ws: Workspace, store: CandidateStore, evaluate: EvaluateFn, compile_report: CompileFn,
                  record: RecordFn, approve: Callable[[Candidate], bool] | None = None, logged: set[int] | None = None,
-                 fold: Fold | None = None):
-        """`fold`: the run's (lineage, latest evaluations); `logged`: candidates whose evaluation event is in
-        the log (default: the fold's)."""
-        self.ws, self.store = ws, store
+                 fold: Fold | None = None, agent: int | None = None):
+        """`fold`: the run's (lineage, latest evaluations), or in a run of several agents this agent's;
+        `logged`: candidates whose evaluation event is in the log (default: the fold's)."""
+        self.ws, self.store, self.agent = ws, store, agent
         self.fold = fold if fold is not None else Fold()
         self.logged = logged if logged is not None else self.fold.evaluated
         self.evaluate_fn, self.compile_fn, self.record, self.approve = evaluate, compile_report, record, approve
@@ -109,7 +109,7 @@ class ToolBox:
     def parent_of(self, candidate: Candidate) -> int | None:
         """The candidate the kernel file was derived from (the fold's lineage: after a revert, the
         reverted-to candidate; else the last evaluated source); None: the baseline."""
-        parent = self.fold.derived_from
+        parent = self.fold.derived_of(self.agent)
         return parent if parent != candidate.id else self.fold.parent_of(candidate.id)  # re-verified: its own
 
     def latest(self) -> list[int]:
@@ -194,6 +194,11 @@ def edit_file(box: ToolBox, path: str, old: str, new: str) -> ToolOutcome:
       {"note": {"type": "string", "description": "what this candidate tries"}})
 def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
     source = box.ws.kernel.read_text()
+    with box.store.claim(source):  # (agents of one run: the same source is verified and logged once)
+        return _evaluate(box, source, note)
+
+
+def _evaluate(box: ToolBox, source: str, note: str | None) -> ToolOutcome:
     candidate = box.store.snapshot(source)
     done = candidate.verdict is not None and candidate.verdict.status != "error"  # an infra error may be retried
     if done and candidate.id in box.logged:
@@ -205,6 +210,8 @@ def evaluate(box: ToolBox, note: str | None = None) -> ToolOutcome:
             return ToolOutcome("the operator declined this evaluation; change the kernel or try again later", True)
         verdict = box.evaluate_fn(source, candidate.id)
         meta = {"note": note or "", "tool_index": box.tool_index, "parent": box.parent_of(candidate)}
+        if box.agent is not None:
+            meta["agent"] = box.agent
         box.store.record(candidate.id, verdict, meta)
     verdict = candidate.verdict
     value, _ = score(verdict)
@@ -297,7 +304,7 @@ def finish(box: ToolBox, summary: str, candidate: int | None = None) -> ToolOutc
     if candidate is not None:
         chosen = box.store.items.get(candidate) if isinstance(candidate, int) else None
         if chosen is None or chosen.verdict is None or not chosen.verdict.passed:
-            passing = [c.name for c in box.store.items.values() if c.verdict is not None and c.verdict.passed]
+            passing = [c.name for c in list(box.store.items.values()) if c.verdict is not None and c.verdict.passed]
             raise ToolError(f"candidate {candidate!r} did not pass (or does not exist): name a passing one "
                             f"({', '.join(passing[-10:]) or 'none yet'}), or omit it")
         box.store.write_best(candidate, "named in finish")
@@ -356,7 +363,7 @@ def leaderboard_text(store: CandidateStore, latest: list[int] | None = None) -> 
     shortened; the history tool has them whole)."""
     board = store.leaderboard(LEADERBOARD)
     if board:
-        passing = sum(score(c.verdict)[0] is not None for c in store.items.values())
+        passing = sum(score(c.verdict)[0] is not None for c in list(store.items.values()))
         lines = [f"leaderboard ({score(board[0].verdict)[1]}), best {len(board)} of {passing} passing:"]
         lines += [f"  {entry(c)}" for c in board]
     else:

@@ -25,9 +25,11 @@ NOTES = "NOTES.md"
 INSTRUCTION = "instruction.md"
 RUN_JSON = "run.json"
 STOP_FILE = "STOP"
+AGENTS = "agents"  # agents/N/: the files of each agent of a run of several
 LOCK_FILE = ".lock"
 # Names the agent must never read or write: the record of the run, the verifier's inputs.
-OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candidates/*", "best.py", "report.html",
+OFF_LIMITS = ("trajectory.jsonl", "state.json", RUN_JSON, "candidates", "candidates/*", "best.py", "report.html", AGENTS,
+              f"{AGENTS}/*",
               "reference.py", "task.toml", "baseline.py", "verifier", "verifier/*", "*.pt", "*.pyc", "__pycache__*",
               ".*")
 
@@ -77,6 +79,18 @@ class Workspace:
             root.rmdir()  # empty, checked above
         os.rename(staging, root)
         return cls(root, config)
+
+    def agent_workspace(self, agent: int) -> "Workspace":
+        """The files of one agent of several (agents/N/: its kernel, NOTES.md, the instruction), made from the
+        run's on first use; the candidate archive stays the run's."""
+        root = self.root / AGENTS / str(agent)
+        if not (root / ".made").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            for name in (self.config.editable_file, INSTRUCTION):
+                shutil.copyfile(self.root / name, root / name)
+            (root / NOTES).write_text("# Notes\n")
+            (root / ".made").write_text("")  # the copy is complete
+        return Workspace(root, self.config)
 
     def lock(self) -> Any:
         """Hold the run directory for this process: a second `kopt resume` of a live run refuses."""

@@ -9,9 +9,10 @@ every number is labelled `simulated` and none is a GPU speedup.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from kopt.verifier import cpu, timing
 from kopt.verifier.coordinator import Coordinator, TimingFault
@@ -27,8 +28,9 @@ GPU_UNVERIFIED = [
 
 
 def evaluate_on(device: Any, source: str, task: Task, target: str, secret: int, verdict: Verdict,
-                say: Any) -> None:
-    """Everything after the gate; raises evaluate.Rejected with the reason when the kernel fails."""
+                say: Any, timing_lease: Callable[[], ContextManager] | None = None) -> None:
+    """Everything after the gate; raises evaluate.Rejected with the reason when the kernel fails.
+    `timing_lease`: held around the timing only (verifier.evaluate.evaluate)."""
     from kopt.verifier import evaluate as ev
     cfg = task.config
     workloads = device.workloads(task)
@@ -58,9 +60,11 @@ def evaluate_on(device: Any, source: str, task: Task, target: str, secret: int, 
               total=len(workloads))
     dtype = cfg.gpu.dtypes[0]
     coordinator = Coordinator(task, source, device, secret, threading.Event())
-    start = time.monotonic()
+    lease = timing_lease() if timing_lease is not None else contextlib.nullcontext()
     try:
-        done = coordinator.run(workloads, dtype, say.item_done)
+        with lease:
+            start = time.monotonic()  # (waiting for the lease is not timing)
+            done = coordinator.run(workloads, dtype, say.item_done)
     except TimingFault as exc:
         verdict.wall_s["timing"] = time.monotonic() - start
         status = "rejected" if exc.arm == timing.CANDIDATE else "error"

@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from kopt.verifier import cpu, launches, sandbox, timing
 from kopt.verifier.gate import check_source
@@ -76,9 +76,12 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
-             secret: int | None = None, progress: ProgressFn | None = None) -> Verdict:
+             secret: int | None = None, progress: ProgressFn | None = None,
+             timing_lease: Callable[[], ContextManager] | None = None) -> Verdict:
     """Judge one kernel file against a task. Never raises for anything the kernel does.
-    `progress`: called from this (trusted) process at each phase and case run (verifier.progress)."""
+    `progress`: called from this (trusted) process at each phase and case run (verifier.progress).
+    `timing_lease`: held around the device timing (an executor's exclusive lease on the device: two
+    timings on one GPU at once corrupt both); the checks before it need none."""
     started = time.monotonic()
     say = Tracker(progress)
     source = Path(kernel).read_text() if isinstance(kernel, Path) else kernel
@@ -91,7 +94,7 @@ def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: st
     secret = secrets.randbits(62) if secret is None else secret
     sandbox.sweep_stale_dirs()
     try:
-        _evaluate(source, task, device, target, secret, verdict, say)
+        _evaluate(source, task, device, target, secret, verdict, say, timing_lease)
         verdict.status, verdict.phase = "ok", None
     except Rejected as exc:
         verdict.status, verdict.phase, verdict.reason = exc.status, exc.phase, exc.reason
@@ -112,7 +115,8 @@ def gate(source: str, task: Task) -> list:
                         signature=tuple(cfg.signature), scalar_args=tuple(cfg.scalar_args))
 
 
-def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
+def _evaluate(source: str, task: Task, device: str, target: str, secret: int, verdict: Verdict, say: Tracker,
+              timing_lease: Callable[[], ContextManager] | None = None) -> None:
     start = time.monotonic()
     say.phase("gate", "static gate")
     if len(source.encode()) > MAX_SOURCE_BYTES:
@@ -131,7 +135,7 @@ def _evaluate(source: str, task: Task, device: str, target: str, secret: int, ve
         dev.workloads(task)
     except ValueError as exc:
         raise Rejected("device", str(exc), status="error") from exc
-    accel.evaluate_on(dev, source, task, target, secret, verdict, say)
+    accel.evaluate_on(dev, source, task, target, secret, verdict, say, timing_lease)
 
 
 def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Verdict, say: Tracker) -> None:
