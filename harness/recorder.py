@@ -109,6 +109,10 @@ class Recorder:
 
     def checkpoint(self) -> None:
         """state.json: a small summary of the fold and where the log ends (the log alone can rebuild it)."""
+        with self.lock:  # (agents of one run checkpoint from their own threads)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
         self.checkpointed = time.monotonic()
         best = self.fold.best
         write_atomic(self.root / STATE, json.dumps({

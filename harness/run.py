@@ -290,7 +290,8 @@ class Run:
 
     # ---- the run
     def driver(self) -> ev.Driver:
-        return ev.Driver(kind="model", name=self.model.name)
+        model = self.model or self.seats[0].model
+        return ev.Driver(kind="model", name=model.name)
 
     def begin(self, driver: ev.Driver, budgets: dict | None = None) -> Context:
         """Record the start of this session (a new run, or a resume: a new segment, with `budgets` if it changes
