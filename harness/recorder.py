@@ -108,14 +108,16 @@ class Recorder:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """state.json: a small summary of the fold and where the log ends (the log alone can rebuild it)."""
-        self.checkpointed = time.monotonic()
-        best = self.fold.best
-        write_atomic(self.root / STATE, json.dumps({
-            "seq": self.writer.seq, "offset": self.writer.offset(), "elapsed_s": round(self.writer.elapsed_s, 3),
-            "counters": asdict(self.fold.counters),
-            "best": {"candidate": best.candidate if best else None, "score": best.score if best else None,
-                     "label": LABELS.get(best.kind or "", "") if best else ""}}, indent=1))
+        """state.json: a small summary of the fold and where the log ends (the log alone can rebuild it).
+        Under the log's lock: agents of one run checkpoint from their threads through one temp file."""
+        with self.lock:
+            self.checkpointed = time.monotonic()
+            best = self.fold.best
+            write_atomic(self.root / STATE, json.dumps({
+                "seq": self.writer.seq, "offset": self.writer.offset(), "elapsed_s": round(self.writer.elapsed_s, 3),
+                "counters": asdict(self.fold.counters),
+                "best": {"candidate": best.candidate if best else None, "score": best.score if best else None,
+                         "label": LABELS.get(best.kind or "", "") if best else ""}}, indent=1))
 
     def close(self) -> None:
         self.writer.close()
