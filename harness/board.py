@@ -251,6 +251,12 @@ def section_blocks(s: Section, pct: str) -> list[Block]:
           "-" if relative_spread(st(g, "best_score")) is None else f"{relative_spread(st(g, 'best_score')):.1%}",
           ", ".join(num(v) for v in st(g, "stall_warnings").values),
           ", ".join(num(v) for v in st(g, "redesigns").values)] for g in s.groups])]
+    if any(g.several_agents for g in s.groups):  # runs of several agents: how many, and who found each best
+        blocks += [("h3", "Agents: runs of several agents, and which agent found each run's best"), Table(
+            ["model", "run", "agents", "best found by", "best of each agent"],
+            [[g.model, r.run_id, str(r.agents), "-" if r.agents <= 1 or r.best_agent is None else f"agent {r.best_agent}",
+              ", ".join(f"agent {a} {score(v)}" for a, v in r.agent_bests.items()) or "-"]
+             for g in s.groups for r in g.runs])]
     blocks.append(("p", "runs: " + "; ".join(f"{g.model}: " + ", ".join(r.run_id for r in g.runs) for g in s.groups)))
     return blocks
 

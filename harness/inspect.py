@@ -33,7 +33,23 @@ KIND_NAMES = {"gpu": "GPU", "interpreter": INTERPRETER_LABEL, "simulated": "simu
 Evaluation = Evaluated  # one evaluation event and where in the run it happened (harness.fold)
 
 __all__ = ["RunView", "NotARun", "load", "history", "compare", "metrics", "read_candidate", "CandidateRow",
-           "Counters", "Evaluation"]
+           "Counters", "Evaluation", "AgentView"]
+
+
+@dataclass
+class AgentView:
+    """One agent of a run of several, from the fold: its evaluations, its best, and how it ended."""
+
+    agent: int
+    evaluations: int  # evaluation events it recorded (failed ones included)
+    failed: int  # of those, the ones that did not pass
+    best: Evaluated | None  # its best passing evaluation (None: nothing passed yet)
+    end: tuple[str, str] | None  # (reason, detail) of its agent_end; None: no end recorded
+    state: str  # "live", "ended: REASON", or the run's state when the run stopped without the agent's end
+
+    @property
+    def name(self) -> str:
+        return f"agent {self.agent}"
 
 
 @dataclass
@@ -107,6 +123,42 @@ class RunView:
         return "stopped", (f"no run_end and no event for {quiet / 60:.0f} min: killed or crashed; "
                            f"`kopt resume {self.root}` continues it")
 
+    @property
+    def agent_ids(self) -> list[int]:
+        """The agents of a run of several (run.json's count, and any the log names); [] for a one-agent run."""
+        n = self.config.get("agents") or 1
+        ids = set(range(n)) if n > 1 else set()
+        ids |= set(self.fold.best_of) | set(self.fold.agent_ends)
+        ids |= {e.agent for e in self.evaluations if e.agent is not None}
+        return sorted(ids)
+
+    @property
+    def several_agents(self) -> bool:
+        return bool(self.agent_ids)
+
+    def agents(self, now: float | None = None) -> list[AgentView]:
+        """Per agent of a run of several: evaluations, best and end; [] for a one-agent run."""
+        ids = self.agent_ids
+        if not ids:
+            return []
+        run_state = self.state(now)[0]
+        done = Counter(e.agent for e in self.evaluations)
+        failed = Counter(e.agent for e in self.evaluations if e.status != "ok")
+        views = []
+        for a in ids:
+            end = self.fold.agent_ends.get(a)
+            state = (f"ended: {end[0]}" if end is not None else "live" if run_state == "running" else
+                     f"no end recorded (run {run_state})")
+            views.append(AgentView(a, done[a], failed[a], self.fold.best_of.get(a), end, state))
+        return views
+
+    def best_found(self) -> str:
+        """Who found the run's best and when: 'agent 1 at 2.5 min' ('' when nothing passed or one agent ran)."""
+        best = self.best
+        if best is None or best.agent is None:
+            return ""
+        return f"agent {best.agent} at {clock(best.elapsed_s)}"
+
     def budgets_left(self) -> list[tuple[str, float, float]]:
         """(budget, limit, used) for every budget in force (run.json's, or a later segment's)."""
         budgets = self.fold.budgets or budgets_of(self.config.get("budgets") or {}) or Budgets()
@@ -116,6 +168,10 @@ class RunView:
         """(phase, reason) of a candidate's verdict, from its file."""
         verdict, _ = read_candidate(self.root / "candidates" / f"{candidate:04d}.json")
         return (verdict.phase, verdict.reason or "") if verdict else (None, "")
+
+
+def clock(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
 
 
 class NotARun(Exception):
@@ -182,6 +238,7 @@ class CandidateRow:
     new_best: bool  # raised the best-so-far when it was evaluated
     best: bool  # the run's best
     rescored: list[str] = field(default_factory=list)  # `kopt rescore` results, each with its device
+    agent: int | None = None  # the agent that evaluated it, in a run of several (its file's for one never logged)
 
 
 def history(view: RunView) -> list[CandidateRow]:
@@ -212,7 +269,8 @@ def history(view: RunView) -> list[CandidateRow]:
             max(k.shared_bytes for k in kernels) if kernels else None,
             meta.get("note") or (e.note if e else ""), cid in new_best, cid == best_id,
             [f"{r.score:.3f} {r.label} on {r.where}" if r.score is not None else f"{r.status} on {r.where}"
-             for r in rescores.get(cid, [])]))
+             for r in rescores.get(cid, [])],
+            e.agent if e is not None and e.agent is not None else meta.get("agent")))
     return rows
 
 
@@ -255,6 +313,18 @@ class RunMetrics:
     end: str  # run_end reason, or the state of a run without one
     workloads: dict[str, float]  # the best candidate's per-workload speedups (interpreter ratios on CPU)
     traps: dict[str, int]  # harness.traps key -> evaluations (or forbidden actions) it caught in this run
+    agents: int = 1  # agents the run had
+    best_agent: int | None = None  # in a run of several, the agent that found its best
+    agent_bests: dict[int, float | None] = field(default_factory=dict)  # in a run of several: each agent's best
+
+    @property
+    def agents_text(self) -> str:
+        """'2 agents, best by agent 1 (agent 0 1.1010, agent 1 1.2761)'; '1 agent' for a one-agent run."""
+        if self.agents <= 1:
+            return "1 agent"
+        by = f"best by agent {self.best_agent}" if self.best_agent is not None else "no passing candidate"
+        each = ", ".join(f"agent {a} " + ("-" if v is None else f"{v:.4f}") for a, v in self.agent_bests.items())
+        return f"{self.agents} agents, {by}" + (f" ({each})" if each else "")
 
 
 def metrics(view: RunView, reach: float = REACH) -> RunMetrics:
@@ -268,7 +338,9 @@ def metrics(view: RunView, reach: float = REACH) -> RunMetrics:
                       c.tool_calls / c.evaluations if c.evaluations else None, round(view.elapsed_s, 3),
                       c.input_tokens + c.output_tokens, c.cost_usd, dict(sorted(failed.items())), c.forbidden,
                       view.redesigns, view.stall_warnings, view.end[0] if view.end else view.state()[0],
-                      dict(best.workloads) if best else {}, dict(sorted(view.fold.traps.items())))
+                      dict(best.workloads) if best else {}, dict(sorted(view.fold.traps.items())),
+                      len(view.agent_ids) or 1, best.agent if best else None,
+                      {a.agent: a.best.score if a.best else None for a in view.agents()})
 
 
 @dataclass
@@ -300,6 +372,10 @@ class Group:
     stats: dict[str, Spread]
     failed_by_phase: dict[str, Spread]  # runs without a failure of that phase count 0
     ends: dict[str, int]
+
+    @property
+    def several_agents(self) -> bool:
+        return any(r.agents > 1 for r in self.runs)
 
 
 def compare(views: list[RunView], reach: float = REACH) -> list[Group]:

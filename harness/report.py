@@ -127,12 +127,33 @@ def summary_section(view: RunView) -> str:
             ("best", f"candidate {best.candidate:04d}: {best.score:.4f} {score_name(best.label)}, found at "
                      f"{best.elapsed_s / 60:.1f} min, tool call {best.tool_calls}, evaluation {best.index}"
              if best else "no passing candidate"),
+            *([("best found by", view.best_found())] if view.best_found() else []),
             ("tokens", f"{c.input_tokens:,} in, {c.output_tokens:,} out, {c.input_tokens + c.output_tokens:,} total"),
             ("cost", f"${c.cost_usd:.4f}"), ("model calls", f"{c.model_responses} ({c.retries} retried attempts)"),
             ("redesigns / stall warnings", f"{view.redesigns} / {view.stall_warnings}"),
             ("forbidden attempts", c.forbidden), ("resumes", view.resumes)]
     body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f"<h2>Summary</h2><table>{body}</table>"
+
+
+def agents_section(view: RunView) -> str:
+    """A run of several agents: each one's evaluations, best and end ('' for a one-agent run)."""
+    agents = view.agents()
+    if not agents:
+        return ""
+    best = view.best
+    rows = []
+    for a in agents:
+        mine = (f"{a.best.candidate:04d}: {a.best.score:.4f}, found at {a.best.elapsed_s / 60:.1f} min"
+                if a.best else "no passing candidate")
+        css = " class=best" if best is not None and best.agent == a.agent else ""
+        end = a.state + (f" ({a.end[1].splitlines()[0][:300]})" if a.end and a.end[1] else "")
+        rows.append(f"<tr{css}><td>agent {a.agent}</td><td>{a.evaluations}</td><td>{a.failed}</td>"
+                    f"<td>{esc(mine)}</td><td>{esc(end)}</td></tr>")
+    found = (f"The run's best, candidate {best.candidate:04d}, was found by {esc(view.best_found())}."
+             if view.best_found() else "No agent has a passing candidate.")
+    return (f"<h2>Agents ({len(agents)})</h2><p>{found}</p><table><tr><th>agent</th><th>evaluations</th>"
+            f"<th>did not pass</th><th>its best</th><th>end</th></tr>{''.join(rows)}</table>")
 
 
 def plots_section(view: RunView) -> str:
@@ -166,7 +187,7 @@ def workloads_section(view: RunView, rows: list[CandidateRow]) -> str:
             f"</th><th>candidate ms</th><th>speedup</th><th>label</th><th>flags</th></tr>{table}</table>")
 
 
-def lineage_section(rows: list[CandidateRow]) -> str:
+def lineage_section(rows: list[CandidateRow], several: bool = False) -> str:
     parents = {r.id: r.parent for r in rows}
     chain, node = [], next((r.id for r in rows if r.best), None)
     while node is not None and node not in chain:
@@ -183,13 +204,15 @@ def lineage_section(rows: list[CandidateRow]) -> str:
                    f"{r.total_spill_bytes if r.total_spill_bytes is not None else '-'} / " \
                    f"{r.max_shared_bytes if r.max_shared_bytes is not None else '-'}"
         what = r.note + (f" [{r.phase or r.status}: {r.reason[:300]}]" if r.status != "ok" else "")
-        body.append(f"<tr class='{css}'><td>{r.id:04d}{' *' if r.new_best else ''}</td>"
+        agent = f"<td>{'-' if r.agent is None else r.agent}</td>" if several else ""
+        body.append(f"<tr class='{css}'><td>{r.id:04d}{' *' if r.new_best else ''}</td>{agent}"
                     f"<td>{'-' if r.parent is None else f'{r.parent:04d}'}</td>"
                     f"<td>{'-' if r.elapsed_s is None else f'{r.elapsed_s / 60:.1f}'}</td>"
                     f"<td>{'-' if r.tool_index is None else r.tool_index}</td><td>{esc(r.status)}</td>"
                     f"<td>{fmt(r.score)}</td><td>{compile_}</td><td>{esc(what)}</td></tr>")
     return (f"<h2>Lineage of candidates</h2><p>Ancestry of the best (parent links): {path or 'none'}. "
-            "<code>*</code> marks a candidate that raised the best so far.</p><table><tr><th>id</th><th>parent</th>"
+            "<code>*</code> marks a candidate that raised the best so far.</p><table><tr><th>id</th>"
+            f"{'<th>agent</th>' if several else ''}<th>parent</th>"
             "<th>min</th><th>tool call</th><th>status</th><th>score</th><th>regs / spill B / shared B</th>"
             f"<th>note</th></tr>{''.join(body)}</table>")
 
@@ -244,7 +267,8 @@ def clip(text: str) -> str:
 
 
 def message_html(event: Event) -> str:
-    stamp = f"<span class=note>[{event.elapsed_s:.1f} s, #{event.seq}]</span>"
+    who = "" if event.agent is None else f", agent {event.agent}"  # a run of several agents: whose it is
+    stamp = f"<span class=note>[{event.elapsed_s:.1f} s, #{event.seq}{who}]</span>"
     if isinstance(event, ev.RunStart):
         return "".join(f"<div class='msg {esc(m.role)}'><div class=role>{esc(m.role)} {stamp}</div><details>"
                        f"<summary>{esc((m.content or '')[:120])}</summary><pre>{clip(m.content or '')}</pre>"
@@ -300,8 +324,9 @@ def transcript_section(events: list[Event]) -> str:
 def render(view: RunView) -> str:
     """The report's HTML; `view` must have been loaded with keep_events=True."""
     rows = history(view)
-    sections = [summary_section(view), plots_section(view), workloads_section(view, rows), rescore_section(view),
-                lineage_section(rows), diff_section(view, rows), transcript_section(view.events or [])]
+    sections = [summary_section(view), agents_section(view), plots_section(view), workloads_section(view, rows),
+                rescore_section(view), lineage_section(rows, view.several_agents), diff_section(view, rows),
+                transcript_section(view.events or [])]
     title = f"kopt run {view.run_id}"
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title><style>{CSS}</style>"
             f"</head><body><h1>{esc(title)}</h1><p class=note>{esc(view.model)} on {esc(view.task)}; written "

@@ -94,6 +94,14 @@ def status_table(view, now: float | None = None) -> RichGroup:
     table.add_row("best", f"candidate {best.candidate:04d}: {best.score:.4f} {escape(best.label)}; found at "
                           f"{clock(best.elapsed_s)}, tool call {best.tool_calls}, evaluation {best.index}"
                   if best else "no passing candidate yet")
+    if best is not None and best.agent is not None:
+        table.add_row("best found by", view.best_found())
+    for a in view.agents(now):
+        mine = (f"best {a.best.candidate:04d}: {a.best.score:.4f} at {clock(a.best.elapsed_s)}" if a.best
+                else "no passing candidate")
+        held = " (holds the run's best)" if best is not None and best.agent == a.agent else ""
+        end = a.state + (f" ({a.end[1].splitlines()[0][:60]})" if a.end and a.end[1] else "")
+        table.add_row(a.name, escape(f"{a.evaluations} evaluations ({a.failed} did not pass); {mine}{held}; {end}"))
     for name, limit, used in view.budgets_left():
         table.add_row(f"budget {name}", f"{amount(max(limit - used, 0))} left ({amount(used)} of {amount(limit)} used)")
     table.add_row("tokens / cost", f"{c.input_tokens + c.output_tokens:,} / ${c.cost_usd:.4f}")
@@ -109,7 +117,8 @@ def status_table(view, now: float | None = None) -> RichGroup:
         table.add_row("evaluating", evaluating)
     recent = Table(title="last events", show_header=False, box=None)
     for event in view.recent:
-        recent.add_row(f"{event.elapsed_s:9.1f}s", escape(describe(event)))
+        who = () if not view.several_agents else ("run" if event.agent is None else f"agent {event.agent}",)
+        recent.add_row(f"{event.elapsed_s:9.1f}s", *who, escape(describe(event)))
     return RichGroup(table, recent)
 
 
@@ -161,23 +170,30 @@ def cmd_history(args: argparse.Namespace) -> int:
     # Plain aligned text, not a rich table: thousands of rows print at once and grep well.
     print(f"{len(rows)} candidates of run {view.run_id} ({view.model} on {view.task}); score: "
           f"{view.label or 'none passed yet'}" + (" -- NOT a GPU speedup" if interpreter else ""))
-    header = ("id", "parent", "time", "tool call", "status", "score", "regs/spill/smem",
-              "workloads (" + ("interpreter ratios" if interpreter else "speedups") + ")", "note")
+    several = view.several_agents  # a run of several agents: who evaluated each candidate
+    header = ("id", *(("agent",) if several else ()), "parent", "time", "tool call", "status", "score",
+              "regs/spill/smem", "workloads (" + ("interpreter ratios" if interpreter else "speedups") + ")", "note")
+    right = (0, 1, 2, 4, 6) if several else (0, 1, 3, 5)
     table = [header]
     for r in rows:
         mark = " BEST" if r.best else " *" if r.new_best else ""
         what = r.note + (f" [{r.phase or r.status}: {r.reason[:160]}]" if r.status != "ok" else "")
         what += "".join(f" [rescored: {x}]" for x in r.rescored)
-        table.append((f"{r.id:04d}{mark}", "-" if r.parent is None else f"{r.parent:04d}",
+        table.append((f"{r.id:04d}{mark}", *((fmt(r.agent),) if several else ()),
+                      "-" if r.parent is None else f"{r.parent:04d}",
                       "-" if r.elapsed_s is None else clock(r.elapsed_s), fmt(r.tool_index), r.status, fmt(r.score),
                       f"{fmt(r.max_registers)}/{fmt(r.total_spill_bytes)}/{fmt(r.max_shared_bytes)}",
                       " ".join(f"{k} {v:.3f}" for k, v in r.workloads.items()), what.replace("\n", " ")))
     widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
-    out = ["  ".join(cell.rjust(w) if i in (0, 1, 3, 5) else cell.ljust(w) for i, (cell, w) in
+    out = ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in
                      enumerate(zip(line, widths))) + "  " + line[-1] for line in table]
     print("\n".join(out))
-    print("* raised the best so far; BEST: the run's best" + (f" (candidate {view.best.candidate:04d})"
+    found = f", found by {view.best_found()}" if view.best_found() else ""
+    print("* raised the best so far; BEST: the run's best" + (f" (candidate {view.best.candidate:04d}{found})"
                                                               if view.best else ""))
+    for a in view.agents():
+        mine = f"best {a.best.candidate:04d} ({a.best.score:.4f})" if a.best else "no passing candidate"
+        print(f"{a.name}: {a.evaluations} evaluations, {mine}, {a.state}")
     return 0
 
 
@@ -257,6 +273,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             show = figure_format(name)
             table.add_row(name, show(s.median), f"{show(s.min)} - {show(s.max)}", ", ".join(map(show, s.values)))
         table.add_row("how runs ended", "", "", ", ".join(f"{reason} x{n}" for reason, n in g.ends.items()))
+        if g.several_agents:  # runs of several agents: how many, and which agent found each run's best
+            table.add_row("agents", "", "", "; ".join(r.agents_text for r in g.runs))
         console.print(table)
     if not groups:
         console.print("no runs")

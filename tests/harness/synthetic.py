@@ -47,16 +47,25 @@ class RunSpec:
     end: str | None = "budget"  # run_end reason; None: the run stopped without one (killed)
     budgets: Budgets = field(default_factory=lambda: Budgets(max_evals=1000, max_tool_calls=100_000))
     content_chars: int = 200  # size of each read_file result
+    agents: list[int] | None = None  # a run of several agents: the agent of each evaluation (None: one agent)
+    agent_ends: dict[int, str] = field(default_factory=dict)  # agent -> its agent_end reason (recorded before run_end)
 
 
 class ClockWriter(Writer):
     """A Writer whose run clock the generator sets, so elapsed times are known."""
 
     now_s = 0.0
+    agent: int | None = None  # the agent whose events are being written (a run of several)
 
     @property
     def elapsed_s(self) -> float:
         return self.now_s
+
+    def append(self, event, /, **data):
+        if self.agent is not None and not isinstance(event, str) and event.agent is None and not isinstance(
+                event, (ev.RunStart, ev.RunResume, ev.RunEnd)):
+            event.agent = self.agent
+        return super().append(event, **data)
 
 
 def rejection(outcome: str, index: int) -> dict:
@@ -103,7 +112,8 @@ def verdict_for(outcome: float | str, index: int, gpu: bool, gpu_name: str = "NV
 def make_run(root: Path, spec: RunSpec) -> Path:
     root.mkdir(parents=True)
     config = RunConfig(run_id=root.name, task=f"/elsewhere/kernels/{spec.task}", task_hash="h",
-                       editable_file="kernel.py", model=spec.model, budgets=spec.budgets, secret=7)
+                       editable_file="kernel.py", model=spec.model, budgets=spec.budgets, secret=7,
+                       agents=max(spec.agents) + 1 if spec.agents else 1)
     (root / RUN_JSON).write_text(config.model_dump_json(indent=2))
     (root / "kernel.py").write_text(BASELINE)
     store = CandidateStore(root)
@@ -138,19 +148,26 @@ def make_run(root: Path, spec: RunSpec) -> Path:
         turn("read_file", {"path": "../verifier/check.py"}, "refused", forbidden="../verifier/check.py leaves the "
                                                                                  "workspace")
     for i, outcome in enumerate(spec.outcomes, 1):
+        w.agent = spec.agents[i - 1] if spec.agents else None
         for _ in range(spec.calls_per_eval - 1):
             turn("read_file", {"path": "kernel.py"}, "x" * spec.content_chars)
 
         def evaluate(i=i, outcome=outcome) -> str:
             candidate = store.snapshot(BASELINE + f"# candidate {i}\n")
             v = verdict_for(outcome, i, spec.gpu, spec.gpu_name, spec.simulated)
-            store.record(candidate.id, v, {"note": f"try {i}", "tool_index": counter["calls"],
-                                           "parent": candidate.id - 1 if candidate.id > 1 else None})
+            meta = {"note": f"try {i}", "tool_index": counter["calls"],
+                    "parent": candidate.id - 1 if candidate.id > 1 else None}
+            if w.agent is not None:
+                meta["agent"] = w.agent
+            store.record(candidate.id, v, meta)
             w.append(ev.Evaluation(candidate=candidate.id, sha256=candidate.sha256, status=v.status, score=score(v)[0],
                                    kind=v.timing.kind if v.timing else None, note=f"try {i}",
                                    **(traps.facts(v) if spec.facts else {})))
             return f"candidate {candidate.id:04d}: {v.status}"
         turn("evaluate", {"note": f"try {i}"}, evaluate=evaluate)
+    w.agent = None
+    for agent, reason in sorted(spec.agent_ends.items()):
+        w.append(ev.AgentEnd(reason=reason, detail=f"{reason} detail", agent=agent))
     for _ in range(spec.stall_warnings):
         w.append(ev.StallWarning(since_improvement=5))
     for n in range(spec.redesigns):
