@@ -446,7 +446,8 @@ class Run:
         reasons = {stop.reason for stop in ends.values()}
         for reason in ("interrupted", "provider_outage", "budget", "finished", "stalled", "model_error"):
             if reason in reasons:
-                detail = "; ".join(f"agent {a}: {s.reason}" + (f" ({s.detail.splitlines()[0][:200]})" if s.detail else "")
+                detail = "; ".join(f"agent {a}: {s.reason}" + (f" ({s.detail.splitlines()[0][:120]})" if s.detail
+                                                                  and s.reason != "finished" else "")
                                    for a, s in sorted(ends.items()))
                 return Stop(reason, detail)
         return Stop("finished", "no agent ran")

@@ -5,7 +5,12 @@ parallelism is the harness's (threads, the store's lock), not the verifier's."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+
+import pytest
 
 from kopt.harness import events as ev
 from kopt.harness import inspect, trajectory
@@ -104,7 +109,7 @@ def test_status_block_shows_the_other_agents_best(tmp_path):
     run.seats[1].model = ScriptedModel([gate.turn(variant(ws, "a1", 1)), look(1)])
     run.execute()
     best0 = run.fold.best_of[0].candidate
-    assert f"You are agent 1 of 2" in seen[1] and f"agent 0: 1 evaluations; best candidate {best0:04d} 1.4000" in seen[1]
+    assert "You are agent 1 of 2" in seen[1] and f"agent 0: 1 evaluations; best candidate {best0:04d} 1.4000" in seen[1]
 
 
 def test_one_agents_crash_does_not_stop_the_other(tmp_path):
@@ -180,3 +185,48 @@ def test_resume_restores_every_agent_where_it_was(tmp_path):
     assert [e.note for e in log if isinstance(e, ev.Evaluation) and e.agent == 0] == ["a0-0"]
     ids = [e.candidate for e in log if isinstance(e, ev.Evaluation)]
     assert len(ids) == len(set(ids))
+
+
+# ---- kill -9 in the middle of a real two-agent run (the builtin on rmsnorm, the CPU path), then resume
+
+@pytest.mark.slow
+def test_kill_nine_mid_two_agent_run_then_resume_loses_nothing(tmp_path):
+    from tests.harness.test_kill_resume import kill_strays, kopt, start
+    run_dir, tmpdir = tmp_path / "run", tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = start(["run", "--task", "rmsnorm", "--model", "builtin", "--device", "cpu", "--agents", "2",
+                  "--max-evals", "6", "--run-dir", str(run_dir)], tmpdir, tmp_path / "first.log")
+    log = run_dir / trajectory.TRAJECTORY
+    deadline = time.monotonic() + 240
+    # killed while both agents are at work: after the first evaluation, during a later one
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if sum('"type":"evaluation"' in x for x in lines) >= 2 and '"name":"evaluate"' in (lines[-1] if lines else ""):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()
+    os.killpg(proc.pid, signal.SIGKILL) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+    proc.wait()
+    kill_strays(tmpdir)
+    before = events(Workspace.open(run_dir))
+    assert not any(isinstance(e, ev.RunEnd) for e in before)
+    cut = [e.agent for e in before if isinstance(e, ev.ToolCallEvent) and e.call.name == "evaluate"
+           and not any(isinstance(r, ev.ToolResult) and r.call_id == e.call.id and r.agent == e.agent for r in before)]
+    assert cut, "the kill did not land during an evaluation"
+
+    done = kopt("resume", str(run_dir), tmpdir=tmpdir, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log_events = events(Workspace.open(run_dir))
+    evaluations = [e for e in log_events if isinstance(e, ev.Evaluation)]
+    ids = [e.candidate for e in evaluations]
+    assert len(ids) == len(set(ids)) and {e.agent for e in evaluations} == {0, 1}
+    files = sorted(int(p.stem) for p in (run_dir / "candidates").glob("[0-9]*.py"))
+    assert set(ids) <= set(files)
+    for cid in files:  # every snapshot has its verdict and an evaluation event: nothing lost, nothing twice
+        verdict, meta = read_candidate(run_dir / "candidates" / f"{cid:04d}.json")
+        assert verdict is not None and cid in ids, cid
+    for agent in cut:  # the cut-off evaluate of each agent was answered after the resume
+        calls = [e for e in log_events if isinstance(e, ev.ToolCallEvent) and e.agent == agent]
+        answered = {e.call_id for e in log_events if isinstance(e, ev.ToolResult) and e.agent == agent}
+        assert all(c.call.id in answered for c in calls)
+    assert isinstance(log_events[-1], ev.RunEnd) and log_events[-1].reason in ("budget", "finished")
