@@ -121,8 +121,8 @@ def build_model(config: RunConfig, task: Task | None = None, on_retry: RetryHook
             return BuiltinModel(config.editable_file)
         return builtin_for(task, device, agent)
     if kind == "replay":
-        from kopt.agent.replay import ReplayModel
-        return ReplayModel(Path(rest), start=consumed)
+        from kopt.harness.replay import ReplayModel
+        return ReplayModel(Path(rest), start=consumed, agent=agent)
     from kopt.agent.retry import RetryPolicy
     retry = RetryPolicy() if outage_budget_s is None else RetryPolicy(outage_budget_s=outage_budget_s)
     client = CLIENTS[kind]

@@ -78,8 +78,8 @@ def progress_plots(view: RunView) -> list[tuple[str, str]]:
         passed = [e for e in view.evaluations if e.score is not None]
         failed = [e for e in view.evaluations if e.score is None]
         xs, best, running = [], [], None
-        for e in passed:
-            running = e.score if running is None or e.score > running else running
+        for e in passed:  # the best so far is the fold's (harness.fold: new_best), never recomputed here
+            running = e.score if e.new_best else running
             xs.append(x_of(e))
             best.append(running)
         if passed:

@@ -230,3 +230,16 @@ def test_kill_nine_mid_two_agent_run_then_resume_loses_nothing(tmp_path):
         answered = {e.call_id for e in log_events if isinstance(e, ev.ToolResult) and e.agent == agent}
         assert all(c.call.id in answered for c in calls)
     assert isinstance(log_events[-1], ev.RunEnd) and log_events[-1].reason in ("budget", "finished")
+
+
+def test_replay_gives_each_agent_its_own_recorded_responses(tmp_path):
+    from kopt.agent.messages import AssistantMessage, ModelResponse
+    from kopt.harness.replay import ReplayModel
+    log = tmp_path / "trajectory.jsonl"
+    lines = [ev.ModelResponseEvent(index=i, agent=i % 2, response=ModelResponse(
+        message=AssistantMessage(content=f"agent {i % 2} turn {i // 2}"), model="m")) for i in range(6)]
+    log.write_bytes(b"".join(ev.dump(e) + b"\n" for e in lines) + b'{"torn')  # a torn last line is ignored
+    one = ReplayModel(tmp_path, start=1, agent=1)
+    assert [one.complete([], []).message.content for _ in range(2)] == ["agent 1 turn 1", "agent 1 turn 2"]
+    assert one.complete([], []).message.tool_calls[0].name == "finish"  # exhausted: it finishes
+    assert len(ReplayModel(log).responses) == 6 and log.read_bytes().endswith(b'{"torn')  # read, never repaired
