@@ -61,6 +61,10 @@ def create(args: argparse.Namespace, check_model: bool = False, **fixed) -> tupl
         check_name(args.device)
     except ValueError as exc:
         return fail(str(exc))
+    if getattr(args, "executor", "local") == "ray":
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:
+            return fail("--executor ray needs Ray: pip install 'kopt[ray]' (or use --executor local)")
     if args.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from kopt.verifier import arena
-from kopt.verifier.launches import specialization_key
+from kopt.verifier.launches import specialization_key, split_call
 
 
 class Launches:
@@ -87,11 +87,6 @@ def load_module(path: str, name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def split_call(inputs: dict[str, Any], positional: int) -> tuple[list[Any], dict[str, Any]]:
-    names = list(inputs)
-    return [inputs[n] for n in names[:positional]], {n: inputs[n] for n in names[positional:]}
 
 
 # ---- messages: a 4-byte length, JSON, and file descriptors alongside

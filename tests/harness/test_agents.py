@@ -104,9 +104,17 @@ def test_status_block_shows_the_other_agents_best(tmp_path):
             seen[agent] = messages[-1].content
             return [call("finish", {"summary": "done"})]
         return turn
-    gate = Gate(2)
-    run.seats[0].model = ScriptedModel([gate.turn(variant(ws, "a0", 4)), look(0)])
-    run.seats[1].model = ScriptedModel([gate.turn(variant(ws, "a1", 1)), look(1)])
+    gate, zero_evaluated = Gate(2), threading.Event()
+
+    def signal_then_look(messages):  # agent 0's second request comes after its evaluation was recorded
+        zero_evaluated.set()
+        return look(0)(messages)
+
+    def wait_for_zero(messages):  # so agent 1's next status block is made after it
+        assert zero_evaluated.wait(30)
+        return [call("read_file", {"path": "NOTES.md"})]
+    run.seats[0].model = ScriptedModel([gate.turn(variant(ws, "a0", 4)), signal_then_look])
+    run.seats[1].model = ScriptedModel([gate.turn(variant(ws, "a1", 1)), wait_for_zero, look(1)])
     run.execute()
     best0 = run.fold.best_of[0].candidate
     assert "You are agent 1 of 2" in seen[1] and f"agent 0: 1 evaluations; best candidate {best0:04d} 1.4000" in seen[1]
