@@ -32,6 +32,12 @@ DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float16, torch.bfloat
 SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
+def split_call(inputs: dict[str, Any], positional: int) -> tuple[list[Any], dict[str, Any]]:
+    """The entry point's call from its ordered inputs: the first `positional` as arguments, the rest by name."""
+    names = list(inputs)
+    return [inputs[n] for n in names[:positional]], {n: inputs[n] for n in names[positional:]}
+
+
 @dataclass(frozen=True)
 class Spec:
     """One tensor: where its elements lie in the arena file (offset of element 0 and byte span)."""

@@ -29,7 +29,8 @@ from typing import Any, Callable
 import torch
 
 from kopt.verifier import arena
-from kopt.verifier.launches import specialization_key, split_call
+from kopt.verifier.arena import split_call
+from kopt.verifier.launches import specialization_key
 
 
 class Launches:

@@ -20,12 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 
-def split_call(inputs: dict[str, Any], positional: int) -> tuple[list[Any], dict[str, Any]]:
-    """The entry point's call from its ordered inputs: the first `positional` as arguments, the rest by name."""
-    names = list(inputs)
-    return [inputs[n] for n in names[:positional]], {n: inputs[n] for n in names[positional:]}
-
-
 @dataclass(frozen=True)
 class Device:
     """The GPU a target stands for: the numbers occupancy needs (per SM, or per CU on AMD)."""
@@ -280,6 +274,7 @@ def workload_report(job: dict, load: Callable[[str, str], Any]) -> dict[str, Any
     from triton.runtime import driver
 
     from kopt.verifier import interp
+    from kopt.verifier.arena import split_call
     from kopt.verifier.compile import _TargetOnlyDriver, parse_target
 
     backend, arch, warp, _ = parse_target(job["target"])
