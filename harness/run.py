@@ -389,7 +389,7 @@ class Run:
     def execute_agents(self, budgets: dict | None) -> Stop:
         """Several agents, one thread each, until every one has stopped. One agent's stop (its model failing, its
         finish) leaves the others going; a budget, a stop request or an interrupt stops them all."""
-        self.begin(self.driver(), budgets)
+        head = self.begin(self.driver(), budgets).head  # (a new run's head is made by begin)
         extending = bool(budgets) or self.fold.resumes == 0
         config = self.ws.config
         ends: dict[int, Stop] = {}
@@ -399,7 +399,7 @@ class Run:
             if ended is not None and ended[0] in TERMINAL and not extending:
                 ends[seat.agent] = Stop(*ended)  # it ended for good in an earlier session
                 continue
-            context = Context(self.context_tokens, seat.resume.head, seat.resume.window, seat.resume.summary)
+            context = Context(self.context_tokens, seat.resume.head or head, seat.resume.window, seat.resume.summary)
             agent = Agent(Abandonable(seat.model, self.interrupts), Recorded(seat.tools, seat.recorder), seat.recorder,
                           context, lambda a, seat=seat: self.before_request(a, seat),
                           lambda seat=seat: self.status_text(seat), self.summarize,

@@ -251,3 +251,17 @@ def test_replay_gives_each_agent_its_own_recorded_responses(tmp_path):
     assert [one.complete([], []).message.content for _ in range(2)] == ["agent 1 turn 1", "agent 1 turn 2"]
     assert one.complete([], []).message.tool_calls[0].name == "finish"  # exhausted: it finishes
     assert len(ReplayModel(log).responses) == 6 and log.read_bytes().endswith(b'{"torn')  # read, never repaired
+
+
+def test_every_agent_starts_from_the_system_prompt_and_the_instruction(tmp_path):
+    ws = workspace(tmp_path)
+    fake = FakeVerifier()
+    run = Run(ws, None, fake.evaluate, fake.compile, context_tokens=1_000_000)
+    for seat in run.seats:
+        seat.model = ScriptedModel([[call("finish", {"summary": "done"})]])
+    run.execute()
+    instruction = (ws.root / "instruction.md").read_text()
+    for seat in run.seats:
+        first = seat.model.seen[0]
+        assert first[0].role == "system" and "kernel.py" in first[0].content
+        assert first[1].content == instruction
