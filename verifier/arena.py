@@ -120,14 +120,22 @@ def pack_inputs(inputs: dict[str, Any], outputs: list[str], layout: Layout | Non
         return plan, None
     fd = os.memfd_create("kopt-inputs", os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)
     os.ftruncate(fd, plan.size)
-    with mmap.mmap(fd, plan.size) as view:
-        for spec in plan.specs:
-            t = inputs[spec.name]
-            if spec.span:
-                flat = t.as_strided((spec.span // t.element_size(),), (1,), t.storage_offset())
-                view[spec.offset:spec.offset + spec.span] = flat.contiguous().view(torch.uint8).numpy().tobytes()
+    # Written with pwrite, never through a writable mapping: F_SEAL_WRITE fails (EBUSY) while any
+    # process maps the file writable, and a child forked by another thread of this process
+    # inherits such a mapping until its exec.
+    for spec in plan.specs:
+        t = inputs[spec.name]
+        if spec.span:
+            flat = t.as_strided((spec.span // t.element_size(),), (1,), t.storage_offset())
+            _pwrite_all(fd, memoryview(flat.contiguous().view(torch.uint8).numpy()), spec.offset)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
     return plan, fd
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
 
 
 class OutputArena:
