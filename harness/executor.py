@@ -21,9 +21,11 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Protocol
 
+from kopt.verifier import sandbox
 from kopt.verifier.progress import Progress
 from kopt.verifier.task import Task, load_task
 from kopt.verifier.verdict import Verdict
@@ -204,11 +206,16 @@ class RayExecutor:
         job = {"task": self.task.name, "task_hash": self.task.hash, "source": source, "device": self.device_for_task,
                "target": self.target, "secret": secret_for(self.secret, candidate_id)}
         ref = self.remote.remote(job, self.files)
+        deadline = time.monotonic() + self.limit_s
+        while not ray.wait([ref], timeout=min(1.0, max(0.0, deadline - time.monotonic())))[0]:
+            if sandbox.stopping():  # the operator's stop-now: the remote evaluation is cancelled like a local one
+                ray.cancel(ref, force=True)
+                return self._error(source, sandbox.STOPPING_REASON)
+            if time.monotonic() >= deadline:
+                ray.cancel(ref, force=True)
+                return self._error(source, f"the Ray task did not finish within {self.limit_s:.0f} s (cancelled)")
         try:
-            data = ray.get(ref, timeout=self.limit_s)
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref, force=True)
-            return self._error(source, f"the Ray task did not finish within {self.limit_s:.0f} s (cancelled)")
+            data = ray.get(ref)
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError) as exc:
             return self._error(source, f"the Ray worker died: {type(exc).__name__}: {str(exc)[:500]}")

@@ -10,6 +10,7 @@ thread waits on a model call, never while it records.
 from __future__ import annotations
 
 import signal
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -62,7 +63,13 @@ class Interrupts:
 
     @contextmanager
     def abandonable(self) -> Iterator[None]:
-        """A wait a second interrupt may cut short (a model call)."""
+        """A wait a second interrupt may cut short (a model call). Signals reach the main thread only, so only
+        its waits are cut there; an agent's thread (a run of several) is left by the main thread instead,
+        which stops waiting for it (Run.execute_agents) after the recorder refuses further events."""
+        if threading.current_thread() is not threading.main_thread():
+            self.check()
+            yield
+            return
         outer, self._abandonable = self._abandonable, True
         try:
             if self.now:
@@ -74,6 +81,9 @@ class Interrupts:
     @contextmanager
     def shielded(self) -> Iterator[None]:
         """Recording inside an abandonable wait (a retry's event): never cut short."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         outer, self._abandonable = self._abandonable, False
         try:
             yield

@@ -20,6 +20,7 @@ from kopt.agent.model import RetryEvent
 from kopt.harness import events as ev
 from kopt.harness.candidates import LABELS
 from kopt.harness.fold import Fold, belongs
+from kopt.harness.interrupts import StopNow
 from kopt.harness.tools import ToolBox, ToolOutcome, sha_of
 from kopt.harness.trajectory import TRAJECTORY, Writer, write_atomic
 
@@ -41,6 +42,7 @@ class Recorder:
         self.totals = fold  # the run's counts (tool call and request indices), whoever records
         self.agent: int | None = None
         self.lanes: dict[int, Fold] = {}  # agent -> its fold, in a run of several agents
+        self.closed = False
 
     def lane(self, agent: int, fold: Fold) -> "Lane":
         """The recorder as one agent of several uses it: its events stamped with its id, folded into its
@@ -54,6 +56,8 @@ class Recorder:
 
     def record(self, event: ev.Base) -> ev.Base:
         with self.lock:
+            if self.closed:  # an agent's thread left running by a stop-now: nothing after the run's end
+                raise StopNow("the run has stopped: this event is not recorded (its step is redone on resume)")
             self.writer.append(event)
             self.fold.apply(event)
             for agent, fold in self.lanes.items():
@@ -122,7 +126,9 @@ class Recorder:
                      "label": LABELS.get(best.kind or "", "") if best else ""}}, indent=1))
 
     def close(self) -> None:
-        self.writer.close()
+        with self.lock:
+            self.closed = True
+            self.writer.close()
 
 
 class Lane(Recorder):
@@ -143,6 +149,10 @@ class Lane(Recorder):
     @property
     def checkpointed(self) -> float:
         return self.base.checkpointed
+
+    @property
+    def closed(self) -> bool:
+        return self.base.closed
 
     def close(self) -> None:
         pass  # the run's recorder closes the log

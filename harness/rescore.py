@@ -43,7 +43,8 @@ class Rescore(BaseModel):
 
     @property
     def where(self) -> str:
-        return f"{self.device_name} ({self.kind or self.device})"
+        kind = self.kind or self.device
+        return self.device_name if kind.lower() in self.device_name.lower() else f"{self.device_name} ({kind})"
 
 
 def read(root: Path) -> list[Rescore]:

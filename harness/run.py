@@ -32,6 +32,7 @@ TERMINAL = {"finished", "budget", "model_error", "stalled"}  # a run that ended 
 RECENT_EVALUATIONS = 15
 NOTES_IN_STATUS_CHARS = 3000
 PROGRESS_EVERY_S = 2.0  # an evaluation's progress is recorded on each phase and at most this often
+STOP_NOW_GRACE_S = 5.0  # after a second interrupt, how long a run of several agents waits for them to stop
 
 
 @dataclass
@@ -163,6 +164,8 @@ class Run:
         PROGRESS_EVERY_S between. A display's concern: never fails the evaluation."""
         now = time.monotonic()
         key = (candidate, progress.phase, progress.message)
+        if self.recorder.closed:
+            return
         with self._progress_lock:
             last = self._progress_last
             if (last is not None and last[0] == key and now - last[1] < PROGRESS_EVERY_S
@@ -411,9 +414,19 @@ class Run:
         try:
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                while thread.is_alive():
+            cut_at = None
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
                     thread.join(0.2)  # (short waits: the main thread takes the signals)
+                if self.interrupts.now and cut_at is None:
+                    cut_at = time.monotonic()
+                if cut_at is not None and time.monotonic() - cut_at > STOP_NOW_GRACE_S:
+                    break  # an agent still waits on its model (or a remote evaluation): leave it; what it
+                    # would record next is refused once the log is closed, and its step is redone on resume
+            for seat in self.seats:
+                if seat.agent in self.live and seat.agent not in ends:
+                    ends[seat.agent] = Stop("interrupted", f"{self.interrupts.now}; its step in progress is "
+                                                           "redone on resume")
             return self._end(self.run_stop(ends))
         finally:
             self.interrupts.restore()
@@ -436,7 +449,7 @@ class Run:
         self.live.discard(seat.agent)
         try:
             seat.recorder.record(ev.AgentEnd(reason=stop.reason, detail=stop.detail[:4000]))
-        except Exception:  # noqa: BLE001 (the log is gone: the run's end fails loudly enough)
+        except BaseException:  # noqa: BLE001 (the log is closed by a stop-now, or gone: the run's end says so)
             pass
 
     @staticmethod

@@ -267,9 +267,9 @@ def compile_report(result: dict | None, failure: tuple[str, str] | None, target:
 
 
 def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline: dict[str, float],
-                       again: dict[str, float] | None = None) -> Timing:
+                       again: dict[str, tuple[float, float]] | None = None) -> Timing:
     """Interpreter wall times measured by trusted code: labelled as such everywhere, never a GPU speedup.
-    The noise band is the baseline timed against itself (a second call on the same inputs): the 75th
+    The noise band is the baseline timed against itself (two warm calls on the same inputs): the 75th
     percentile of |1 - ratio| over the cases, so a ratio inside it says nothing."""
     workloads = []
     for item in items:
@@ -277,7 +277,7 @@ def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline:
             b, c = baseline[item["key"]], candidate[item["key"]]
             workloads.append(WorkloadTiming(workload=f"{item['case']}/{item['dtype']}", label=INTERPRETER_LABEL,
                                             baseline_ms=b * 1e3, candidate_ms=c * 1e3, speedup=b / c))
-    spread = sorted(abs(1.0 - baseline[k] / again[k]) for k in (again or {}) if k in baseline and again[k] > 0)
+    spread = sorted(abs(1.0 - a / b) for a, b in (again or {}).values() if b > 0)
     band = spread[min(len(spread) - 1, int(0.75 * len(spread)))] if spread else None
     for w in workloads:
         w.noise_band = band
@@ -285,7 +285,7 @@ def interpreter_timing(items: list[dict], candidate: dict[str, float], baseline:
     return Timing(label=INTERPRETER_LABEL, workloads=workloads, noise_band=band,
                   interpreter_ratio=timing.geomean([w.speedup for w in workloads]) if workloads else None,
                   notes=["Triton interpreter wall time on the CPU: says nothing about GPU speed",
-                         "noise band: the baseline timed against itself (75th percentile of |1 - ratio| per case)"])
+                         "noise band: the baseline timed against itself (two warm calls; 75th percentile of |1 - ratio| per case)"])
 
 
 def compile_only(source: str, task: Task, target: str | None = None) -> CompileReport:

@@ -94,6 +94,11 @@ def untrack(proc: subprocess.Popen) -> None:
         _LIVE.discard(proc)
 
 
+def stopping() -> bool:
+    """Whether the operator asked to stop now (`kill_children` was called and not yet undone)."""
+    return _STOPPING.is_set()
+
+
 def refuse_if_stopping() -> None:
     if _STOPPING.is_set():
         raise Stopping(STOPPING_REASON)

@@ -265,3 +265,51 @@ def test_every_agent_starts_from_the_system_prompt_and_the_instruction(tmp_path)
         first = seat.model.seen[0]
         assert first[0].role == "system" and "kernel.py" in first[0].content
         assert first[1].content == instruction
+
+
+def test_second_interrupt_leaves_agents_waiting_on_their_models_and_resumes_them(tmp_path):
+    # Signals reach the main thread only: an agent's thread waiting on a slow model must not hold the
+    # run after a second Ctrl-C. The run ends at once (resumably); what the stuck agents get back later
+    # is never recorded after the run's end; resume re-issues their requests.
+    ws = workspace(tmp_path)
+    fake = FakeVerifier()
+    run = Run(ws, None, fake.evaluate, fake.compile, context_tokens=1_000_000)
+    release, waiting = threading.Event(), threading.Semaphore(0)
+
+    def stuck(messages):  # a model call that takes as long as a long generation
+        waiting.release()
+        release.wait(120)
+        return [call("finish", {"summary": "late"})]
+    for seat in run.seats:
+        seat.model = ScriptedModel([variant(ws, f"a{seat.agent}-0", seat.agent), stuck])
+
+    def interrupt_twice():
+        for _ in range(2):
+            assert waiting.acquire(timeout=60)
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+    threading.Thread(target=interrupt_twice, daemon=True).start()
+    started = time.monotonic()
+    stop = run.execute()
+    took = time.monotonic() - started
+    assert stop.reason == "interrupted", stop
+    assert took < 60, took  # the agents' model calls were not waited for (they would take 120 s)
+    log = events(ws)
+    assert isinstance(log[-1], ev.RunEnd) and log[-1].reason == "interrupted"
+    size = (ws.root / trajectory.TRAJECTORY).stat().st_size
+    release.set()  # the stuck calls come back now: nothing of theirs reaches the log
+    for thread in threading.enumerate():
+        if thread.name.startswith("kopt-agent-"):
+            thread.join(30)
+            assert not thread.is_alive()
+    assert (ws.root / trajectory.TRAJECTORY).stat().st_size == size
+    assert not any(isinstance(e, ev.ModelResponseEvent) and e.response.message.content == "turn 1" for e in log)
+
+    resumed = Run(Workspace.open(ws.root), None, fake.evaluate, fake.compile, context_tokens=1_000_000)
+    for seat in resumed.seats:
+        seat.model = ScriptedModel([variant(ws, f"a{seat.agent}-0", seat.agent),
+                                    variant(ws, f"a{seat.agent}-1", seat.agent + 2)])
+    assert resumed.execute().reason == "finished"
+    notes = sorted(e.note for e in events(ws) if isinstance(e, ev.Evaluation))
+    assert notes == ["a0-0", "a0-1", "a1-0", "a1-1"], notes  # each agent went on from its re-issued request

@@ -100,3 +100,27 @@ def test_a_worker_that_dies_is_an_error_verdict_never_a_lost_evaluation(task, cl
     verdict = result["v"]
     assert verdict.status == "error" and verdict.phase == "executor", verdict.reason
     assert "worker died" in verdict.reason
+
+
+def test_a_stop_now_cancels_the_remote_evaluation(task, cluster):
+    # the operator's second Ctrl-C (sandbox.kill_children) reaches evaluations on Ray too: the task is
+    # cancelled and the verdict is an error (which the run never records: its call is redone on resume)
+    from kopt.verifier import sandbox
+    executor = RayExecutor(task, "cpu", None, 11)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("v", executor.evaluate(KERNELS["hang"], 1)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not ray_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_workers(), "no Ray worker ran the evaluation"
+    stopped = time.monotonic()
+    sandbox.kill_children()
+    try:
+        thread.join(30)
+        assert not thread.is_alive(), "the evaluation went on after the stop"
+    finally:
+        sandbox.allow_children()
+    verdict = result["v"]
+    assert verdict.status == "error" and verdict.reason == sandbox.STOPPING_REASON, verdict.reason
+    assert time.monotonic() - stopped < 10

@@ -120,3 +120,18 @@ def test_a_device_time_shaved_by_the_arms_own_process_is_bounded_by_the_host_clo
     lying = FakeTimer({BASELINE: 1.0, CANDIDATE: 0.5, COPY: 1.0}, gap_ms={BASELINE: 0.1, CANDIDATE: 0.4, COPY: 0.1})
     stats = timing.measure_workload(lying, "W1", 1.0, floor_ms=0.001)
     assert stats.invalid and "host wall time exceeds event time" in stats.invalid
+
+
+def test_interpreter_noise_band_compares_two_warm_calls_not_the_cold_first_one():
+    # a process's first call of a specialization carries the interpreter's setup (measured: 71x a warm call
+    # on rmsnorm's small cases), so the band must come from two warm calls, else it reads +-7000%
+    from kopt.verifier.evaluate import interpreter_timing
+    items = [{"key": f"R{i}/float32/0", "case": f"R{i}", "dtype": "float32"} for i in range(4)]
+    cold = {i["key"]: 0.71 for i in items}
+    candidate = {i["key"]: 0.70 for i in items}
+    warm = {items[0]["key"]: (0.0100, 0.0102), items[1]["key"]: (0.0101, 0.0100), items[2]["key"]: (0.0099, 0.0104)}
+    t = interpreter_timing(items, candidate, cold, warm)
+    assert t.kind == "interpreter" and t.geomean_speedup is None
+    assert 0.01 <= t.noise_band <= 0.05, t.noise_band
+    assert all(w.tie for w in t.workloads)  # 0.71/0.70: inside the band
+    assert interpreter_timing(items, candidate, cold, {}).noise_band is None  # not measured: said so, not 0
