@@ -115,12 +115,17 @@ class LocalExecutor:
 
     def evaluate(self, source: str, candidate_id: int) -> Verdict:
         say = (lambda p: self.progress(candidate_id, p)) if self.progress else None
-        if say is not None:
-            say(Progress(phase="queued", message="waiting for a free evaluation slot"))
-        with self.slots, self.leases.assigned() as device:
-            return self.evaluate_fn(source, self.task, device=device, target=self.target,
-                                    secret=secret_for(self.secret, candidate_id), progress=say,
-                                    timing_lease=lambda: self.leases.lease(device))
+        if not self.slots.acquire(blocking=False):  # said only when it has to wait
+            if say is not None:
+                say(Progress(phase="queued", message="waiting for a free evaluation slot"))
+            self.slots.acquire()
+        try:
+            with self.leases.assigned() as device:
+                return self.evaluate_fn(source, self.task, device=device, target=self.target,
+                                        secret=secret_for(self.secret, candidate_id), progress=say,
+                                        timing_lease=lambda: self.leases.lease(device))
+        finally:
+            self.slots.release()
 
     def close(self) -> None:
         pass

@@ -26,7 +26,7 @@ POISONS = (float("nan"), 1.0e4)
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 CPU_CHILD_MEMORY = 16 << 30
 BASELINE_MIN_TIMEOUT_S = 900.0
-AA_CALLS = 8  # baseline items timed twice for the interpreter's A/A noise band (more would lengthen the phase)
+AA_CALLS = 4  # baseline items timed twice more (warm) for the interpreter's A/A band: 8 calls, a short phase
 HOST = HostDevice()
 
 

@@ -72,6 +72,31 @@ def test_evaluations_spread_over_gpus_each_under_its_own_lease():
         assert len(runs(trace, device)) == 2
 
 
+def test_only_an_evaluation_that_waits_for_a_slot_says_it_is_queued():
+    task = load_task("rmsnorm")
+    said: list[tuple[int, str]] = []
+    inside, leave = threading.Event(), threading.Event()
+
+    def fake_evaluate(source, task, *, device, target, secret, progress, timing_lease):
+        inside.set()
+        assert leave.wait(30)
+        return error_verdict(task, source, device, target, "fake")
+    executor = LocalExecutor(task, "cpu", None, 7, progress=lambda cid, p: said.append((cid, p.phase)),
+                             slots=1, evaluate_fn=fake_evaluate)
+    first = threading.Thread(target=executor.evaluate, args=("1", 1))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=executor.evaluate, args=("2", 2))
+    second.start()
+    deadline = time.monotonic() + 30
+    while (2, "queued") not in said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    leave.set()
+    first.join(30)
+    second.join(30)
+    assert said == [(2, "queued")]  # the first had a free slot: it never said it waited
+
+
 def test_the_real_evaluation_times_under_the_lease_and_checks_outside_it():
     """On the simulated device: the lease is taken once, around the timing phase only."""
     task = load_task("rmsnorm")
