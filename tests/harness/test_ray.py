@@ -83,16 +83,21 @@ def ray_workers() -> list[int]:
     return pids
 
 
-def test_a_worker_that_dies_is_an_error_verdict_never_a_lost_evaluation(task, cluster):
-    executor = RayExecutor(task, "cpu", None, 11)
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("v", executor.evaluate(KERNELS["honest"], 1)))
+def start_on_a_worker(executor, source: str) -> tuple[threading.Thread, dict]:
+    """One evaluation in a thread, returned once a Ray worker is running it (its verdict lands in result["v"])."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("v", executor.evaluate(source, 1)))
     thread.start()
     deadline = time.monotonic() + 120
     while not ray_workers() and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert ray_workers(), "no Ray worker ran the evaluation"
+    return thread, result
+
+
+def test_a_worker_that_dies_is_an_error_verdict_never_a_lost_evaluation(task, cluster):
+    thread, result = start_on_a_worker(RayExecutor(task, "cpu", None, 11), KERNELS["honest"])
     workers = ray_workers()
-    assert workers, "no Ray worker ran the evaluation"
     time.sleep(1.0)
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -106,14 +111,7 @@ def test_a_stop_now_cancels_the_remote_evaluation(task, cluster):
     # the operator's second Ctrl-C (sandbox.kill_children) reaches evaluations on Ray too: the task is
     # cancelled and the verdict is an error (which the run never records: its call is redone on resume)
     from kopt.verifier import sandbox
-    executor = RayExecutor(task, "cpu", None, 11)
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("v", executor.evaluate(KERNELS["hang"], 1)))
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not ray_workers() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ray_workers(), "no Ray worker ran the evaluation"
+    thread, result = start_on_a_worker(RayExecutor(task, "cpu", None, 11), KERNELS["hang"])
     stopped = time.monotonic()
     sandbox.kill_children()
     try:
