@@ -146,7 +146,10 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     first_dtype = items[0]["dtype"] if items else None
     compile_items = [dict(i, dtype=cfg.gpu.dtypes[0]) for i in items if i["public_index"] == 0
                      and i["case"] in small and i["dtype"] == first_dtype]
-    timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == first_dtype]
+    # interpreter times in the dtype the GPU times when the CPU checks it (bf16: the baseline runs on
+    # those items anyway, for the comparative rule), else in the first
+    timed_dtype = cfg.gpu.dtypes[0] if cfg.gpu.dtypes[0] in cfg.cpu.dtypes else first_dtype
+    timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == timed_dtype]
     workloads = [(w.id, w.params) for w in cfg.workloads]
     phases: dict[str, Callable[[], Any]] = {"compile": lambda: cpu.compile_calls(task, source, compile_items, target,
                                                                                   cancel, workloads)}

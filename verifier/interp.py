@@ -18,6 +18,9 @@ What changes (and the invariant each patch keeps):
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise
   InterpreterLimitation naming the function.
+- Speed, same results: a device function called inside a launch reuses the launch's patched
+  modules (the interpreter re-patched all of them on each call and left some patched), and the
+  int32 overflow checks whose assert the interpreter drops anyway (no debug) are not computed.
 - Multi-config @triton.autotune: under the interpreter the chosen config runs (never a
   benchmark), see `set_autotune_choice`; `install_aot_autotune` makes the ahead-of-time
   compile path launch (that is, compile) every config.
@@ -97,7 +100,19 @@ def install(order: str = "forward", seed: int = 0) -> None:
     _patch_bf16(interp)
     _patch_libdevice(interp)
     _patch_autotune("interp")
+    _skip_dead_overflow_checks(interp)
     _STATE.patched.add("interp")
+
+
+def _skip_dead_overflow_checks(interp: Any) -> None:
+    """The interpreter's options ask for int32 overflow checks but not for debug, so each check's
+    int64 arithmetic is computed and its assert then dropped (a fifth of a call's time); a GPU
+    build drops it the same way. Off unless debug is on: the results are the same."""
+    import dataclasses
+    options = getattr(interp.interpreter_builder, "options", None)
+    if dataclasses.is_dataclass(options) and getattr(options, "sanitize_overflow", False) \
+            and not getattr(options, "debug", True):
+        interp.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
 
 
 def set_autotune_choice(index: int | None, bench_runs: int = 0) -> None:
@@ -433,14 +448,50 @@ def _patch_libdevice(interp: Any) -> None:
             if inspect.isfunction(f) and f.__module__ == m.__name__ and not n.startswith("_"):
                 replacements[(m, n)], originals[id(f)] = implementation(m, n), (m, n, f)
 
+    launches: list[dict[str, Any]] = []  # the launch in progress: the langs patched, globals swapped, its scope
+
     def patch_lang(fn: Any) -> Any:
+        langs = {id(v) for v in fn.__globals__.values() if v is tl or v is tl.core}
+        launch = launches[-1] if launches else None
+        if launch is not None and langs <= launch["langs"]:
+            # A device function called inside a launch (the interpreter re-patches every module on
+            # each such call, a third of a call's time, and never restores that scope): the modules
+            # are patched already; only its module's globals may still need the libdevice swap.
+            if id(fn.__globals__) not in launch["globals"]:
+                launch["globals"].add(id(fn.__globals__))
+                swap_globals(fn, launch["scope"])
+            return interp._LangPatchScope()
         scope = orig_patch_lang(fn)
         interp._patch_builtin(tl.math, builder, scope)  # tl.math also when imported on its own
         # 3.6 calls int() on a 1-element array, which numpy 2 refuses (3.9 squeezes it first)
         scope.set_attr(tl.core.tensor, "__index__", lambda self: int(np.asarray(self.handle.data).squeeze()))
         for (m, n), replacement in replacements.items():
             scope.set_attr(m, n, replacement)
-        swapped = {k: v for k, v in fn.__globals__.items() if id(v) in originals}  # `from libdevice import tanh`
+        swap_globals(fn, scope)
+        if launch is not None:
+            # a device function seeing a module the launch did not patch (tl.core in triton's own
+            # tl.max, tl.sum ...): patched until the launch ends, undone before the launch's own
+            launch["langs"] |= langs
+            launch["globals"].add(id(fn.__globals__))
+            outer_restore = launch["scope"].restore
+
+            def restore_both() -> None:
+                scope.restore()
+                outer_restore()
+            launch["scope"].restore = restore_both
+            return interp._LangPatchScope()
+        launches.append({"langs": langs, "globals": {id(fn.__globals__)}, "scope": scope})
+        restore = scope.restore
+
+        def restore_launch() -> None:
+            launches.pop()
+            restore()
+        scope.restore = restore_launch
+        return scope
+
+    def swap_globals(fn: Any, scope: Any) -> None:
+        """`from libdevice import tanh` in fn's module: the replacement until `scope` is restored."""
+        swapped = {k: v for k, v in fn.__globals__.items() if id(v) in originals}
         fn.__globals__.update({k: replacements[originals[id(v)][:2]] for k, v in swapped.items()})
         restore = scope.restore
 
@@ -448,7 +499,6 @@ def _patch_libdevice(interp: Any) -> None:
             fn.__globals__.update(swapped)
             restore()
         scope.restore = restore_all
-        return scope
 
     def extern_elementwise(self: Any, lib: Any, path: Any, symbol: str, args: list[Any], ret: Any,
                            pure: Any) -> Any:

@@ -330,3 +330,87 @@ def test_autotune_pruning_and_the_ahead_of_time_path():
         print(json.dumps({"launched": launched, "hooked": hooked, "counts": interp.autotune_config_counts()}))
     """, interpret=False)
     assert got == {"launched": [16, 32], "hooked": [16, 32], "counts": {"kernel": 2}}
+
+
+HELPER_MODULE = """
+import triton
+import triton.language.core as core
+from triton.language.extra.libdevice import tanh
+
+@triton.jit
+def inner(v):
+    return core.maximum(tanh(v), v * 0.0)
+
+@triton.jit
+def outer(v):
+    return inner(v) + inner(v * 2.0)
+"""
+
+
+def test_device_functions_in_other_modules_are_patched_once_per_launch_and_restored_after():
+    """A device function called inside a launch reuses the launch's patched modules (the
+    interpreter re-patched them on every call: a third of a call's time); one whose module sees
+    a module the launch did not patch (tl.core, `from libdevice import tanh`) gets it patched
+    until the launch ends; after it nothing of triton's modules or the callers' globals stays
+    patched (the interpreter left tl.core patched for good)."""
+    got = run_json(f"HELPER_MODULE = {HELPER_MODULE!r}\n", """
+        interp.install()
+        helper_dir = tempfile.mkdtemp()
+        with open(os.path.join(helper_dir, "helper_mod.py"), "w") as f:
+            f.write(HELPER_MODULE)
+        sys.path.insert(0, helper_dir)
+        import helper_mod
+        from triton.language.extra import libdevice
+
+        @triton.jit
+        def kernel(x, out, N: tl.constexpr):
+            o = tl.arange(0, N)
+            v = tl.load(x + o)
+            acc = tl.zeros([N], dtype=tl.float32)
+            for _ in range(3):
+                acc += helper_mod.outer(v)
+            tl.store(out + o, acc + tl.max(v, axis=0))
+
+        def snapshot():
+            mods = [tl, tl.core, tl.math, tl.core.tensor, libdevice]
+            return {f"{m.__name__}.{n}": id(v) for m in mods for n, v in vars(m).items()} | \\
+                   {f"helper.{n}": id(v) for n, v in vars(helper_mod).items()}
+        before = snapshot()
+        x = torch.linspace(-2, 2, 16)
+        out = torch.empty(16)
+        kernel[(1,)](x, out, 16)
+        kernel[(2,)](x, out, 16)
+        want = 3 * ((x.tanh().clamp_min(0)) + (2 * x).tanh().clamp_min(0)) + x.max()
+        after = snapshot()  # (names the interpreter adds to a module when it rewrites a function are no patch)
+        changed = sorted(k for k, v in before.items() if after.get(k) != v)
+        print(json.dumps({"err": (out - want).abs().max().item(), "changed": changed,
+                          "tanh_restored": helper_mod.tanh is libdevice.tanh}))
+    """)
+    assert got["err"] < 1e-6
+    assert got["changed"] == [] and got["tanh_restored"]
+
+
+def test_int32_arithmetic_wraps_as_on_a_gpu_without_the_dropped_overflow_checks():
+    """Without debug the interpreter dropped its int32 overflow asserts after computing them in
+    int64; install() stops computing them (a fifth of a call's time): int32 still wraps as a
+    GPU's does, and with debug on the checks stay."""
+    got = run_json("""
+        from triton.runtime import interpreter as I
+        interp.install()
+        @triton.jit
+        def wrap(x, out):
+            v = tl.load(x)
+            tl.store(out, v * 65536 + 7)
+        x, out = torch.tensor([40000], dtype=torch.int32), torch.zeros(1, dtype=torch.int32)
+        wrap[(1,)](x, out)
+        print(json.dumps({"value": out.item(), "sanitize": I.interpreter_builder.options.sanitize_overflow}))
+    """)
+    assert got == {"value": (40000 * 65536 + 7 + 2**31) % 2**32 - 2**31, "sanitize": False}
+    kept = run_json("""
+        import dataclasses
+        from triton.runtime import interpreter as I
+        I.interpreter_builder.options = dataclasses.replace(I.interpreter_builder.options, debug=True)
+        interp.install()
+        print(json.dumps({"sanitize": I.interpreter_builder.options.sanitize_overflow}))
+    """)
+    assert kept == {"sanitize": True}
