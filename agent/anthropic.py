@@ -15,10 +15,10 @@ from typing import Any, Callable
 import httpx
 
 from kopt.agent.messages import (AssistantMessage, Message, ModelResponse, SystemMessage, ToolCall,
-                                 ToolMessage, ToolSpec, Usage)
-from kopt.agent import preflight
+                                 ToolMessage, ToolSpec)
+from kopt.agent.httpmodel import HttpModel
 from kopt.agent.model import Pricing, RetryHook
-from kopt.agent.retry import MalformedResponse, RetryPolicy, call_with_retry
+from kopt.agent.retry import MalformedResponse, RetryPolicy
 
 API_VERSION = "2023-06-01"
 EMPTY_TURN = "(no response)"  # stands in for an assistant turn with neither text nor tool calls
@@ -94,26 +94,18 @@ def parse_message(body: Any) -> tuple[AssistantMessage, int, int, str | None, st
                                 f"body starts {json.dumps(body)[:200]}") from None
 
 
-class AnthropicModel:
+class AnthropicModel(HttpModel):
     def __init__(self, model: str, base_url: str = "https://api.anthropic.com", api_key: str | None = None,
                  pricing: Pricing = Pricing(), timeout_s: float = 600.0, retry: RetryPolicy = RetryPolicy(),
                  on_retry: RetryHook | None = None, max_tokens: int = 8192,
                  transport: httpx.BaseTransport | None = None, api_key_env: str | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
-        self.name = model
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/v1/messages"
-        self.pricing, self.retry, self.on_retry = pricing, retry, on_retry
-        self.max_tokens = max_tokens
-        self.sleep, self.clock = sleep, clock
-        self._secret = api_key
-        self._key_hint = (f"check the API key in ${api_key_env}" if api_key_env
-                          else "no API key was given" if api_key is None else "check the API key")
         headers = {"anthropic-version": API_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self._http = httpx.Client(headers=headers, timeout=timeout_s, transport=transport)
+        super().__init__(model, base_url, "/v1/messages", "/v1/models", headers, api_key, api_key_env, pricing,
+                         timeout_s, retry, on_retry, transport, sleep, clock)
+        self.max_tokens = max_tokens
 
     def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ModelResponse:
         system, turns = to_anthropic(messages)
@@ -124,25 +116,4 @@ class AnthropicModel:
             payload["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
                                 for t in tools]
             payload["tool_choice"] = {"type": "auto"}
-        started = 0.0
-
-        def send() -> httpx.Response:
-            nonlocal started
-            started = time.perf_counter()
-            return self._http.post(self.url, json=payload)
-
-        message, input_tokens, output_tokens, stop_reason, model = call_with_retry(
-            send, parse_message, policy=self.retry, on_retry=self.on_retry, sleep=self.sleep,
-            clock=self.clock, label=f"{self.model} at {self.url}", key_hint=self._key_hint,
-            secret=self._secret)
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens,
-                      cost_usd=self.pricing.cost(input_tokens, output_tokens))
-        return ModelResponse(message=message, usage=usage, model=model or self.model,
-                             latency_s=time.perf_counter() - started, stop_reason=stop_reason)
-
-    def preflight(self) -> None:
-        """Before a run: the endpoint answers and takes the key (GET /v1/models), else ModelError."""
-        preflight.check(self._http, self.base_url + "/v1/models", self.base_url, self._key_hint, self._secret)
-
-    def close(self) -> None:
-        self._http.close()
+        return self._request(payload, parse_message)

@@ -13,10 +13,10 @@ from typing import Any, Callable
 import httpx
 
 from kopt.agent.messages import (AssistantMessage, Message, ModelResponse, SystemMessage, ToolCall,
-                                 ToolMessage, ToolSpec, Usage, UserMessage)
-from kopt.agent import preflight
+                                 ToolMessage, ToolSpec, UserMessage)
+from kopt.agent.httpmodel import HttpModel
 from kopt.agent.model import Pricing, RetryHook
-from kopt.agent.retry import MalformedResponse, RetryPolicy, call_with_retry
+from kopt.agent.retry import MalformedResponse, RetryPolicy
 
 
 def sendable_arguments(call: ToolCall) -> str:
@@ -71,26 +71,18 @@ def parse_completion(body: Any, turn: int) -> tuple[AssistantMessage, int, int, 
                                 f"body starts {json.dumps(error or body)[:200]}") from None
 
 
-class OpenAIModel:
+class OpenAIModel(HttpModel):
     def __init__(self, model: str, base_url: str = "https://api.openai.com/v1", api_key: str | None = None,
                  pricing: Pricing = Pricing(), timeout_s: float = 600.0, retry: RetryPolicy = RetryPolicy(),
                  on_retry: RetryHook | None = None, extra_body: dict[str, Any] | None = None,
                  max_tokens: int | None = None, transport: httpx.BaseTransport | None = None,
                  api_key_env: str | None = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
-        self.name = model
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
-        self.pricing, self.retry, self.on_retry = pricing, retry, on_retry
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(model, base_url, "/chat/completions", "/models", headers, api_key, api_key_env, pricing,
+                         timeout_s, retry, on_retry, transport, sleep, clock)
         self.extra_body = dict(extra_body or {})
         self.max_tokens = max_tokens
-        self.sleep, self.clock = sleep, clock
-        self._secret = api_key
-        self._key_hint = (f"check the API key in ${api_key_env}" if api_key_env
-                          else "no API key was given" if api_key is None else "check the API key")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(headers=headers, timeout=timeout_s, transport=transport)
 
     def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ModelResponse:
         payload: dict[str, Any] = {"model": self.model, "messages": [to_openai(m) for m in messages]}
@@ -102,25 +94,4 @@ class OpenAIModel:
             payload["max_tokens"] = self.max_tokens
         payload.update(self.extra_body)
         turn = sum(isinstance(m, AssistantMessage) for m in messages)
-        started = 0.0
-
-        def send() -> httpx.Response:
-            nonlocal started
-            started = time.perf_counter()
-            return self._http.post(self.url, json=payload)
-
-        message, input_tokens, output_tokens, stop_reason, model = call_with_retry(
-            send, lambda body: parse_completion(body, turn), policy=self.retry, on_retry=self.on_retry,
-            sleep=self.sleep, clock=self.clock, label=f"{self.model} at {self.url}",
-            key_hint=self._key_hint, secret=self._secret)
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens,
-                      cost_usd=self.pricing.cost(input_tokens, output_tokens))
-        return ModelResponse(message=message, usage=usage, model=model or self.model,
-                             latency_s=time.perf_counter() - started, stop_reason=stop_reason)
-
-    def preflight(self) -> None:
-        """Before a run: the endpoint answers and takes the key (GET /models), else ModelError."""
-        preflight.check(self._http, self.base_url + "/models", self.base_url, self._key_hint, self._secret)
-
-    def close(self) -> None:
-        self._http.close()
+        return self._request(payload, lambda body: parse_completion(body, turn))
