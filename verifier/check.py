@@ -12,6 +12,10 @@ from typing import Any
 import torch
 
 BF16_ULP_BITS = 8  # bf16 keeps 8 significant bits
+# An fp32 relative error in this range is what TF32 dots give (10 mantissa bits, about 5e-4 per product)
+TF32_RANGE = (1e-5, 1e-2)
+TF32_HINT = ("; an fp32 error of this size is typical of TF32: tl.dot of fp32 operands runs as TF32 on NVIDIA "
+             "GPUs unless input_precision=\"ieee\" (or \"tf32x3\") is passed, and the CPU check runs it the same way")
 
 
 def ulp(magnitude: float, dtype: str) -> float:
@@ -39,8 +43,9 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: st
     excess = (out.double() - ref.double()).abs() - (tol["atol"] + tol["rtol"] * ref.double().abs())
     if rel > tol["rel_l2"] or (excess > 0).any():
         at = tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape)) if excess.numel() else ()
+        hint = TF32_HINT if dtype == "float32" and TF32_RANGE[0] < rel < TF32_RANGE[1] else ""
         return (f"wrong result: rel. L2 error {rel:.3g} (limit {tol['rel_l2']:.3g}), max abs error {worst:.3g}; "
-                f"worst element {at}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}"), rel, worst
+                f"worst element {at}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}{hint}"), rel, worst
     factor = tol.get("comparative_factor")
     if factor is not None and base is not None:
         base_rel, base_worst = errors(base, ref)

@@ -15,6 +15,11 @@ What changes (and the invariant each patch keeps):
   nearest even when the handle is made). Loads widen bits exactly, stores write the bits back,
   arithmetic runs in fp32 (or fp64 for fma) and rounds once, as a GPU's correctly rounded bf16
   ops do; tl.dot of bf16 operands accumulates in fp32.
+- tl.dot of fp32 operands runs at the precision the GPU would use: the interpreter ignored
+  `input_precision` and multiplied in full fp32, so a kernel whose fp32 dots ran as TF32 (the
+  NVIDIA default when `input_precision` is not given: 10 mantissa bits) passed on CPU and failed
+  on the GPU. Now "tf32" rounds both operands to TF32 (to nearest even), "tf32x3", "bf16x3" and
+  "bf16x6" run as the split products the compiler emits, and only "ieee" is plain fp32.
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise
   InterpreterLimitation naming the function.
@@ -88,7 +93,8 @@ def install(order: str = "forward", seed: int = 0) -> None:
              "interpreter_semantic", "_patch_lang", "_patch_builtin", "_get_np_dtype",
              "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir", "InterpreterError")
     _require(interp.GridExecutor, "_init_args_hst", "_restore_args_dev")
-    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", *_BUILDER_PATCHED)
+    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", "create_dot", *_BUILDER_PATCHED)
+    _require(interp._ir, "INPUT_PRECISION")
     _require(interp.TensorHandle, "__post_init__")
     _require(autotuner.Autotuner, "run", "prune_configs")
     for path in _LIBDEVICE_MODULES:
@@ -101,6 +107,7 @@ def install(order: str = "forward", seed: int = 0) -> None:
     _patch_libdevice(interp)
     _patch_autotune("interp")
     _skip_dead_overflow_checks(interp)
+    _patch_dot(interp)
     _STATE.patched.add("interp")
 
 
@@ -113,6 +120,64 @@ def _skip_dead_overflow_checks(interp: Any) -> None:
     if dataclasses.is_dataclass(options) and getattr(options, "sanitize_overflow", False) \
             and not getattr(options, "debug", True):
         interp.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
+
+
+# ---- fp32 tl.dot at the GPU's precision ----
+
+def _to_tf32(x: np.ndarray) -> np.ndarray:
+    """fp32 -> the nearest TF32 value (10 mantissa bits, ties to even), kept in fp32; inf/NaN as they are."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    with np.errstate(over="ignore"):
+        rounded = (bits + (np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1)))) & np.uint32(0xFFFFE000)
+    return np.where((bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000), bits, rounded).view(np.float32)
+
+
+def _to_bf16(x: np.ndarray) -> np.ndarray:
+    return _bf16_widen(_bf16_bits(x))
+
+
+def _split(x: np.ndarray, narrow: Callable[[np.ndarray], np.ndarray], parts: int) -> list[np.ndarray]:
+    """x as a sum of `parts` narrow values, largest first (the compiler's split of an fp32 operand)."""
+    out = []
+    for _ in range(parts):
+        out.append(narrow(x))
+        x = (x - out[-1]).astype(np.float32)
+    return out
+
+
+# precision name -> (narrowing, parts, the (i, j) products a_i @ b_j the compiler sums)
+_SPLIT_DOTS = {
+    "TF32": (_to_tf32, 1, ((0, 0),)),
+    "TF32x3": (_to_tf32, 2, ((1, 0), (0, 1), (0, 0))),
+    "BF16x3": (_to_bf16, 2, ((1, 0), (0, 1), (0, 0))),
+    "BF16x6": (_to_bf16, 3, ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0))),
+}
+
+
+def _patch_dot(interp: Any) -> None:
+    """fp32 x fp32 tl.dot as the GPU computes it for each `input_precision` (see the module doc)."""
+    import dataclasses
+    precision = interp._ir.INPUT_PRECISION
+    splits = {getattr(precision, name): spec for name, spec in _SPLIT_DOTS.items() if hasattr(precision, name)}
+    orig_dot = interp.InterpreterBuilder.create_dot
+
+    def create_dot(self: Any, a: Any, b: Any, d: Any, input_precision: Any, max_num_imprecise_acc: Any) -> Any:
+        spec = splits.get(input_precision)
+        if spec is None or a.dtype.scalar.name != "fp32" or b.dtype.scalar.name != "fp32":
+            return orig_dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+        narrow, parts, products = spec
+        a_parts, b_parts = _split(a.data, narrow, parts), _split(b.data, narrow, parts)
+        acc = d.data.astype(np.float32)
+        for i, j in products:  # smallest terms first, each accumulated in fp32
+            acc = np.matmul(a_parts[i], b_parts[j], dtype=np.float32) + acc
+        return interp.TensorHandle(acc.astype(d.data.dtype), d.dtype.scalar)
+
+    interp.InterpreterBuilder.create_dot = create_dot
+    options = getattr(interp.interpreter_builder, "options", None)
+    if dataclasses.is_dataclass(options):  # the GPU's precisions the interpreter's options left out
+        allowed = tuple(options.allowed_dot_input_precisions)
+        more = tuple(n.lower() for n in _SPLIT_DOTS if hasattr(precision, n) and n.lower() not in allowed)
+        interp.interpreter_builder.options = dataclasses.replace(options, allowed_dot_input_precisions=allowed + more)
 
 
 def set_autotune_choice(index: int | None, bench_runs: int = 0) -> None:

@@ -53,6 +53,7 @@ IMPORTS = "import triton.language as tl\n"  # the last import
 TUNABLES = "NUM_STAGES_LARGE_D = 1\n"  # the last module-level constant
 HELPERS = "    return acc, m_new, l_i\n\n\n"  # the end of _online_softmax_step, before _fwd_kernel
 PARAMS = "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr,\n"  # _fwd_kernel's last parameters
+PREC = '        DOT_PREC="ieee" if dtype == torch.float32 else None,  # None: target default\n'  # the launch: dot precision
 P_LINE = "    P = tl.load(kv_indptr + pid_b + 1) - kv_start\n"
 PREFIX_LO = "    lo = 0\n    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n"
 PREFIX_LOOP = "    for start_n in range(lo, P, BLOCK_N):\n"
@@ -212,6 +213,9 @@ PANEL: dict[str, Kernel] = {
          "num_warps=8)], key=['LQ', 'LV', 'IS_CAUSAL'])\n@triton.jit\ndef _fwd_kernel("),
         ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
         (LAUNCH_OPTIONS, "")),
+    "honest_tf32x3_for_fp32": patch(
+        "fp32 dots as three TF32 products (hi*hi + hi*lo + lo*hi): near-fp32 accuracy on the tensor cores",
+        (PREC, '        DOT_PREC="tf32x3" if dtype == torch.float32 else None,  # split TF32: fp32-accurate\n')),
     "honest_libdevice_tanh": patch(
         "honest: libdevice's tanh for the soft cap",
         after(IMPORTS, "from triton.language.extra import libdevice\n"),
@@ -406,6 +410,12 @@ PANEL: dict[str, Kernel] = {
                                       "tl.dot(q.to(tl.float16), k.to(tl.float16))  # CHEAT: fp16 inputs")),
         (EXTEND_QK, EXTEND_QK.replace("tl.dot(q, k, input_precision=DOT_PREC)",
                                       "tl.dot(q.to(tl.float16), k.to(tl.float16))  # CHEAT: fp16 inputs"))),
+    "adv_tf32_for_fp32": patch(
+        "fp32 inputs multiplied as TF32 on the tensor cores (10 mantissa bits)",
+        (PREC, '        DOT_PREC="tf32" if dtype == torch.float32 else None,  # CHEAT: TF32 for fp32 inputs\n')),
+    "adv_default_precision_fp32": patch(
+        "every dot at the target's default precision, which for fp32 on NVIDIA GPUs is TF32",
+        (PREC, "        DOT_PREC=None,  # CHEAT (or an oversight): fp32 dots run as TF32 on the GPU\n")),
     "adv_prefix_truncated": patch(
         "only the last 256 prefix keys",
         (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"

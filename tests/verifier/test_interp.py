@@ -414,3 +414,47 @@ def test_int32_arithmetic_wraps_as_on_a_gpu_without_the_dropped_overflow_checks(
         print(json.dumps({"sanitize": I.interpreter_builder.options.sanitize_overflow}))
     """)
     assert kept == {"sanitize": True}
+
+
+def test_fp32_dots_run_at_the_precision_the_gpu_uses():
+    """The interpreter multiplied fp32 operands in full fp32 whatever input_precision said, so TF32
+    (the NVIDIA default) passed on CPU and failed on a GPU. Each precision now runs as the GPU
+    computes it: TF32 is exactly the fp32 product of operands rounded to 10 mantissa bits, the
+    split precisions are near-fp32, and ieee is plain fp32; fp16 dots are untouched."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def dot(a, b, out, PREC: tl.constexpr, N: tl.constexpr):
+            r = tl.arange(0, N)
+            t = r[:, None] * N + r[None, :]
+            A, B = tl.load(a + t), tl.load(b + t)
+            if PREC == "default":
+                tl.store(out + t, tl.dot(A, B))
+            else:
+                tl.store(out + t, tl.dot(A, B, input_precision=PREC))
+        def tf32(x):  # round to nearest even at 10 mantissa bits, independently of the patch
+            bits = x.view(torch.int32).long()
+            bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~0x1FFF
+            return (((bits + 2**31) % 2**32) - 2**31).int().view(torch.float32)
+        N = 32
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(N, N, generator=g), torch.randn(N, N, generator=g)
+        exact = a.double() @ b.double()
+        res = {}
+        for prec in ["ieee", "tf32", "tf32x3", "bf16x3", "bf16x6", "default"]:
+            out = torch.empty(N, N)
+            dot[(1,)](a, b, out, prec, N)
+            res[prec] = float((out.double() - exact).norm() / exact.norm())
+        out = torch.empty(N, N)
+        dot[(1,)](a, b, out, "tf32", N)
+        res["tf32_is_rounded_operands"] = float((out.double() - tf32(a).double() @ tf32(b).double()).abs().max())
+        h = torch.empty(N, N)
+        dot[(1,)](a.half(), b.half(), h, "tf32", N)
+        res["fp16"] = float((h.double() - a.half().double() @ b.half().double()).abs().max())
+        print(json.dumps(res))
+    """)
+    assert got["ieee"] < 1e-6 and got["tf32x3"] < 1e-6 and got["bf16x6"] < 1e-6, got
+    assert 1e-4 < got["tf32"] < 2e-3 and got["default"] == got["tf32"], got  # the default is TF32
+    assert 1e-6 < got["bf16x3"] < 1e-4, got  # two bf16 parts: 16 bits of each operand
+    assert got["tf32_is_rounded_operands"] < 1e-5, got
+    assert got["fp16"] < 1e-5, got

@@ -10,6 +10,10 @@ it must not stop.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from tests.verifier import panel
 from tests.verifier.panel_support import SECRET, describe
@@ -67,6 +71,26 @@ def test_the_undone_write_faults_without_the_gate_too(extend_task, sub_task):
                               raises=False)
     with pytest.raises(ChildFailure, match="SIGSEGV"):
         checker.run()
+
+
+# fp32 dots at the GPU's precision: the interpreter used to multiply in full fp32 whatever the kernel asked
+# for, so TF32 (10 mantissa bits; the NVIDIA default when input_precision is not given) passed on CPU
+# and failed on the GPU. Judged as a user would, by `kopt eval --json` on a one-case fp32 task. (The
+# default precision, adv_default_precision_fp32, is the same TF32: test_interp.py checks that it is.)
+PRECISION = [("adv_tf32_for_fp32", "rejected"), ("honest_tf32x3_for_fp32", "ok")]
+
+
+@pytest.mark.parametrize("name, status", PRECISION, ids=[p[0] for p in PRECISION])
+def test_fp32_dots_are_checked_at_the_precision_the_gpu_runs(name, status, kernel_file, sub_task, tmp_path):
+    task = sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=0)
+    done = subprocess.run([sys.executable, "-m", "kopt.harness.cli", "eval", str(kernel_file(name)), "--task",
+                           str(task.root), "--device", "cpu", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    verdict = json.loads(done.stdout)
+    assert verdict["status"] == status, (verdict["reason"], done.stderr[-2000:])
+    if status == "rejected":
+        assert "case C1 (float32)" in verdict["reason"] and "wrong result" in verdict["reason"], verdict["reason"]
+        assert "TF32" in verdict["reason"], verdict["reason"]  # the reason says what to change
 
 
 @pytest.mark.slow
