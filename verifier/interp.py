@@ -15,6 +15,8 @@ What changes (and the invariant each patch keeps):
   nearest even when the handle is made). Loads widen bits exactly, stores write the bits back,
   arithmetic runs in fp32 (or fp64 for fma) and rounds once, as a GPU's correctly rounded bf16
   ops do; tl.dot of bf16 operands accumulates in fp32.
+- Float -> 32/64-bit integer conversions saturate and send NaN to 0, as a GPU's cvt.rzi does
+  (numpy wrapped them, which a kernel could use to tell the interpreter from a GPU).
 - tl.dot of fp32 operands runs at the precision the GPU would use: the interpreter ignored
   `input_precision` and multiplied in full fp32, so a kernel whose fp32 dots ran as TF32 (the
   NVIDIA default when `input_precision` is not given: 10 mantissa bits) passed on CPU and failed
@@ -325,6 +327,16 @@ def _bf16_bits(x: np.ndarray, rtz: bool = False) -> np.ndarray:
     return np.where(np.isnan(x), np.uint16(0x7FFF), rounded)  # the canonical NaN of a GPU's cvt
 
 
+def _saturating_int(x: np.ndarray, to: np.dtype) -> np.ndarray:
+    """Float -> 32/64-bit integer as a GPU converts (cvt.rzi): toward zero, saturating at the type's
+    range, NaN to 0. numpy wraps out-of-range values (often to INT_MIN): a kernel could tell the two apart."""
+    info = np.iinfo(to)
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    hi, lo = float(info.max), float(info.min)  # for 64 bits hi rounds up to 2**63: saturate at >= hi
+    inside = np.clip(np.trunc(x), lo, np.nextafter(hi, 0.0)).astype(to)
+    return np.where(x >= hi, to.type(info.max), np.where(x <= lo, to.type(info.min), inside)).astype(to)
+
+
 def _bf16_widen(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
@@ -358,6 +370,10 @@ def _patch_bf16(interp: Any) -> None:
 
     def cast_impl(self: Any, src: Any, dst_type: Any) -> Any:
         dst = dst_type.scalar
+        if src.data.dtype.kind == "f" and not _is_bf16(dst):
+            to = orig_np_dtype(dst)
+            if to.kind in "iu" and to.itemsize >= 4:  # fptosi/fptoui: a GPU's cvt.rzi saturates, NaN -> 0
+                return Handle(_saturating_int(src.data, to), dst)
         if _is_bf16(dst):  # integers via fp64 (exact to 2^53), then one rounding in post_init
             data = src.data.astype(np.float64) if src.data.dtype.kind in "iub" else src.data
             return Handle(data, dst)

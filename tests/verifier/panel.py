@@ -416,6 +416,12 @@ PANEL: dict[str, Kernel] = {
     "adv_default_precision_fp32": patch(
         "every dot at the target's default precision, which for fp32 on NVIDIA GPUs is TF32",
         (PREC, "        DOT_PREC=None,  # CHEAT (or an oversight): fp32 dots run as TF32 on the GPU\n")),
+    "adv_device_probe_f2i": patch(
+        "an out-of-range float->int conversion tells a GPU (saturates) from numpy (wraps); on a GPU half the prefix is skipped",
+        (PREFIX_LO, "    probe = tl.min((tl.zeros([BLOCK_M], dtype=tl.float32) + sm_scale * 1.0e12).to(tl.int32), 0)\n"
+                    "    lo = 0\n    if probe > 0:  # CHEAT: true only where the conversion saturates, as on a GPU\n"
+                    "        lo = P // 2\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_prefix_truncated": patch(
         "only the last 256 prefix keys",
         (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"

@@ -458,3 +458,31 @@ def test_fp32_dots_run_at_the_precision_the_gpu_uses():
     assert 1e-6 < got["bf16x3"] < 1e-4, got  # two bf16 parts: 16 bits of each operand
     assert got["tf32_is_rounded_operands"] < 1e-5, got
     assert got["fp16"] < 1e-5, got
+
+
+def test_float_to_int_conversions_saturate_as_on_a_gpu():
+    """numpy wrapped out-of-range conversions (1e12 -> INT_MIN), a GPU's cvt.rzi saturates and sends NaN
+    to 0: a kernel could branch on the difference and take a cheap path only on the GPU."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def conv(x, o32, o64, ou, N: tl.constexpr):
+            r = tl.arange(0, N)
+            v = tl.load(x + r)
+            tl.store(o32 + r, v.to(tl.int32))
+            tl.store(o64 + r, v.to(tl.int64))
+            tl.store(ou + r, v.to(tl.uint32))
+        x = torch.tensor([1e12, -1e12, float("nan"), -2.7, 2.7, float("inf"), -float("inf"), 3e9])
+        res = {}
+        for dt in (torch.float32, torch.bfloat16):
+            a, b = torch.empty(8, dtype=torch.int32), torch.empty(8, dtype=torch.int64)
+            c = torch.empty(8, dtype=torch.uint32)
+            conv[(1,)](x.to(dt), a, b, c, 8)
+            res[str(dt)] = [a.tolist(), b.tolist(), c.tolist()]
+        print(json.dumps(res))
+    """)
+    i32, i64, u32 = got["torch.float32"]
+    assert i32 == [2**31 - 1, -2**31, 0, -2, 2, 2**31 - 1, -2**31, 2**31 - 1]
+    assert i64[2:7] == [0, -2, 2, 2**63 - 1, -2**63] and i64[7] == 3000000000
+    assert u32 == [2**32 - 1, 0, 0, 0, 2, 2**32 - 1, 0, 3000000000]
+    assert got["torch.bfloat16"][0] == i32
