@@ -14,7 +14,8 @@ same buffers for a second call, so anything cached across calls shows.
 Input distributions (against the threats of docs/threats.md): q, k, v ~ N(0, 1); in a third of the heads q is scaled x4
 ("peaky"); in another third every query row is pointed at one visible key ("needle": its
 logit stands ~12 above the rest, so skipping any part of the key range shows); q_scale
-raises all logits (C9: +-50). Unreferenced pool slots hold NaN: a correct gather never
+raises all logits (C9: +-50); logit_shift moves them all by one amount, spreads kept (large caps).
+Unreferenced pool slots hold NaN: a correct gather never
 reads them. kv_indices follow one of several layouts (LAYOUTS), and may be shared between
 requests.
 
@@ -32,7 +33,7 @@ import torch
 KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
-    "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options",
+    "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options", "logit_shift",
 }
 NEEDLE_LOGIT = 12.0
 # Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
@@ -55,6 +56,8 @@ RULES = {
     "mask bits above the diagonal, across several tiles": "C11 (mask_kind=random, E=150)",
     "a row with no visible key writes 0": "C5 (tree row cleared), C11",
     "sliding window, prefix and extend, small and large": "C6 (16), C13 (W=3, non-causal), hidden (1..600)",
+    "window and logit cap at the sizes models use (W up to 2048, caps up to 300, logits shifted by 4-8)":
+        "hidden (the third, every evaluation)",
     "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), hidden (1-100)",
     "sm_scale: default, passed, another value": "every case by seed",
     "logits far from 0 in both directions": "C9 (q x 8), peaky and needle heads in every case",
@@ -257,6 +260,13 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
                 kj = keys[pick, h // group]  # [E, Lq]
                 q[rows, h] = kj * (NEEDLE_LOGIT / (scale * (kj * kj).sum(-1, keepdim=True)))
     q *= case.get("q_scale", 1.0)
+    shift = case.get("logit_shift")
+    if shift:  # every logit moved by `shift` (key dim 0 is 1, query dim 0 carries it), spreads kept: a logit
+        # cap compresses the differences between large logits, so ignoring a large cap shows
+        sm = scalars["sm_scale"] if scalars["sm_scale"] is not None else scale
+        for keys_of in (k_buf, k_ext):
+            keys_of[..., 0] = torch.where(torch.isfinite(keys_of[..., 0]), 1.0, keys_of[..., 0])
+        q[..., 0] = shift / sm
 
     mask = None
     if masked:  # mask_indptr[0] may be > 0: bits before it belong to nobody
@@ -335,8 +345,9 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     """Hidden cases drawn per evaluation: shapes and options the agent never sees.
 
     The first is always a long prefix (P up to 8192, few heads, small E: what the GPU workloads
-    reach and public cases do not); the others draw lengths around tile boundaries and rotate
-    through every option of the contract.
+    reach and public cases do not); the second has a workload's heads; the third a window and a
+    logit cap as large as models use, over a longer sequence; the others draw lengths around tile
+    boundaries and rotate through every option of the contract.
     """
     gen = torch.Generator().manual_seed(seed)
     pick = lambda xs: xs[int(torch.randint(0, len(xs), (1,), generator=gen))]  # noqa: E731
@@ -350,6 +361,12 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     if count > 1:  # the heads and head dims of a GPU workload, with tiny requests (a branch on them shows)
         hq, hkv, d = pick([(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)])
         cases.append({"heads": [hq, hkv], "head_dim": d, "requests": [[pick(prefixes[:9]), pick([1, 3, 17])]]})
+    if count > 2:  # window and cap at the sizes models use (Mistral/Gemma windows, caps up to 300), on a
+        # sequence longer than the window and logits that reach the cap: "ignore it when large" shows
+        w = pick([64, 200, 512, 1024, 2048])
+        cases.append({"heads": [2, 1], "head_dim": 64, "requests": [[w + pick([300, 900]), pick([1, 3, 17])]],
+                      "sliding_window": w, "logit_cap": pick([40.0, 64.0, 100.0, 200.0, 300.0]),
+                      "logit_shift": pick([4.0, 8.0])})  # larger: fp32 error grows (|s| * 2^-24)
     for i in range(len(cases), count):
         hkv = pick([1, 2])
         group = pick([1, 2, 4, 7, 8, 16])

@@ -136,6 +136,17 @@ def test_public_shape_fast_path_is_caught_by_a_hidden_case(sub_task, run):
     assert hidden and not all(c.passed for c in hidden), describe(verdict)
 
 
+@pytest.mark.parametrize("name", ["adv_ignore_large_cap", "adv_ignore_large_window"])
+def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, run):
+    """Threat #13, found by an independent panel: a window or cap dropped above a threshold the public cases
+    never reach. Every evaluation's third hidden case has a window (64..2048) and a cap (40..300) with logits
+    that reach it, over a sequence longer than the window."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=3))
+    assert verdict.status == "rejected" and "first: a hidden case" in verdict.reason, describe(verdict)
+    public = [c for c in verdict.cases if not c.hidden]
+    assert public and all(c.passed for c in public), describe(verdict)  # C1 has neither option
+
+
 def test_crash_after_the_public_checks_fails_closed(sub_task, run):
     """Threat #25: the public case passes, then the entry point raises on a hidden case."""
     verdict = run("adv_crash_late", sub_task(cases=["C8"], dtypes=["float32"], seeds=1, hidden=1))
