@@ -44,8 +44,11 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: st
     if rel > tol["rel_l2"] or (excess > 0).any():
         at = tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape)) if excess.numel() else ()
         hint = TF32_HINT if dtype == "float32" and TF32_RANGE[0] < rel < TF32_RANGE[1] else ""
+        bound = "" if rel > tol["rel_l2"] else (  # which of the two limits failed
+            f" (within the L2 limit, but an element is off by more than atol {tol['atol']:g} + rtol "
+            f"{tol['rtol']:g} x |expected|)")
         return (f"wrong result: rel. L2 error {rel:.3g} (limit {tol['rel_l2']:.3g}), max abs error {worst:.3g}; "
-                f"worst element {at}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}{hint}"), rel, worst
+                f"worst element {at}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}{bound}{hint}"), rel, worst
     factor = tol.get("comparative_factor")
     if factor is not None and base is not None:
         base_rel, base_worst = errors(base, ref)

@@ -1,5 +1,6 @@
 """The timing coordinator: trusted code timing the baseline, a second copy of it and the candidate,
 each in its own process, on the same fresh inputs in the same buffers, by timing.py's protocol.
+Every timed call's content is new (an input set scaled by a factor drawn for that call).
 
 No arm shares a process with another, and none with this one: the candidate cannot reach the
 baseline, its timer or the reference. Each call's time is reported by the verifier's own code in
@@ -43,8 +44,17 @@ class WorkloadResult:
     mismatch: str | None = None
 
 
+def content_factor(secret: int, arm: str, call: int) -> float:
+    """A timed call's scale for its content (devices.fresh_content), in [0.875, 1.125) and never 1, from the
+    secret: no two calls of an arm see the same content (the panel's cheat kept a result across calls in
+    memory the GPU's caching allocator hands back, and found it again when the content repeated)."""
+    step = coin(secret, "content", arm, call) % 4095 + 1  # 1 .. 4095
+    return 0.875 + step / 16384 if step != 2048 else 1.0625
+
+
 class ArmTimer:
-    """timing.Timer over three sessions: each call gets input set `index`, its outputs are poisoned first."""
+    """timing.Timer over three sessions: each call gets input set `index`, scaled by a factor of its own
+    (new content every call), its outputs poisoned first."""
 
     def __init__(self, sessions: dict[str, Session], staged: dict[str, Any], outputs: list[str], secret: int,
                  workload: str):
@@ -52,11 +62,12 @@ class ArmTimer:
         self.workload = workload
         self.calls = 0
         self.last: dict[int, dict[str, Any]] = {}  # input set -> the candidate's latest timed outputs
+        self.given: dict[int, dict[str, Any]] = {}  # input set -> the content those outputs were made from
 
     def time_call(self, arm: str, workload: str, index: int) -> timing.Sample:
         self.calls += 1
         count = len(self.staged[arm])
-        inputs = self.staged[arm].inputs(index)
+        inputs = self.staged[arm].inputs(index, content_factor(self.secret, arm, self.calls))
         try:
             result = self.sessions[arm].call(f"timing {arm} on {workload}", f"timed-{workload}", inputs,
                                              self.outputs, poison=math.nan,
@@ -73,6 +84,7 @@ class ArmTimer:
             raise TimingFault(arm, f"{arm}: no time came back for a timed call")
         if arm == timing.CANDIDATE:
             self.last[index % count] = result.outputs
+            self.given[index % count] = getattr(inputs, "tensors", None)
         return timing.Sample(float(event_ms), result.wall_s * 1e3)
 
 
@@ -161,9 +173,10 @@ class Coordinator:
         if len(timer.last) < len(variants):
             return f"only {len(timer.last)} of {len(variants)} input sets were timed: the protocol is too short"
         for index, outputs in sorted(timer.last.items()):
-            for name, ref in reference.reference(variants[index]).items():
+            content = timer.given.get(index) or variants[index]  # what that call was given, its factor applied
+            for name, ref in reference.reference(content).items():
                 reason, _, _, _ = check.judge(outputs[name], ref, tol, dtype)
-                reason = reason or part_failure(reference, variants[index], name, outputs[name], ref, tol)
+                reason = reason or part_failure(reference, content, name, outputs[name], ref, tol)
                 if reason:
                     return f"{name} under timing conditions (input set {index + 1}): {reason}"
         return None

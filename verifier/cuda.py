@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from kopt.verifier import arena
-from kopt.verifier.devices import HostDevice, Protocol
+from kopt.verifier.devices import HostDevice, Protocol, fresh_content
 from kopt.verifier.session import Inputs
 
 GUARD_BYTES = 4096
@@ -120,20 +120,29 @@ class DeviceOutput:
 
 
 class StagedDevice:
-    """One arm's timed inputs on the GPU: one buffer (the same addresses), new content copied in per call."""
+    """One arm's timed inputs on the GPU: one buffer (the same addresses), new content copied in per call
+    (an input set, scaled by the call's own factor: devices.fresh_content)."""
 
     def __init__(self, variants: list[dict[str, Any]], outputs: list[str], index: int):
         packed = [pack_device(v, outputs, index) for v in variants]
         self.contents = [p.buffer.clone() for p in packed]
         self.live = packed[0]
-        self.variants = variants
+        self.variants, self.outputs, self.index = variants, outputs, index
 
     def __len__(self) -> int:
         return len(self.contents)
 
-    def inputs(self, index: int) -> DeviceInputs:
-        self.live.load(self.contents[index % len(self.contents)])
-        self.live.tensors = self.variants[index % len(self.variants)]
+    def inputs(self, index: int, factor: float = 1.0) -> DeviceInputs:
+        i = index % len(self.contents)
+        if factor == 1.0:
+            self.live.load(self.contents[i])
+            self.live.tensors = self.variants[i]
+            return self.live
+        content = fresh_content(self.variants[i], self.outputs, factor)
+        fresh = pack_device(content, self.outputs, self.index)
+        self.live.load(fresh.buffer)
+        self.live.tensors = content
+        fresh.close()
         return self.live
 
     def close(self) -> None:

@@ -34,23 +34,46 @@ class Protocol:
     warmup_calls: int = 3
 
 
+def fresh_content(tensors: dict[str, Any], outputs: list[str], factor: float) -> dict[str, Any]:
+    """A timed call's own content: every floating-point input times `factor` (rounded in its dtype), in a
+    tensor of the same shape and strides. No two timed calls repeat their content, so a result kept from
+    an earlier call (in memory the allocator hands back, say) is never the answer of the next."""
+    import torch
+    fresh: dict[str, Any] = {}
+    for name, t in tensors.items():
+        if name not in outputs and isinstance(t, torch.Tensor) and t.is_floating_point():
+            copy = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+            t = copy.copy_(t).mul_(factor)
+        fresh[name] = t
+    return fresh
+
+
 class Staged:
-    """One arm's timed inputs: the same addresses on every call, new content each time (the input sets
-    rotate), so a result cached across calls, by pointer or otherwise, is wrong on the next call."""
+    """One arm's timed inputs: the same layout on every call, new content each time (input sets rotate
+    and each call's content is scaled by its own factor), so a result cached across calls, by pointer or
+    by content, is wrong on the next call."""
 
     def __init__(self, variants: list[dict[str, Any]], outputs: list[str]):
-        self.variants = variants
+        self.variants, self.outputs = variants, outputs
         first = pack(variants[0], outputs)
         self.packed = [first] + [pack(v, outputs, first.layout) for v in variants[1:]]
+        self.current: Inputs | None = None
 
     def __len__(self) -> int:
         return len(self.packed)
 
-    def inputs(self, index: int) -> Inputs:
-        return self.packed[index % len(self.packed)]
+    def inputs(self, index: int, factor: float = 1.0) -> Inputs:
+        base = self.packed[index % len(self.packed)]
+        if factor == 1.0:
+            return base
+        if self.current is not None:
+            self.current.close()
+        content = fresh_content(self.variants[index % len(self.variants)], self.outputs, factor)
+        self.current = pack(content, self.outputs, base.layout)
+        return self.current
 
     def close(self) -> None:
-        for inputs in self.packed:
+        for inputs in self.packed + ([self.current] if self.current is not None else []):
             inputs.close()
 
 

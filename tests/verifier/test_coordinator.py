@@ -11,8 +11,9 @@ import torch
 
 from kopt.verifier import timing
 from kopt.verifier.accel import timing_record
-from kopt.verifier.coordinator import ArmTimer, Coordinator, TimingFault, WorkloadResult
+from kopt.verifier.coordinator import ArmTimer, Coordinator, TimingFault, WorkloadResult, content_factor
 from kopt.verifier.devices import SimDevice, accelerator, resolve
+from kopt.verifier.devices import Staged as RealStaged
 from kopt.verifier.session import ChildFailure
 from kopt.verifier.task import load_task
 
@@ -40,7 +41,7 @@ class StandIn:
 
 
 class Staged(list):
-    def inputs(self, index):
+    def inputs(self, index, factor=1.0):
         return self[index % len(self)]
 
 
@@ -83,6 +84,51 @@ def test_timed_outputs_are_judged_against_the_reference_of_their_content() -> No
     assert "under timing conditions (input set 2)" in coord.timed_outputs(t, variants, reference, "bfloat16")
     t.last = {0: {"out": right[0]}}
     assert "only 1 of 2 input sets were timed" in coord.timed_outputs(t, variants, reference, "bfloat16")
+
+
+class Recorder:
+    """A session that keeps what each call was given and answers with the reference of it (an honest arm)."""
+
+    def __init__(self, reference):
+        self.reference, self.given = reference, []
+
+    def call(self, label, key, inputs, outputs, **kwargs):
+        content = {n: t.clone() if isinstance(t, torch.Tensor) else t for n, t in inputs.tensors.items()}
+        self.given.append(content)
+        out = self.reference.reference(content)["out"].to(content["x"].dtype)
+        return Reply({"out": out})
+
+
+def test_no_two_timed_calls_see_the_same_content_and_the_check_uses_what_each_was_given() -> None:
+    """The independent panel kept a result across timed calls in memory the GPU's caching allocator hands
+    back (torch.empty of the same size), and copied it out when the content repeated: with three input
+    sets rotating, every third call. Now each call's content is an input set scaled by its own factor."""
+    task = load_task("rmsnorm")
+    reference = task.load_reference()
+    variants = [reference.make_inputs(task.config.sim_workloads[0].params, torch.bfloat16, 7, "cpu", variant=k)
+                for k in range(2)]
+    staged = RealStaged(variants, ["out"])
+    arm = Recorder(reference)
+    t = ArmTimer({timing.CANDIDATE: arm}, {timing.CANDIDATE: staged}, ["out"], 5, "S1")
+    try:
+        for call in range(8):
+            t.time_call(timing.CANDIDATE, "S1", call)
+    finally:
+        staged.close()
+    xs = [g["x"] for g in arm.given]
+    assert all(not torch.equal(a, b) for i, a in enumerate(xs) for b in xs[i + 1:])  # never the same twice
+    for k, g in enumerate(arm.given):  # the same layout and the set's content, scaled in its dtype
+        base = variants[k % 2]["x"]
+        assert g["x"].stride() == base.stride() and not torch.equal(g["weight"], variants[k % 2]["weight"])
+        ratio = (g["x"].double() / base.double())[base.abs() > 1].mean()
+        assert 0.87 < ratio < 1.13 and ratio != 1
+    assert all(0.875 <= content_factor(5, a, c) < 1.125 and content_factor(5, a, c) != 1
+               for a in ("baseline", "candidate") for c in range(200))
+    coord = Coordinator(task, "", SimDevice(), 1, None)
+    assert coord.timed_outputs(t, variants, reference, "bfloat16") is None  # judged on what it was given
+    cached = reference.reference(variants[1])["out"].to(torch.bfloat16)  # the answer of the set, unscaled
+    t.last[1] = {"out": cached}
+    assert "under timing conditions (input set 2)" in coord.timed_outputs(t, variants, reference, "bfloat16")
 
 
 def test_simulated_timing_is_never_a_gpu_speedup() -> None:

@@ -46,3 +46,21 @@ def test_near_zero_parts_are_measured_against_a_floor_not_their_own_norm() -> No
     assert check.group_failure(out, ref, TOL, groups) is None
     out[2] = 0.5  # a whole row half as large: caught, though the whole output's error is diluted
     assert "row 2" in check.group_failure(out, ref, TOL, groups)
+
+
+def test_a_wrong_result_names_the_limit_that_failed_and_a_tf32_sized_fp32_error_names_the_fix() -> None:
+    """An independent panel's fp16 kernel failed with an L2 error under the printed L2 limit: the message
+    did not say that the elementwise bound had failed. An fp32 error of TF32's size names input_precision."""
+    ref = torch.linspace(-1, 1, 4096, dtype=torch.float64).reshape(64, 64)
+    tol = {"rel_l2": 3e-3, "atol": 1e-3, "rtol": 1e-2}
+    spike = ref.clone()
+    spike[5, 5] += 0.05  # one element far off, the whole output's L2 error still small
+    reason, rel, _ = check.compare(spike.half(), ref, tol, "float16")
+    assert rel < tol["rel_l2"] and "within the L2 limit, but an element is off by more than atol" in reason
+    assert "TF32" not in reason
+    f32 = {"rel_l2": 1e-5, "atol": 1e-6, "rtol": 1e-4}
+    noisy = ref * (1 + 5e-4 * torch.sin(torch.arange(4096, dtype=torch.float64).reshape(64, 64)))
+    reason, rel, _ = check.compare(noisy.float(), ref, f32, "float32")
+    assert 1e-4 < rel < 1e-3 and 'input_precision="ieee"' in reason and "within the L2 limit" not in reason
+    reason, _, _ = check.compare((ref * 1.5).float(), ref, f32, "float32")  # plainly wrong: no TF32 hint
+    assert "TF32" not in reason
