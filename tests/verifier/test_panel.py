@@ -109,18 +109,26 @@ def gqa_map_matters(f: Facts) -> bool:  # h % Hkv == h // G for every h iff Hkv 
     return f.hkv > 1 and f.hq // f.hkv > 1 and sees_any_key(f)
 
 
-def sees_second_prefix_tile(f: Facts) -> bool:
+def sees_second_prefix_tile(f: Facts) -> bool | None:
     # mut_drop_block drops prefix positions [BLOCK_N, 2*BLOCK_N): its tiles are the baseline's,
     # BLOCK_N = 64, or 32 when a padded head dim exceeds 128.
     block_n = 32 if max(_pow2(f.lq), _pow2(f.lv)) > 128 else 64
-    return any(r.vis[:, block_n:min(2 * block_n, r.p)].any() for r in f.requests)
+    dropped = [(r.vis[:, block_n:min(2 * block_n, r.p)].sum(1), r.vis.sum(1)) for r in f.requests]
+    if f.dtype == "float32":  # fp32's tolerance sees any change
+        return any(bool(d.any()) for d, _ in dropped)
+    if not any(bool(d.any()) for d, _ in dropped):
+        return False
+    # in fp16/bf16 the dropped keys must be a sizable share of some row's keys: 64 of the hidden long
+    # prefix's 8192 move the output by about fp16's limit and under bf16's; such a row proves nothing
+    # either way (None: neither must fail nor must pass)
+    return True if any(bool((d * 32 >= n.clamp_min(1)).any()) for d, n in dropped) else None
 
 
 def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-MUTANTS: dict[str, Callable[[Facts], bool]] = {
+MUTANTS: dict[str, Callable[[Facts], bool | None]] = {
     "mut_zeros": sees_any_key,
     "mut_mean_v": sees_two_keys,
     "mut_skip_prefix": sees_prefix,
@@ -149,8 +157,10 @@ def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
     assert [(c.case, c.dtype, c.hidden) for c in rows] == \
         [(i["case"], i["dtype"], i["hidden"]) for i, _ in planned], "verdict rows are not the planned case runs"
     changes = MUTANTS[name]
-    must_fail = [(item["key"], row) for (item, facts), row in zip(planned, rows) if changes(facts)]
-    no_op = [(item["key"], row) for (item, facts), row in zip(planned, rows) if not changes(facts)]
+    verdicts = [changes(facts) for _, facts in planned]  # True: changes the math; False: a no-op; None: too
+    # small a change for the dtype's tolerance to decide
+    must_fail = [(item["key"], row) for (item, _), row, v in zip(planned, rows, verdicts) if v is True]
+    no_op = [(item["key"], row) for (item, _), row, v in zip(planned, rows, verdicts) if v is False]
     assert must_fail, f"{name}: no case run exercises this mutation at all"
     missed = [key for key, row in must_fail if row.passed]
     assert not missed, f"{name} passed case runs its mutation changes: {missed}"
