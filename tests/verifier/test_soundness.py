@@ -75,9 +75,10 @@ def test_the_undone_write_faults_without_the_gate_too(extend_task, sub_task):
 
 # fp32 dots at the GPU's precision: the interpreter used to multiply in full fp32 whatever the kernel asked
 # for, so TF32 (10 mantissa bits; the NVIDIA default when input_precision is not given) passed on CPU
-# and failed on the GPU. Judged as a user would, by `kopt eval --json` on a one-case fp32 task. (The
-# default precision, adv_default_precision_fp32, is the same TF32: test_interp.py checks that it is.)
-PRECISION = [("adv_tf32_for_fp32", "rejected"), ("honest_tf32x3_for_fp32", "ok")]
+# and failed on the GPU. Judged as a user would, by `kopt eval --json` on a one-case fp32 task; a kernel
+# that leaves input_precision at the default gets the same TF32.
+PRECISION = [("adv_tf32_for_fp32", "rejected"), ("adv_default_precision_fp32", "rejected"),
+             ("honest_tf32x3_for_fp32", "ok")]
 
 
 @pytest.mark.parametrize("name, status", PRECISION, ids=[p[0] for p in PRECISION])
