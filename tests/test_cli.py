@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from kopt.verifier.task import load_task
 from kopt.verifier.verdict import INTERPRETER_LABEL, Verdict
 from tests.conftest import BASELINE, REPO
 
@@ -29,7 +30,10 @@ def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict):
     assert public == {(f"C{i}", d) for i in range(1, 18) for d in ("float16", "float32", "bfloat16")}
     assert {c.case for c in verdict.cases if c.case.startswith("raises:")} == {
         "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask", "raises:sinks", "raises:return_lse"}
-    assert any(c.hidden for c in verdict.cases)
+    cfg = load_task("extend_attention").config
+    hidden = [c for c in verdict.cases if c.hidden]
+    assert len(hidden) == cfg.cpu.hidden_cases * len(cfg.cpu.dtypes)
+    assert len(verdict.cases) == len(cfg.cases) * len(cfg.cpu.dtypes) * cfg.cpu.seeds + len(hidden) + 5
     assert all(c.passed for c in verdict.cases)
     assert max(c.rel_l2 for c in verdict.cases if c.dtype == "float32" and c.rel_l2 is not None) < 1e-5
 
@@ -89,7 +93,7 @@ def test_cuda_requested_without_a_gpu_is_a_usage_error():
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
 
 
-def test_shared_memory_over_the_target_limit_is_rejected(tmp_path):
+def test_shared_memory_over_the_target_limit_is_rejected(tmp_path, sub_task):
     source = BASELINE.read_text()
     for old, new in (("BLOCK_M_LARGE_D = 64", "BLOCK_M_LARGE_D = 128"), ("BLOCK_N_LARGE_D = 32", "BLOCK_N_LARGE_D = 128"),
                      ("NUM_STAGES_LARGE_D = 1", "NUM_STAGES_LARGE_D = 3")):
@@ -97,7 +101,9 @@ def test_shared_memory_over_the_target_limit_is_rejected(tmp_path):
         source = source.replace(old, new)
     big = tmp_path / "big.py"
     big.write_text(source)
-    proc = kopt("eval", str(big), "--target", "sm_89", "--json")
+    # the compile phase compiles the task's GPU workloads whatever its CPU cases: one case is enough
+    task = sub_task(cases=["C14"], dtypes=["float32"], seeds=1, hidden=0)
+    proc = kopt("eval", str(big), "--target", "sm_89", "--task", str(task.root), "--json")
     verdict = Verdict.model_validate_json(proc.stdout)
     assert proc.returncode == 1 and verdict.status == "rejected" and verdict.phase == "compile"
     assert "shared memory" in verdict.reason and "101376" in verdict.reason

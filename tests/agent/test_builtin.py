@@ -140,10 +140,12 @@ def test_extend_attention_rewrites_apply_through_edit_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scope", ["spread", pytest.param("full", marks=pytest.mark.long)])
 @pytest.mark.parametrize("rewrite", ["exp2_folded_scale", "pipeline_prefix"])
-def test_each_extend_attention_rewrite_passes_the_verifier(rewrite):
+def test_each_extend_attention_rewrite_passes_the_verifier(rewrite, scope, sub_task):
     from kopt.verifier.evaluate import evaluate
-    task = load_task("extend_attention")
+    from tests.verifier.panel_support import SPREAD
+    task = sub_task(**SPREAD) if scope == "spread" else load_task("extend_attention")
     source = dict(task.load_rewrites())[rewrite](task.baseline_path.read_text())
     result = evaluate(source, task, device="cpu", secret=11)
     assert result.status == "ok", result.reason

@@ -1,18 +1,17 @@
-"""Fixtures for the verifier's self-tests: panel kernels written to files, task copies and cached
-verdicts (the real task is tests/conftest.py's `extend_task`).
+"""Fixtures for the verifier's self-tests: panel kernels written to files and cached verdicts (the
+real task and task copies are tests/conftest.py's `extend_task` and `sub_task`).
 
 See panel_support.py for why task copies ("sub-tasks") may be used to show a rejection.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 from tests.verifier import panel
-from tests.verifier.panel_support import SECRET, TASK_NAME, make_task_copy
+from tests.verifier.panel_support import SECRET
 
 from kopt.verifier.evaluate import evaluate
 from kopt.verifier.task import Task
@@ -29,20 +28,6 @@ def kernel_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
         return path if path.is_file() else panel.write(name, root)
 
     return write
-
-
-@pytest.fixture(scope="session")
-def sub_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Task]:
-    """sub_task(cases=[...], dtypes=[...], seeds=1, hidden=0, timeouts={...}) -> a task copy."""
-    made: dict[str, Task] = {}
-
-    def make(**kwargs: Any) -> Task:
-        key = json.dumps(kwargs, sort_keys=True)
-        if key not in made:
-            made[key] = make_task_copy(tmp_path_factory.mktemp("task") / TASK_NAME, **kwargs)
-        return made[key]
-
-    return make
 
 
 @pytest.fixture(scope="session")

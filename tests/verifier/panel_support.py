@@ -9,7 +9,9 @@ of its cases, dtypes and seeds (and may lower the timeouts). They are used only 
 a kernel is *rejected*: rejection is monotone in the case set (any failing case run rejects
 the whole evaluation, and a case's seeds depend only on the secret, its id, dtype and seed
 index), so a kernel rejected on a subset of the real cases is rejected on all of them. A
-kernel that must *pass* is always evaluated on the real, full task.
+kernel that must *pass* is evaluated on the real, full task; where the default suite shows a
+second honest kernel of a kind, it uses SPREAD (every head-dim path, a mask, a window, a cap,
+non-causal and a hidden case, in every dtype) and the full task runs under `pytest -m long`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from kopt.verifier.verdict import Verdict
 
 SECRET = 1234  # fixed: deterministic seeds and hidden cases
 TASK_NAME = "extend_attention"
+# a fifth of the full task's case runs, reaching each of its code paths: ragged + scrambled (C1), non-causal
+# (C4), a tree mask (C5), a window (C6), a cap with Lq != Lv at D=192 (C7), D=256 with GQA 8 (C14)
+SPREAD: dict[str, Any] = {"cases": ["C1", "C4", "C5", "C6", "C7", "C14"], "seeds": 1, "hidden": 1}
 
 
 # ---- a minimal TOML writer, enough for task.toml (tomllib only reads)

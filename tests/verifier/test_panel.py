@@ -9,7 +9,8 @@ run in which the mutation is a no-op (e.g. no_causal on the non-causal case C4, 
 MQA cases). Whether a mutation changes the math is decided here from the case's own inputs
 (lengths, heads, masks, window), with the contract's visibility rule restated independently.
 
-The baseline and two honest kernels with other tilings/structures must pass with status "ok".
+Honest kernels of another structure and another tiling must pass with status "ok" (the tiling one
+under `pytest -m long`; the baseline passes in tests/test_cli.py).
 """
 
 from __future__ import annotations
@@ -147,7 +148,13 @@ def planned(extend_task: Task) -> list[tuple[dict, Facts]]:
     return [(item, case_facts(reference, item)) for item in plan_items(extend_task, "cpu", SECRET)]
 
 
-@pytest.mark.parametrize("name", sorted(MUTANTS))
+# a wrong output of any size (zeros, uniform weights) under `pytest -m long`: the default suite keeps the
+# small and the structural errors (a 5% scale, a skipped tile, tail, mask, head map)
+LARGE_ERRORS = {"mut_zeros", "mut_mean_v"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in LARGE_ERRORS else n
+                                  for n in sorted(MUTANTS)])
 def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
     verdict = full_verdict(name)
     assert verdict.status == "rejected" and verdict.phase == "correctness", describe(verdict)
@@ -168,12 +175,13 @@ def test_mutant_fails_exactly_the_cases_it_changes(name, full_verdict, planned):
     assert not spurious, f"{name} failed case runs its mutation does not change: {spurious}"
 
 
-HONEST = ["baseline", "honest_small_blocks", "honest_split_loops"]
+# (the baseline passes the same full task through `kopt eval` in tests/test_cli.py)
+HONEST = ["honest_split_loops", pytest.param("honest_small_blocks", marks=pytest.mark.long)]
 
 
 @pytest.mark.parametrize("name", HONEST)
 def test_honest_kernel_passes(name, extend_task, full_verdict, planned):
-    verdict = full_verdict(extend_task.baseline_path if name == "baseline" else name)
+    verdict = full_verdict(name)
     assert verdict.status == "ok", describe(verdict)
     rows = [c for c in verdict.cases if not c.case.startswith("raises:")]
     assert len(rows) == len(planned) and all(c.passed for c in verdict.cases), describe(verdict)
