@@ -32,3 +32,10 @@ def sub_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Task]:
         return made[key]
 
     return make
+
+
+@pytest.fixture(params=["spread", pytest.param("full", marks=pytest.mark.long)])
+def spread_task(request, sub_task, extend_task) -> Task:
+    """The task on SPREAD's cases in the default suite; the full task under `pytest -m long`."""
+    from tests.verifier.panel_support import SPREAD
+    return sub_task(**SPREAD) if request.param == "spread" else extend_task

@@ -140,14 +140,11 @@ def test_extend_attention_rewrites_apply_through_edit_file(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scope", ["spread", pytest.param("full", marks=pytest.mark.long)])
 @pytest.mark.parametrize("rewrite", ["exp2_folded_scale", "pipeline_prefix"])
-def test_each_extend_attention_rewrite_passes_the_verifier(rewrite, scope, sub_task):
+def test_each_extend_attention_rewrite_passes_the_verifier(rewrite, spread_task):
     from kopt.verifier.evaluate import evaluate
-    from tests.verifier.panel_support import SPREAD
-    task = sub_task(**SPREAD) if scope == "spread" else load_task("extend_attention")
-    source = dict(task.load_rewrites())[rewrite](task.baseline_path.read_text())
-    result = evaluate(source, task, device="cpu", secret=11)
+    source = dict(spread_task.load_rewrites())[rewrite](spread_task.baseline_path.read_text())
+    result = evaluate(source, spread_task, device="cpu", secret=11)
     assert result.status == "ok", result.reason
 
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 from tests.verifier import panel
-from tests.verifier.panel_support import SECRET, SPREAD, describe
+from tests.verifier.panel_support import SECRET, describe
 
 from kopt.verifier import cpu
 from kopt.verifier.evaluate import evaluate, plan_items
@@ -95,15 +95,13 @@ def test_fp32_dots_are_checked_at_the_precision_the_gpu_runs(name, status, kerne
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scope", ["spread", pytest.param("full", marks=pytest.mark.long)])
 @pytest.mark.parametrize("name", ["honest_autotune_two_configs", "honest_libdevice_tanh"])
-def test_honest_gpu_constructs_pass(name, scope, kernel_file, extend_task, sub_task):
-    task = sub_task(**SPREAD) if scope == "spread" else extend_task
-    verdict = evaluate(kernel_file(name), task, device="cpu", secret=SECRET)
+def test_honest_gpu_constructs_pass(name, kernel_file, extend_task, spread_task):
+    verdict = evaluate(kernel_file(name), spread_task, device="cpu", secret=SECRET)
     assert verdict.status == "ok", describe(verdict)
     # a case subset leaves some GPU workloads' specializations unchecked on CPU, and says so
     missed = [u for u in verdict.unverified if not u.startswith("GPU timing")
-              and not (scope == "spread" and u.endswith("never ran in a checked CPU case"))]
+              and not (spread_task is not extend_task and u.endswith("never ran in a checked CPU case"))]
     assert not missed, verdict.unverified
     if name == "honest_autotune_two_configs":
         assert {k.num_warps for k in verdict.compile.kernels} == {4, 8}  # both configs compiled for sm_90
