@@ -18,17 +18,27 @@ if TYPE_CHECKING:
 
 
 def check(mod: Module) -> None:
-    """Every host function and hook of the file: iterate the kind analysis to a fixpoint over call
-    sites, then report."""
-    for name, fn in mod.host.items():
-        mod.params[name] = [mod.entry_kind(fn, i, a) if name == mod.opts.entry_point else
-                             mod.role_kind(name, i) for i, a in enumerate(all_args(fn))]
-    for _ in range(6):
-        before = (repr(mod.params), repr(mod.returns), repr(mod.kernel_params))
-        for name, fn in mod.host.items():
+    """Every host function and hook of the file: the kind analysis over call sites, then the report.
+
+    Each pass reads the parameter kinds of the previous one and joins those of every call site
+    afresh. The first pass reads "may be a tensor" for every helper parameter, and each pass can
+    only narrow what the one before found (the kinds are monotone), so every pass's result covers
+    every call made under it: sound even without a fixpoint. A call chain n deep settles in n passes.
+    """
+    base = {name: [mod.entry_kind(fn, i, a) if name == mod.opts.entry_point else mod.role_kind(name, i)
+                   for i, a in enumerate(all_args(fn))] for name, fn in mod.host.items()}
+    mod.params_seen = {name: list(kinds) for name, kinds in base.items()}
+    for _ in range(8):
+        mod.params = {name: list(kinds) for name, kinds in base.items()}
+        mod.kernel_params = {}
+        returns = dict(mod.returns)
+        for fn in mod.host.values():
             Host(mod, fn, report=False).run()
-        if before == (repr(mod.params), repr(mod.returns), repr(mod.kernel_params)):
+        settled = (mod.params, mod.kernel_params, mod.returns) == (mod.params_seen, mod.kernel_params_seen, returns)
+        mod.params_seen, mod.kernel_params_seen = mod.params, mod.kernel_params
+        if settled:
             break
+    mod.params, mod.kernel_params = {name: list(kinds) for name, kinds in base.items()}, {}
     for fn in mod.host.values():
         Host(mod, fn, report=True).run()
     for node, role in mod.deferred:
@@ -44,7 +54,7 @@ class Host(Expressions):
         self.role = role
         self.scope.kinds.update(outer or {})  # a lambda reads its enclosing function's locals
         name = getattr(fn, "name", None)
-        kinds = mod.params.get(name) if name else None
+        kinds = mod.params_seen.get(name) if name else None
         for i, arg in enumerate(all_args(fn)):
             if kinds is not None and i < len(kinds) and kinds[i] != "unset":
                 kind = kinds[i]
@@ -317,11 +327,19 @@ class Host(Expressions):
             if slot is not None and slot < len(kinds):
                 kinds[slot] = join(kinds[slot], kind)
         names = [a.arg for a in all_args(fn)]
+        passed = set(range(min(len(node.args), len(positional))))
         for kw in node.keywords:
             kind = self.expr(kw.value)
             slot = names.index(kw.arg) if kw.arg in names else (names.index(fn.args.kwarg.arg) if fn.args.kwarg else None)
             if slot is not None:
                 kinds[slot] = join(kinds[slot], kind if kw.arg in names else TENSOR)
+                passed.add(slot)
+        # a parameter this call leaves out takes its default (a constant, by the top-level rules)
+        defaults = dict(zip(positional[len(positional) - len(fn.args.defaults):], fn.args.defaults))
+        defaults.update((a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None)
+        for slot, arg in enumerate(all_args(fn)):
+            if slot not in passed and arg in defaults and slot < len(kinds):
+                kinds[slot] = join(kinds[slot], VALUE if self.mod.is_constant(defaults[arg]) else TENSOR)
         return self.mod.returns.get(name, TENSOR)
 
     def call_library(self, node: ast.Call, chain: str, args: list[str], kws: dict) -> str:

@@ -184,7 +184,7 @@ class Expressions(Checker):
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
                 if key.value in self.mod.constexprs:
                     return VALUE
-                kinds = [k.get(key.value, "unset") for k in self.mod.kernel_params.values()]
+                kinds = [k.get(key.value, "unset") for k in self.mod.kernel_params_seen.values()]
                 kind = join(*kinds)
                 return VALUE if kind == VALUE else TENSOR
             self.index(key)

@@ -46,9 +46,13 @@ class Module:
         self.jit: dict[str, ast.FunctionDef] = {}
         self.host: dict[str, ast.FunctionDef] = {}
         self.roles: dict[str, str] = {}  # host function -> "grid" | "prune" | "hook" | "heuristic" | "alloc"
-        self.params: dict[str, list[str]] = {}  # host function -> kinds of its parameters (joined over calls)
+        # host function -> kinds of its parameters, joined over the calls of this pass; the analysis reads
+        # the previous pass's (`params_seen`), so a helper called from a helper is not stuck at "tensor"
+        self.params: dict[str, list[str]] = {}
+        self.params_seen: dict[str, list[str]] = {}
         self.returns: dict[str, str] = {}
         self.kernel_params: dict[str, dict[str, str]] = {}  # jit kernel -> param -> kind (from launches)
+        self.kernel_params_seen: dict[str, dict[str, str]] = {}
         self.constexprs: set[str] = set()  # constexpr parameter names and autotune config keys
         self.deferred: list[tuple[ast.Lambda, str]] = []
 

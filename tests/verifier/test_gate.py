@@ -141,6 +141,9 @@ CHEATS = [
     ("@triton.jit\ndef k(X):\n    tl.device_print('x', X)\n", "triton-api"),
     ("def helper(x):\n    return x\n\n@triton.jit\ndef k(X):\n    helper(X)\n", "call"),
     ("def f(x:\n", "syntax"),
+    # a helper's defaulted parameter is a scalar only where a call leaves it out: here a call passes a tensor
+    ("def g(x, m, block=64):\n    if block > 0:\n        return m\n\n"
+     "def f(x, o, n, scale):\n    g(x, n)\n    g(x, n, o)\n", "host-read"),
 ]
 
 
@@ -196,6 +199,13 @@ HONEST = [
     "    lse = torch.empty((m, 2), dtype=torch.float32, device=x.device)\n    part = o.new_empty((4, m))\n"
     "    scratch = torch.empty_like(o)\n    scratch.zero_()\n    flat = x.view(-1, x.shape[-1]).transpose(0, 1)\n"
     "    sizes = []\n    sizes.append(m)\n    _launch(flat, o[:, :1], m, 64)\n    _launch(lse, part, sizes[0], 32)\n",
+    # launches factored into helpers with defaulted (and keyword-only) parameters, branching on them
+    "@triton.jit\ndef k(X, O, M, B: tl.constexpr):\n    pass\n\n"
+    "def _launch(x, o, rows, block=64, *, split=1):\n    if rows > 0 and split >= 1:\n"
+    "        k[(triton.cdiv(rows, block), split)](x, o, rows, B=block)\n\n"
+    "def _outer(a, b, rows):\n    if rows % 2 == 0:\n        _launch(a, b, rows, split=2)\n"
+    "    _launch(a, b, rows)\n\n"
+    "def f(x, o, n, scale):\n    _outer(x, o, x.shape[0])\n",
     # tensor descriptors and their allocator (Hopper)
     "from triton.tools.tensor_descriptor import TensorDescriptor\n\n"
     "def alloc(size, alignment, stream):\n    return torch.empty(size, device='cuda', dtype=torch.int8)\n\n"
