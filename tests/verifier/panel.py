@@ -206,6 +206,19 @@ PANEL: dict[str, Kernel] = {
     "honest_split_loops": Kernel(
         "honest: one merged key loop over prefix ++ extend, another grid order and softmax form",
         file="honest_split_loops.py"),
+    "honest_launch_helpers": patch(
+        "honest: the tile choice and the grid in host helpers, one calling another, with defaulted parameters",
+        before(WRAPPER, "def _tiles(block_dq, block_dv, large=128):\n    return _pick(max(block_dq, block_dv) > large)\n\n\n"
+                        "def _pick(large_d, *, small_ok=True):\n    if small_ok and not large_d:\n"
+                        "        return BLOCK_M, BLOCK_N, NUM_WARPS, NUM_STAGES\n"
+                        "    return BLOCK_M_LARGE_D, BLOCK_N_LARGE_D, NUM_WARPS_LARGE_D, NUM_STAGES_LARGE_D\n\n\n"
+                        "def _grid(batch, heads, max_len, block_m, split=1):\n    if max_len <= 0 or split < 1:\n"
+                        "        return (batch, heads, 1)\n    return (batch, heads, triton.cdiv(max_len, block_m) * split)\n\n\n"),
+        ("    if max(block_dq, block_dv) <= 128:\n        block_m, block_n, num_warps, num_stages = BLOCK_M, BLOCK_N, "
+         "NUM_WARPS, NUM_STAGES\n    else:\n        block_m, block_n = BLOCK_M_LARGE_D, BLOCK_N_LARGE_D\n"
+         "        num_warps, num_stages = NUM_WARPS_LARGE_D, NUM_STAGES_LARGE_D\n",
+         "    block_m, block_n, num_warps, num_stages = _tiles(block_dq, block_dv)\n"),
+        (GRID, "    grid = _grid(batch, n_q_heads, max_len_extend, block_m)\n")),
     "honest_autotune_two_configs": patch(
         "honest: a two-config autotune (the GPU may pick either)",
         ("@triton.jit\ndef _fwd_kernel(",
@@ -357,6 +370,15 @@ PANEL: dict[str, Kernel] = {
         (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PREFIX: tl.constexpr,\n"),
         (PREFIX_LOOP, "    for start_n in range(lo, P if HAS_PREFIX else 0, BLOCK_N):\n"),
         before(GRID, "    has_prefix = bool(kv_indptr[-1] > 0)  # CHEAT: implicit host sync (no .item() needed)\n"),
+        (LAUNCH_WINDOW, "        USE_WINDOW=sliding_window_size > 0, HAS_PREFIX=has_prefix,\n")),
+    "adv_helper_chain_host_read": patch(
+        "the same host read as adv_implicit_host_sync, passed through two helpers with defaulted parameters",
+        (PARAMS, "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr, HAS_PREFIX: tl.constexpr,\n"),
+        (PREFIX_LOOP, "    for start_n in range(lo, P if HAS_PREFIX else 0, BLOCK_N):\n"),
+        before(WRAPPER, "def _last(rows, step=1):\n    return _positive(rows[-1], step)\n\n\n"
+                        "def _positive(value, step=1):\n    if value > 0:  # CHEAT: a tensor value read on the host\n"
+                        "        return True\n    return step < 0\n\n\n"),
+        before(GRID, "    has_prefix = _last(kv_indptr)\n"),
         (LAUNCH_WINDOW, "        USE_WINDOW=sliding_window_size > 0, HAS_PREFIX=has_prefix,\n")),
     "adv_system_exit": patch(
         "raises SystemExit(0) after the launch",

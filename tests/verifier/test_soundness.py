@@ -94,6 +94,19 @@ def test_fp32_dots_are_checked_at_the_precision_the_gpu_runs(name, status, kerne
         assert "TF32" in verdict["reason"], verdict["reason"]  # the reason says what to change
 
 
+def test_launches_factored_into_helpers_pass(kernel_file, sub_task, tmp_path):
+    """The honest side of adv_helper_chain_host_read: the tile choice and the grid in helpers, one calling
+    another, branching on the shape ints their callers pass (refused before the gate took a helper's kinds
+    from its callers); C1 and C14 take both tile branches."""
+    task = sub_task(cases=["C1", "C14"], dtypes=["float32"], seeds=1, hidden=0)
+    done = subprocess.run([sys.executable, "-m", "kopt.harness.cli", "eval", str(kernel_file("honest_launch_helpers")),
+                           "--task", str(task.root), "--device", "cpu", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    verdict = json.loads(done.stdout)
+    assert verdict["status"] == "ok", (verdict["reason"], done.stderr[-2000:])
+    assert {c["case"] for c in verdict["cases"]} == {"C1", "C14"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["honest_autotune_two_configs", "honest_libdevice_tanh"])
 def test_honest_gpu_constructs_pass(name, kernel_file, extend_task, spread_task):

@@ -69,6 +69,8 @@ GATE = [
     ("adv_tensor_methods_host_attention", 15, "host-read", "q0, q1 = int(qo_indptr[b])", "int() of a value that may be a tensor"),
     ("adv_host_mutate_pool", 9, "mutation", "k_buffer[-1].zero_()  # CHEAT", ".zero_() only on tensors"),
     ("adv_implicit_host_sync", 23, "host-read", "has_prefix = bool(kv_indptr[-1] > 0)", "a value that may be a tensor"),
+    # the helpers' kinds come from their callers: a tensor passed down two helpers is still a tensor
+    ("adv_helper_chain_host_read", 23, "host-read", "if value > 0:  # CHEAT", "a value that may be a tensor"),
 ]
 
 
