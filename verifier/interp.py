@@ -22,6 +22,14 @@ What changes (and the invariant each patch keeps):
   NVIDIA default when `input_precision` is not given: 10 mantissa bits) passed on CPU and failed
   on the GPU. Now "tf32" rounds both operands to TF32 (to nearest even), "tf32x3", "bf16x3" and
   "bf16x6" run as the split products the compiler emits, and only "ieee" is plain fp32.
+- Races between the programs of one launch: a GPU runs them concurrently and in any order, the
+  interpreter one after another, so a program that reads what another program of the same launch
+  wrote (a non-atomic merge of split partials, a flag set by an earlier program) or overwrites a
+  value another program stored with a different one got the interpreter's order for free. Every
+  plain load and store is checked against the launch's writes so far (`_Races`: the writing
+  program per element, in 4 KiB pages) and the launch raises DataRace naming both programs.
+  Atomics are not races, and a read is not one when both programs did atomics on a common
+  address first (a lock or a flag: the synchronisation the GPU needs too).
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise
   InterpreterLimitation naming the function.
@@ -55,6 +63,119 @@ class InterpreterLimitation(RuntimeError):
     def __init__(self, what: str) -> None:
         super().__init__(f"{what}: the Triton interpreter (CPU) cannot run this; it is not a fault of "
                          "the kernel. Check it on a GPU (--device cuda), or avoid the construct.")
+
+
+class DataRace(RuntimeError):
+    """Two programs of one launch touched the same element, one of them writing, without atomics."""
+
+
+class _Races:
+    """Which program of the current launch last wrote each element (by its first byte's address).
+
+    Kept in 4 KiB pages of int32 program indices (-1: not written in this launch), with the
+    launch's written address range as a cheap first test for loads from other buffers."""
+
+    PAGE = 4096
+
+    def __init__(self) -> None:
+        self.begin((1, 1, 1))
+
+    def begin(self, grid: tuple[int, int, int]) -> None:
+        self.grid, self.program = grid, 0
+        self.slots: dict[int, int] = {}
+        self.owner = np.empty((0, self.PAGE), np.int32)
+        self.lo, self.hi = None, None
+        self.atomics: dict[int, list[np.ndarray]] = {}
+        self.atomic_depth = 0
+        self.found: str | None = None
+
+    def at(self, x: int, y: int, z: int) -> None:
+        gx, gy, _ = self.grid
+        self.program = x + gx * (y + gy * z)
+
+    def name(self, index: int) -> str:
+        gx, gy, _ = self.grid
+        return f"({index % gx}, {index // gx % gy}, {index // (gx * gy)})"
+
+    def _owners(self, addrs: np.ndarray, grow: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pages, offs = addrs // self.PAGE, addrs % self.PAGE
+        keys, inverse = np.unique(pages, return_inverse=True)
+        slots = np.empty(len(keys), np.int64)
+        for i, key in enumerate(keys.tolist()):
+            slot = self.slots.get(key)
+            if slot is None:
+                if not grow:
+                    slot = -1
+                else:
+                    slot = self.slots[key] = len(self.slots)
+                    if slot >= len(self.owner):
+                        more = np.full((max(16, len(self.owner)), self.PAGE), -1, np.int32)
+                        self.owner = np.concatenate([self.owner, more])
+            slots[i] = slot
+        rows = slots[inverse.reshape(-1)]
+        found = np.full(len(addrs), -1, np.int32)
+        known = rows >= 0
+        found[known] = self.owner[rows[known], offs[known]]
+        return found, rows, offs
+
+    def load(self, ptrs: np.ndarray, mask: np.ndarray) -> None:
+        if self.atomic_depth:
+            self.atomic(ptrs, mask)
+            return
+        if self.found is not None or self.lo is None or not ptrs.size:
+            return
+        if int(ptrs.max()) < self.lo or int(ptrs.min()) > self.hi:  # (masked lanes too: a coarse first test)
+            return
+        addrs = ptrs[np.broadcast_to(mask, ptrs.shape)].astype(np.int64).reshape(-1)
+        if not addrs.size:
+            return
+        owners, _, _ = self._owners(addrs, grow=False)
+        other = owners[(owners >= 0) & (owners != self.program)]
+        for writer in np.unique(other).tolist():
+            if not self.synchronised(int(writer)):
+                self.found = (f"program {self.name(self.program)} read {int((other == writer).sum())} element(s) "
+                              f"that program {self.name(int(writer))} wrote in the same launch")
+                return
+
+    def store(self, ptrs: np.ndarray, mask: np.ndarray, values: np.ndarray, read: Callable) -> None:
+        if self.atomic_depth:
+            self.atomic(ptrs, mask)
+            return
+        mask = np.broadcast_to(mask, ptrs.shape)
+        addrs = ptrs[mask].astype(np.int64).reshape(-1)
+        if self.found is not None or not addrs.size:
+            return
+        owners, rows, offs = self._owners(addrs, grow=True)
+        clash = (owners >= 0) & (owners != self.program)
+        if clash.any():  # the same bits twice are not a race: any order leaves them
+            new = np.ascontiguousarray(np.broadcast_to(values, mask.shape)[mask].reshape(-1)[clash])
+            old = np.ascontiguousarray(read(ptrs[mask].reshape(-1)[clash], new.dtype))
+            width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[new.dtype.itemsize]
+            differ = old.view(width) != new.view(width)
+            if differ.any():
+                writer = int(owners[clash][differ][0])
+                self.found = (f"program {self.name(self.program)} overwrote {int(differ.sum())} element(s) that "
+                              f"program {self.name(writer)} wrote in the same launch, with other values")
+                return
+        self.owner[rows, offs] = self.program
+        lo, hi = int(addrs.min()), int(addrs.max())
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+
+    def atomic(self, ptrs: np.ndarray, mask: np.ndarray | None) -> None:
+        addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
+        self.atomics.setdefault(self.program, []).append(addrs)
+
+    def synchronised(self, writer: int) -> bool:
+        """Both programs did atomics on a common address (the writer before the reader: the launch
+        runs them in this order), as a lock or a flag between programs does."""
+        mine, theirs = self.atomics.get(self.program), self.atomics.get(writer)
+        if not mine or not theirs:
+            return False
+        return bool(np.intersect1d(np.concatenate(mine), np.concatenate(theirs)).size)
+
+
+_RACES = _Races()
 
 
 @dataclass
@@ -260,10 +381,14 @@ def _patch_grid(interp: Any) -> None:
             assert len(grid) <= 3, "grid must have at most 3 dimensions"
             grid = tuple(grid) + (1, ) * (3 - len(grid))
             builder.set_grid_dim(*grid)
+            _RACES.begin(grid)
             try:
                 for x, y, z in _programs(grid):
+                    _RACES.at(x, y, z)
                     builder.set_grid_idx(x, y, z)
                     self.fn(**args)
+                    if _RACES.found is not None:
+                        break
             except Exception as e:
                 limitation = as_limitation(e)
                 if limitation is not None:
@@ -271,6 +396,11 @@ def _patch_grid(interp: Any) -> None:
                 if triton.knobs.compilation.front_end_debugging:
                     raise
                 raise interp.InterpreterError(repr(e)) from e
+            if _RACES.found is not None:
+                raise DataRace(f"{getattr(self.fn, '__name__', 'a kernel')}: {_RACES.found}. A GPU runs a launch's "
+                               "programs concurrently and in any order (the interpreter ran them one after another): "
+                               "give each output element one writing program, combine partial results with "
+                               "tl.atomic_* or in a second launch")
         finally:
             scope.restore()
         self._restore_args_dev(args_dev, args_hst, kwargs, kwargs_hst)
@@ -404,15 +534,22 @@ def _patch_bf16(interp: Any) -> None:
         return orig["create_bitcast"](self, src, dst_type)
 
     def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any) -> Any:
+        _RACES.load(ptrs.data, mask.data)
         if not _is_bf16(ptrs.get_element_ty()):
             return orig["create_masked_load"](self, ptrs, mask, other, *rest)
         fill = np.zeros(ptrs.data.shape, np.uint16) if other is None else _bf16_bits(other.data)
         return Handle(native.load(ptrs.data, mask.data, fill, np.dtype(np.uint16)), tl.bfloat16)
 
+    def read(addrs: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        return native.load(addrs, np.ones(addrs.shape, bool), np.zeros(addrs.shape, dtype), dtype)
+
     def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *rest: Any) -> Any:
         if not _is_bf16(ptrs.get_element_ty()):
+            _RACES.store(ptrs.data, mask.data, value.data, read)
             return orig["create_masked_store"](self, ptrs, value, mask, *rest)
-        return native.store(ptrs.data, _bf16_bits(value.data), mask.data)
+        bits = _bf16_bits(value.data)
+        _RACES.store(ptrs.data, mask.data, bits, read)
+        return native.store(ptrs.data, bits, mask.data)
 
     def fabs(self: Any, arg: Any) -> Any:
         return Handle(np.abs(arg.data), arg.dtype.scalar) if _is_bf16(arg.dtype) else orig["create_fabs"](self, arg)
@@ -427,6 +564,10 @@ def _patch_bf16(interp: Any) -> None:
         def run(self: Any, *args: Any) -> Any:
             if any(_is_bf16(getattr(a, "dtype", None)) for a in args):
                 raise InterpreterLimitation(f"{name} on bfloat16")
+            if name == "create_atomic_rmw":  # (op, ptr, val, mask, sem, scope)
+                _RACES.atomic(args[1].data, args[3].data)
+            else:  # create_atomic_cas (ptr, cmp, val, sem, scope)
+                _RACES.atomic(args[0].data, None)
             return orig[name](self, *args)
         return run
 
@@ -441,6 +582,19 @@ def _patch_bf16(interp: Any) -> None:
     for name, fn in zip(names, (cast_impl, fp_to_fp, bitcast, masked_load, masked_store, fabs, fma,
                                 atomic("create_atomic_rmw"), atomic("create_atomic_cas"), inline_asm)):
         setattr(builder_cls, name, fn)
+    for name in ("create_atomic_load", "create_atomic_store"):  # (3.9) plain loads and stores inside: atomic
+        if hasattr(builder_cls, name):
+            setattr(builder_cls, name, _atomic_access(getattr(builder_cls, name)))
+
+
+def _atomic_access(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run(self: Any, *args: Any) -> Any:
+        _RACES.atomic_depth += 1
+        try:
+            return original(self, *args)
+        finally:
+            _RACES.atomic_depth -= 1
+    return run
 
 
 # ---- libdevice ----

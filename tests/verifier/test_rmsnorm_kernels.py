@@ -92,3 +92,61 @@ def test_the_input_used_as_scratch_and_restored_is_rejected(tmp_path):
 def test_the_output_used_as_scratch_passes(tmp_path):
     verdict = kopt_eval(tmp_path, "output_scratch", OUTPUT_AS_SCRATCH)
     assert verdict["status"] == "ok", (verdict["reason"], verdict.get("log_excerpt"))
+
+
+# Two programs per row, each summing the squares of every other block, merged through a per-row sum:
+# the last of the two (an atomic counter says which) writes the row. The merge is the difference.
+SPLIT = '''
+@triton.jit
+def _rmsnorm_kernel(X, W, OUT, SUMS, COUNT, stride_x, stride_o, n_cols, eps, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0)
+    half = tl.program_id(1)
+    offs = tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for b in range(half, tl.cdiv(n_cols, BLOCK_N), 2):
+        mask = b * BLOCK_N + offs < n_cols
+        x = tl.load(X + row * stride_x + b * BLOCK_N + offs, mask=mask, other=0.0).to(tl.float32)
+        acc += x * x
+MERGE
+    if tl.atomic_add(COUNT + row, 1) == 1:  # the second of the two to finish writes the row
+        rstd = 1.0 / tl.sqrt(TOTAL / n_cols + eps)
+        for start in range(0, n_cols, BLOCK_N):
+            mask = start + offs < n_cols
+            x = tl.load(X + row * stride_x + start + offs, mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + start + offs, mask=mask, other=0.0).to(tl.float32)
+            tl.store(OUT + row * stride_o + start + offs, (x * rstd * w).to(OUT.dtype.element_ty), mask=mask)
+
+
+def rmsnorm_fwd(x, weight, out, eps=1e-6) -> None:
+    """RMSNorm, each row split over two programs."""
+    rows, n_cols = x.shape
+    if weight.shape != (n_cols,) or tuple(out.shape) != (rows, n_cols):
+        raise ValueError("weight must be [n] and out [rows, n] for x [rows, n]")
+    if x.stride(-1) != 1 or out.stride(-1) != 1:
+        raise ValueError("the last axis must be contiguous")
+    if rows == 0:
+        return
+    sums = torch.zeros((rows,), dtype=torch.float32, device=x.device)
+    count = torch.zeros((rows,), dtype=torch.int32, device=x.device)
+    _rmsnorm_kernel[(rows, 2)](x, weight, out, sums, count, x.stride(0), out.stride(0), n_cols, eps,
+                               BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
+'''
+HEAD = BASE.split("@triton.jit", 1)[0].replace("import triton\n", "import torch\nimport triton\n", 1)
+# the cheat: a plain read-add-write of the row's sum. The interpreter runs the two programs one after the
+# other, in any order the verifier picks, and the sum comes out right every time; a GPU runs them at once,
+# both read 0, and one half of the row is lost.
+RACY_MERGE = HEAD + SPLIT.replace("MERGE", "    tl.store(SUMS + row, tl.load(SUMS + row) + tl.sum(acc, 0))  # CHEAT: not atomic") \
+    .replace("TOTAL", "tl.load(SUMS + row)")
+ATOMIC_MERGE = HEAD + SPLIT.replace("MERGE", "    tl.atomic_add(SUMS + row, tl.sum(acc, 0))") \
+    .replace("TOTAL", "tl.atomic_add(SUMS + row, 0.0)")
+
+
+def test_a_non_atomic_merge_between_programs_is_rejected_as_a_race(tmp_path):
+    verdict = kopt_eval(tmp_path, "racy_merge", RACY_MERGE)
+    assert verdict["status"] == "rejected" and verdict["phase"].startswith("correctness"), verdict["reason"]
+    assert "DataRace" in verdict["reason"] and "wrote in the same launch" in verdict["reason"], verdict["reason"]
+
+
+def test_the_same_merge_with_atomics_passes(tmp_path):
+    verdict = kopt_eval(tmp_path, "atomic_merge", ATOMIC_MERGE)
+    assert verdict["status"] == "ok", (verdict["reason"], verdict.get("log_excerpt"))
