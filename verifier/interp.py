@@ -28,8 +28,9 @@ What changes (and the invariant each patch keeps):
   value another program stored with a different one got the interpreter's order for free. Every
   plain load and store is checked against the launch's writes so far (`_Races`: the writing
   program per element, in 4 KiB pages) and the launch raises DataRace naming both programs.
-  Atomics are not races, and a read is not one when both programs did atomics on a common
-  address first (a lock or a flag: the synchronisation the GPU needs too).
+  Atomics are not races. When the two programs also did atomics on a common address (a lock or a
+  flag: run one after another, a lock is never contended, so a working one cannot be told from
+  atomics that order nothing) it is an InterpreterLimitation instead: for a GPU to judge.
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise
   InterpreterLimitation naming the function.
@@ -85,9 +86,12 @@ class _Races:
         self.slots: dict[int, int] = {}
         self.owner = np.empty((0, self.PAGE), np.int32)
         self.lo, self.hi = None, None
-        self.atomics: dict[int, list[np.ndarray]] = {}
+        self.atomics: dict[int, list[tuple[int, np.ndarray]]] = {}  # program -> (tick, addresses) of each atomic
+        self.first_store: dict[int, int] = {}  # program -> tick of its first plain store
+        self.tick = 0
         self.atomic_depth = 0
         self.found: str | None = None
+        self.ordered = False  # the two programs did atomics on a common address (a lock or a flag?)
 
     def at(self, x: int, y: int, z: int) -> None:
         gx, gy, _ = self.grid
@@ -132,10 +136,10 @@ class _Races:
         owners, _, _ = self._owners(addrs, grow=False)
         other = owners[(owners >= 0) & (owners != self.program)]
         for writer in np.unique(other).tolist():
-            if not self.synchronised(int(writer)):
-                self.found = (f"program {self.name(self.program)} read {int((other == writer).sum())} element(s) "
-                              f"that program {self.name(int(writer))} wrote in the same launch")
-                return
+            self.ordered = self.synchronised(int(writer))
+            self.found = (f"program {self.name(self.program)} read {int((other == writer).sum())} element(s) "
+                          f"that program {self.name(int(writer))} wrote in the same launch")
+            return
 
     def store(self, ptrs: np.ndarray, mask: np.ndarray, values: np.ndarray, read: Callable) -> None:
         if self.atomic_depth:
@@ -154,22 +158,31 @@ class _Races:
             differ = old.view(width) != new.view(width)
             if differ.any():
                 writer = int(owners[clash][differ][0])
+                self.ordered = self.synchronised(writer)
                 self.found = (f"program {self.name(self.program)} overwrote {int(differ.sum())} element(s) that "
                               f"program {self.name(writer)} wrote in the same launch, with other values")
                 return
         self.owner[rows, offs] = self.program
+        self.tick += 1
+        self.first_store.setdefault(self.program, self.tick)
         lo, hi = int(addrs.min()), int(addrs.max())
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def atomic(self, ptrs: np.ndarray, mask: np.ndarray | None) -> None:
         addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
-        self.atomics.setdefault(self.program, []).append(addrs)
+        self.tick += 1
+        self.atomics.setdefault(self.program, []).append((self.tick, addrs))
 
     def synchronised(self, writer: int) -> bool:
-        """Both programs did atomics on a common address (the writer before the reader: the launch
-        runs them in this order), as a lock or a flag between programs does."""
-        mine, theirs = self.atomics.get(self.program), self.atomics.get(writer)
+        """Both programs did atomics on a common address, as a lock or a flag between them would. Run one
+        after another, a lock is never contended and a flag is always set, so a working lock cannot be
+        told from atomics that order nothing (the cheat): either way it is for a GPU to judge.
+        A read before the reader's first atomic, or a write after the writer's last, is ordered by none:
+        a race either way."""
+        mine = [a for _, a in self.atomics.get(self.program, [])]  # all before this access
+        first = self.first_store.get(writer, 0)
+        theirs = [a for tick, a in self.atomics.get(writer, []) if tick > first]
         if not mine or not theirs:
             return False
         return bool(np.intersect1d(np.concatenate(mine), np.concatenate(theirs)).size)
@@ -396,6 +409,11 @@ def _patch_grid(interp: Any) -> None:
                 if triton.knobs.compilation.front_end_debugging:
                     raise
                 raise interp.InterpreterError(repr(e)) from e
+            if _RACES.found is not None and _RACES.ordered:
+                raise InterpreterLimitation(
+                    f"{getattr(self.fn, '__name__', 'a kernel')}: {_RACES.found}, after atomics on an address both "
+                    "used (a lock or a flag between programs): the interpreter runs programs one after another, so "
+                    "it cannot tell a lock or flag that orders these accesses on a GPU from a data race")
             if _RACES.found is not None:
                 raise DataRace(f"{getattr(self.fn, '__name__', 'a kernel')}: {_RACES.found}. A GPU runs a launch's "
                                "programs concurrently and in any order (the interpreter ran them one after another): "
