@@ -65,17 +65,27 @@ class Host(Expressions):
             else:
                 kind = TENSOR
             self.scope.kinds[arg.arg] = TENSOR if kind == "unset" else kind
+            if arg is fn.args.vararg:
+                self.scope.local_made.add(arg.arg)  # a tuple the call built: unpacking it reads nothing
             if arg.arg.startswith("__"):
                 self.fail(arg, "dunder", f"{arg.arg} is not allowed")
 
     def run(self) -> None:
         if isinstance(self.fn, ast.Lambda):
-            self.expr(self.fn.body)
+            if self.expr(self.fn.body) == TENSOR:
+                self.fail(self.fn, "host-read", "a lambda here may return a tensor: Triton reads what a grid, "
+                          "heuristic or key function returns on the host; return shapes, scalars or configs")
             return
         kind = "unset"
         for stmt in self.fn.body:
             kind = join(kind, self.stmt(stmt) or "unset")
         self.mod.returns[self.fn.name] = kind if kind != "unset" else VALUE
+        if kind == TENSOR and self.mod.roles.get(self.fn.name) in {"grid", "heuristic"}:
+            self.returns_tensor(self.fn)
+
+    def returns_tensor(self, fn: ast.FunctionDef) -> None:
+        self.fail(fn, "host-read", f"{fn.name} may return a tensor: Triton reads what a grid or heuristic "
+                  "function returns on the host; return shapes and scalars")
 
     # ---- statements; returns the kind of any value returned
     def stmt(self, node: ast.stmt) -> str | None:
@@ -140,8 +150,8 @@ class Host(Expressions):
             if not self.mod.is_constant(default):
                 self.fail(default, "mutable-default", "default argument values must be constants")
         inner = Host(self.mod, node, self.report, role="grid", outer=self.scope.kinds)
-        for stmt in node.body:
-            inner.stmt(stmt)
+        if join(*(inner.stmt(stmt) or "unset" for stmt in node.body)) == TENSOR:
+            inner.returns_tensor(node)
         self.scope.kinds[node.name] = FUNC
         self.scope.local_made.discard(node.name)
 
@@ -241,7 +251,7 @@ class Host(Expressions):
             return self.call_host(node, func.id)
         chain = self.mod.chain(func) if isinstance(func, ast.Attribute) else (
             self.mod.aliases.get(func.id) if isinstance(func, ast.Name) else None)
-        arg_kinds = [self.expr(a.value if isinstance(a, ast.Starred) else a) for a in node.args]
+        arg_kinds = [self.expr(a) for a in node.args]
         kw_kinds = {kw.arg: VALUE if self.device_of_tensor(kw, func) else self.expr(kw.value) for kw in node.keywords}
         if chain is not None:
             if not self.mod.chain_allowed(chain):
@@ -271,6 +281,11 @@ class Host(Expressions):
                 if attr in A.TENSOR_VALUE_ATTRS:
                     return VALUE
                 return TENSOR
+            mutating = attr in A.MUTATING_VALUE_ATTRS and isinstance(func.value, ast.Name) \
+                and func.value.id in self.scope.local_made  # a list the function built may hold tensors
+            if not mutating and any(k not in {VALUE, CONFIG} for k in arg_kinds + list(kw_kinds.values())):
+                self.fail(node, "host-read", f".{attr}() with an argument that may be a tensor compares or hashes it "
+                          "on the host; pass shapes and scalars")
             return VALUE if base != CONFIGS else CONFIGS
         self.fail(node, "call", "only calls of names and attribute chains are allowed")
         return TENSOR
@@ -299,7 +314,7 @@ class Host(Expressions):
         params = [a.arg for a in self.mod.jit[kernel].args.args]
         kinds = self.mod.kernel_params.setdefault(kernel, {})
         for i, arg in enumerate(node.args):
-            kind = self.expr(arg.value if isinstance(arg, ast.Starred) else arg)
+            kind = self.expr(arg)
             if isinstance(arg, ast.Starred):
                 continue
             if i < len(params):
@@ -319,7 +334,7 @@ class Host(Expressions):
         kinds = self.mod.params.setdefault(name, ["unset"] * len(all_args(fn)))
         positional = fn.args.posonlyargs + fn.args.args
         for i, arg in enumerate(node.args):
-            kind = self.expr(arg.value if isinstance(arg, ast.Starred) else arg)
+            kind = self.expr(arg)
             slot = i if i < len(positional) and not isinstance(arg, ast.Starred) else None
             if slot is None:
                 slot = len(positional) if fn.args.vararg else None

@@ -245,7 +245,7 @@ class Expressions(Checker):
         return join(self.expr(node.body), self.expr(node.orelse))
 
     def seq(self, elts: list[ast.AST]) -> str:
-        kinds = [self.expr(e.value if isinstance(e, ast.Starred) else e) for e in elts]
+        kinds = [self.expr(e) for e in elts]
         if CONFIG in kinds and all(k == CONFIG for k in kinds):
             return CONFIGS
         return VALUE if all(k == VALUE for k in kinds) else TENSOR
@@ -277,4 +277,8 @@ class Expressions(Checker):
         return VALUE
 
     def x_Starred(self, node: ast.Starred) -> str:
-        return self.expr(node.value)
+        kind = self.expr(node.value)
+        if kind == TENSOR and not self.is_container(node.value):
+            self.fail(node, "host-read", "unpacking (*) a value that may be a tensor iterates it on the host; "
+                      "unpack tuples or lists of tensors, or shapes")
+        return kind

@@ -141,6 +141,22 @@ CHEATS = [
     ("@triton.jit\ndef k(X):\n    tl.device_print('x', X)\n", "triton-api"),
     ("def helper(x):\n    return x\n\n@triton.jit\ndef k(X):\n    helper(X)\n", "call"),
     ("def f(x:\n", "syntax"),
+    # found by a panel: host reads through a Python value's methods (list.count and tuple.index compare with ==,
+    # dict.get hashes), unpacking a tensor, and grids and heuristics that return a tensor (Triton reads them)
+    ("def f(x, o, n, scale):\n    c = [5].count(x[0])\n    if c:\n        return\n", "host-read"),
+    ("def f(x, o, n, scale):\n    c = (1, 2).index(x[0])\n", "host-read"),
+    ("def f(x, o, n, scale):\n    c = {1: 2}.get(x[0], 0)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    c = (*x,)\n    return len(c)\n", "host-read"),
+    ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
+     "def f(x, o, n, scale):\n    g = lambda meta: (x[0], 1, 1)\n    k[g](x, o, B=16)\n", "host-read"),
+    ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
+     "def f(x, o, n, scale):\n    k[lambda meta: (x[0],)](x, o, B=16)\n", "host-read"),
+    ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
+     "def f(x, o, n, scale):\n    def g(meta):\n        return (x[0],)\n    k[g](x, o, B=16)\n", "host-read"),
+    ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\ndef g(meta):\n    return (meta['X'][0],)\n\n"
+     "def f(x, o, n, scale):\n    k[g](x, o, B=16)\n", "host-read"),
+    ("@triton.heuristics({'B': lambda args: args['X'][0]})\n@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
+     "def f(x, o, n, scale):\n    k[(1,)](x, o)\n", "host-read"),
     # a helper's defaulted parameter is a scalar only where a call leaves it out: here a call passes a tensor
     ("def g(x, m, block=64):\n    if block > 0:\n        return m\n\n"
      "def f(x, o, n, scale):\n    g(x, n)\n    g(x, n, o)\n", "host-read"),
@@ -206,6 +222,14 @@ HONEST = [
     "def _outer(a, b, rows):\n    if rows % 2 == 0:\n        _launch(a, b, rows, split=2)\n"
     "    _launch(a, b, rows)\n\n"
     "def f(x, o, n, scale):\n    _outer(x, o, x.shape[0])\n",
+    # the honest side of the rows above: unpacking lists of tensors and *args, max(*shape), grids of shapes
+    "@triton.jit\ndef k(X, O, N, B: tl.constexpr):\n    pass\n\n"
+    "def _l(*args):\n    k[(1,)](*args, B=16)\n\n"
+    "def grid(meta):\n    return (triton.cdiv(meta['N'], meta['B']),)\n\n"
+    "def f(x, o, n, scale):\n    args = [x, o, max(*x.shape)]\n    k[(1,)](*args, B=16)\n    _l(x, o, n)\n"
+    "    g = lambda meta: (triton.cdiv(x.shape[0], meta['B']), 1)\n    k[g](x, o, n, B=16)\n"
+    "    k[grid](x, o, x.shape[0], B=16)\n    names = ['a']\n    if names.count('a') == 1 and (1, 2).index(1) == 0:\n"
+    "        return\n",
     # tensor descriptors and their allocator (Hopper)
     "from triton.tools.tensor_descriptor import TensorDescriptor\n\n"
     "def alloc(size, alignment, stream):\n    return torch.empty(size, device='cuda', dtype=torch.int8)\n\n"
