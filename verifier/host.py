@@ -276,7 +276,7 @@ class Host(Expressions):
             base = self.expr(func.value)
             attr = func.attr
             if base == TENSOR:
-                if any(k not in {VALUE} for k in arg_kinds + list(kw_kinds.values())) and attr not in {"view"}:
+                if any(k not in {VALUE} for k in arg_kinds + list(kw_kinds.values())):
                     self.fail(node, "host-read", f".{attr}() with an argument that may be a tensor")
                 if attr in A.TENSOR_VALUE_ATTRS:
                     return VALUE

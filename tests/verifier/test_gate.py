@@ -147,6 +147,7 @@ CHEATS = [
     ("def f(x, o, n, scale):\n    c = (1, 2).index(x[0])\n", "host-read"),
     ("def f(x, o, n, scale):\n    c = {1: 2}.get(x[0], 0)\n", "host-read"),
     ("def f(x, o, n, scale):\n    c = (*x,)\n    return len(c)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    y = o.view(x[0])\n", "host-read"),  # a 0-dim tensor as a size: __index__
     ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
      "def f(x, o, n, scale):\n    g = lambda meta: (x[0], 1, 1)\n    k[g](x, o, B=16)\n", "host-read"),
     ("@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
