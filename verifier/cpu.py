@@ -155,6 +155,8 @@ class Correctness:
             exc = result.exception
             if exc["type"] == "InterpreterLimitation":
                 raise InterpreterLimit(f"{exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
+            if exc["type"] == "DataRace":  # a wrong kernel on these inputs: the row fails, naming its case
+                return f"a race between programs: {exc['message']}"
             raise CandidateError(f"{exc['type']}: {exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
         if result.problems:
             return "; ".join(result.problems)

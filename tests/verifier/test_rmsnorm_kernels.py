@@ -144,7 +144,7 @@ ATOMIC_MERGE = HEAD + SPLIT.replace("MERGE", "    tl.atomic_add(SUMS + row, tl.s
 def test_a_non_atomic_merge_between_programs_is_rejected_as_a_race(tmp_path):
     verdict = kopt_eval(tmp_path, "racy_merge", RACY_MERGE)
     assert verdict["status"] == "rejected" and verdict["phase"].startswith("correctness"), verdict["reason"]
-    assert "DataRace" in verdict["reason"] and "wrote in the same launch" in verdict["reason"], verdict["reason"]
+    assert "a race between programs" in verdict["reason"] and "wrote in the same launch" in verdict["reason"], verdict["reason"]
 
 
 def test_the_same_merge_with_atomics_passes(tmp_path):
