@@ -67,6 +67,8 @@ class Host(Expressions):
             self.scope.kinds[arg.arg] = TENSOR if kind == "unset" else kind
             if arg is fn.args.vararg:
                 self.scope.local_made.add(arg.arg)  # a tuple the call built: unpacking it reads nothing
+            if arg is fn.args.kwarg:
+                self.scope.kwargs.add(arg.arg)
             if arg.arg.startswith("__"):
                 self.fail(arg, "dunder", f"{arg.arg} is not allowed")
 
@@ -174,6 +176,7 @@ class Host(Expressions):
             if target.id in self.mod.constants or target.id in self.mod.host or target.id in self.mod.jit:
                 self.fail(target, "assignment", f"{target.id} is a module-level name: assign to a local instead")
             self.scope.kinds[target.id] = kind
+            self.scope.kwargs.discard(target.id)
             made = isinstance(value, (ast.List, ast.Dict, ast.ListComp, ast.DictComp, ast.Set)) or self.allocates(value)
             (self.scope.local_made.add if made else self.scope.local_made.discard)(target.id)
         elif isinstance(target, (ast.Tuple, ast.List)):
@@ -267,6 +270,11 @@ class Host(Expressions):
                           f"{', '.join(sorted(A.HOST_BUILTINS - {'None', 'True', 'False'}))})")
                 return TENSOR
             return self.call_builtin(node, func.id, arg_kinds)
+        if isinstance(func, ast.Attribute) and self.is_kwargs(func.value) and func.attr in {"keys", "get", "values",
+                                                                                             "items"}:
+            if func.attr == "get" and (not arg_kinds or arg_kinds[0] != VALUE):
+                self.fail(node, "host-read", "kwargs.get() takes an option name")
+            return VALUE if func.attr == "keys" else TENSOR  # the names; the values may be tensors
         if isinstance(func, ast.Attribute):
             kind = self.expr(func)
             if kind != FUNC:
@@ -392,6 +400,9 @@ class Host(Expressions):
             return VALUE
         if name == "len":
             return VALUE
+        if name in {"tuple", "list", "sorted", "set", "frozenset"} and len(node.args) == 1 and not node.keywords \
+                and self.is_kwargs(node.args[0]):
+            return VALUE  # the option names
         if name in {"tuple", "list", "enumerate", "zip", "reversed", "sorted"} and args:
             if any(k == TENSOR for k in args) and not all(self.is_container(a) or isinstance(a, ast.Call) and
                                                          isinstance(a.func, ast.Attribute) and a.func.attr

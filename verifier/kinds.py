@@ -40,6 +40,7 @@ def join(*kinds: str) -> str:
 class Scope:
     kinds: dict[str, str] = field(default_factory=dict)
     local_made: set[str] = field(default_factory=set)  # containers and tensors this function allocated
+    kwargs: set[str] = field(default_factory=set)  # the **kwargs parameter: string keys, values may be tensors
 
 
 class Checker:
@@ -64,7 +65,14 @@ class Expressions(Checker):
     """The kind of each host expression, refusing the forms that read a tensor on the host (calls,
     comprehensions and lambdas are in host.Host, which also supplies `assign`)."""
 
+    def is_kwargs(self, node: ast.AST) -> bool:
+        """The function's own **kwargs dict (its keys are option names: iterating, counting or testing them
+        reads no tensor; its values may be tensors)."""
+        return isinstance(node, ast.Name) and node.id in self.scope.kwargs
+
     def condition(self, node: ast.AST) -> None:
+        if self.is_kwargs(node):
+            return  # `if kwargs:` asks whether any option was passed
         kind = self.expr(node)
         if kind not in {VALUE, CONFIG}:
             self.fail(node, "host-read", "this condition may be a tensor: branching on it reads tensor values "
@@ -76,6 +84,8 @@ class Expressions(Checker):
                 and not node.args:
             inner = self.expr(node.func.value)
             return "items:" + (VALUE if inner == VALUE else TENSOR)  # (key, value) pairs: keys are strings
+        if self.is_kwargs(node):
+            return VALUE
         kind = self.expr(node)
         if kind == CONFIGS:
             return CONFIG
@@ -234,6 +244,9 @@ class Expressions(Checker):
         kinds = [self.expr(node.left)] + [self.expr(c) for c in node.comparators]
         if all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
             return VALUE
+        if len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)) and self.is_kwargs(node.comparators[0]) \
+                and kinds[0] == VALUE:
+            return VALUE  # an option name looked up among the keys
         if any(k not in {VALUE, CONFIG} for k in kinds):
             self.fail(node, "host-read", "comparing a value that may be a tensor reads it on the host (allowed: "
                       "`is None`, comparisons of shapes, dtypes and scalars)")

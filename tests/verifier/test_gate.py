@@ -158,6 +158,13 @@ CHEATS = [
      "def f(x, o, n, scale):\n    k[g](x, o, B=16)\n", "host-read"),
     ("@triton.heuristics({'B': lambda args: args['X'][0]})\n@triton.jit\ndef k(X, O, B: tl.constexpr):\n    pass\n\n"
      "def f(x, o, n, scale):\n    k[(1,)](x, o)\n", "host-read"),
+    # **kwargs: its names may be iterated and tested, its values (maybe tensors) never compared
+    ("def f(x, o, n, scale, **kwargs):\n    for name in kwargs:\n        if kwargs[name] > 0:\n            return\n",
+     "host-read"),
+    ("def f(x, o, n, scale, **kwargs):\n    if kwargs.get('t', 0) > 0:\n        return\n", "host-read"),
+    ("def f(x, o, n, scale, **kwargs):\n    kwargs = x\n    for v in kwargs:\n        pass\n", "host-read"),
+    ("def f(x, o, n, scale, **kwargs):\n    if 5 in list(kwargs.values()):\n        return\n", "host-read"),
+    ("def f(x, o, n, scale, **kwargs):\n    if x[0] in kwargs:\n        return\n", "host-read"),
     # a helper's defaulted parameter is a scalar only where a call leaves it out: here a call passes a tensor
     ("def g(x, m, block=64):\n    if block > 0:\n        return m\n\n"
      "def f(x, o, n, scale):\n    g(x, n)\n    g(x, n, o)\n", "host-read"),
@@ -223,6 +230,14 @@ HONEST = [
     "def _outer(a, b, rows):\n    if rows % 2 == 0:\n        _launch(a, b, rows, split=2)\n"
     "    _launch(a, b, rows)\n\n"
     "def f(x, o, n, scale):\n    _outer(x, o, x.shape[0])\n",
+    # option checks over **kwargs as a panel's honest kernel wrote them (the gate refused the loop)
+    "OK = ('a', 'b')\n\n"
+    "def f(x, o, n, scale, **kwargs):\n    for name in kwargs:\n"
+    "        if name not in OK and kwargs[name] is not None and kwargs[name] is not False:\n"
+    "            raise NotImplementedError(f'option {name}')\n"
+    "    if 'sinks' in kwargs and kwargs.get('sinks') is not None or sorted(set(kwargs) - set(OK)):\n"
+    "        raise NotImplementedError('sinks')\n    for k in kwargs.keys():\n        pass\n"
+    "    if kwargs:\n        return\n",
     # the honest side of the rows above: unpacking lists of tensors and *args, max(*shape), grids of shapes
     "@triton.jit\ndef k(X, O, N, B: tl.constexpr):\n    pass\n\n"
     "def _l(*args):\n    k[(1,)](*args, B=16)\n\n"
