@@ -126,18 +126,22 @@ class _Races:
         if self.atomic_depth:
             self.atomic(ptrs, mask)
             return
+        self.check_read(ptrs, mask, "read")
+
+    def check_read(self, ptrs: np.ndarray, mask: np.ndarray | None, verb: str) -> None:
+        """A read (plain or atomic) of elements another program of the launch stored plainly."""
         if self.found is not None or self.lo is None or not ptrs.size:
             return
         if int(ptrs.max()) < self.lo or int(ptrs.min()) > self.hi:  # (masked lanes too: a coarse first test)
             return
-        addrs = ptrs[np.broadcast_to(mask, ptrs.shape)].astype(np.int64).reshape(-1)
+        addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
         if not addrs.size:
             return
         owners, _, _ = self._owners(addrs, grow=False)
         other = owners[(owners >= 0) & (owners != self.program)]
         for writer in np.unique(other).tolist():
             self.ordered = self.synchronised(int(writer))
-            self.found = (f"program {self.name(self.program)} read {int((other == writer).sum())} element(s) "
+            self.found = (f"program {self.name(self.program)} {verb} {int((other == writer).sum())} element(s) "
                           f"that program {self.name(int(writer))} wrote in the same launch")
             return
 
@@ -170,6 +174,8 @@ class _Races:
         self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def atomic(self, ptrs: np.ndarray, mask: np.ndarray | None) -> None:
+        # an atomic on an element another program stored plainly is no less a race (the store is not ordered)
+        self.check_read(ptrs, mask, "updated atomically")
         addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
         self.tick += 1
         self.atomics.setdefault(self.program, []).append((self.tick, addrs))
@@ -212,6 +218,10 @@ _KNOWN_FAILURES = {  # message fragment -> what the limitation names
     "0 active drivers": "benchmarking (multi-config @triton.autotune) needs a GPU driver",
     "inline_asm not supported": "tl.inline_asm_elementwise",
     "extern_elementwise not supported": "an extern (libdevice) function",
+    # the interpreter's atomics take fewer dtypes than a GPU's (fp32 atomic_xchg, fp16 atomic_max, ...)
+    "does not support fp16": "this atomic on fp16",
+    "does not support bf16": "this atomic on bf16",
+    "Unsupported data type": "this atomic on this dtype",
 }
 
 

@@ -548,6 +548,16 @@ RACES = """
         tl.atomic_xchg(LOCK, 0)
 
     @triton.jit
+    def atomic_reads(X, O, N: tl.constexpr):  # the merge with atomic reads: the store is still plain
+        pid = tl.program_id(0)
+        offs = tl.arange(0, N)
+        tl.store(O + offs, tl.atomic_add(O + offs, tl.zeros([N], tl.float32)) + tl.load(X + pid * N + offs))
+
+    @triton.jit
+    def xchg(O, N: tl.constexpr):  # fp32 atomic_xchg: a GPU runs it, the interpreter cannot
+        tl.atomic_xchg(O + tl.arange(0, N), tl.zeros([N], tl.float32))
+
+    @triton.jit
     def produce(S, N: tl.constexpr):
         tl.store(S + tl.program_id(0) * N + tl.arange(0, N), tl.program_id(0).to(tl.float32))
 
@@ -582,6 +592,8 @@ RACES = """
         "flag_unsynced": outcome(lambda: flag_then_read[(2,)](s, flag, o, N=16, SYNC=False)),
         "flag_synced": outcome(lambda: flag_then_read[(2,)](s, flag, o, N=16, SYNC=True)),
         "two_launches": outcome(lambda: (produce[(4,)](s, N=16), consume[(4,)](s, o, N=16))),
+        "atomic_reads": outcome(lambda: atomic_reads[(4,)](x, o, N=16)),
+        "xchg": outcome(lambda: xchg[(1,)](o, N=16)),
         "dummy_atomics": outcome(lambda: dummy_atomics[(4,)](x, o, flag, N=16)),
         "locked_sum": outcome(lambda: locked_sum[(4,)](x, o, torch.zeros(1, dtype=torch.int32), N=16)),
     }
@@ -605,6 +617,8 @@ def test_races_between_programs_of_one_launch_are_found_and_atomics_and_own_rows
     assert "merge: program (1, 0, 0) read 16 element(s) that program (0, 0, 0) wrote" in got["merge"]
     assert "program (2, 0, 0) read 16 element(s) that program (3, 0, 0) wrote" in got["merge_reverse"]
     assert "overwrote 16 element(s)" in got["by_pid"] and "with other values" in got["by_pid"]
+    assert got["atomic_reads"].startswith("race: ") and "updated atomically 16 element(s)" in got["atomic_reads"]
+    assert got["xchg"].startswith("limitation: this atomic on this dtype"), got["xchg"]
     for name in ("flag_synced", "dummy_atomics", "locked_sum"):
         assert got[name].startswith("limitation: "), (name, got[name])
         assert "cannot tell a lock or flag" in got[name] and "not a fault of the kernel" in got[name]
