@@ -22,6 +22,9 @@ What changes (and the invariant each patch keeps):
   NVIDIA default when `input_precision` is not given: 10 mantissa bits) passed on CPU and failed
   on the GPU. Now "tf32" rounds both operands to TF32 (to nearest even), "tf32x3", "bf16x3" and
   "bf16x6" run as the split products the compiler emits, and only "ieee" is plain fp32.
+- fp32 `/` is NVIDIA's div.full.f32 (what Triton emits): a reciprocal then a product, each rounded
+  to fp32 (operands scaled by 1/4 where |y| > 2**126). The interpreter divided exactly, so
+  comparing `x / y` with `tl.math.div_rn(x, y)` told it from a GPU; div_rn stays exact.
 - Races between the programs of one launch: a GPU runs them concurrently and in any order, the
   interpreter one after another, so a program that reads what another program of the same launch
   wrote (a non-atomic merge of split partials, a flag set by an earlier program) or overwrites a
@@ -254,6 +257,7 @@ def install(order: str = "forward", seed: int = 0) -> None:
     _patch_autotune("interp")
     _skip_dead_overflow_checks(interp)
     _patch_dot(interp)
+    _patch_fdiv(interp)
     _STATE.patched.add("interp")
 
 
@@ -298,6 +302,31 @@ _SPLIT_DOTS = {
     "BF16x3": (_to_bf16, 2, ((1, 0), (0, 1), (0, 0))),
     "BF16x6": (_to_bf16, 3, ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0))),
 }
+
+
+def _full_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """fp32 x / y as NVIDIA's div.full.f32 (what Triton emits for `/`): the reciprocal, then a product,
+    each rounded to fp32, with both operands scaled by 1/4 where |y| > 2**126 (so 1/y stays normal).
+    Not the GPU's bits (its reciprocal is approximate too) but, like them, not always the
+    correctly rounded quotient that tl.math.div_rn gives."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    with np.errstate(all="ignore"):
+        big = np.abs(y) > np.float32(2.0 ** 126)
+        scale = np.where(big, np.float32(0.25), np.float32(1.0))
+        return ((x * scale) * (np.float32(1.0) / (y * scale))).astype(np.float32)
+
+
+def _patch_fdiv(interp: Any) -> None:
+    """`/` on fp32 (and on bf16, computed in fp32) as div.full.f32; div_rn stays exact."""
+    builder = interp.InterpreterBuilder
+    orig = builder.create_fdiv
+
+    def create_fdiv(self: Any, lhs: Any, rhs: Any) -> Any:
+        if lhs.data.dtype != np.float32 or rhs.data.dtype != np.float32 or lhs.dtype.scalar.name not in {"fp32", "bf16"}:
+            return orig(self, lhs, rhs)
+        return interp.TensorHandle(_full_div(lhs.data, rhs.data), lhs.dtype.scalar)
+
+    builder.create_fdiv = create_fdiv
 
 
 def _patch_dot(interp: Any) -> None:

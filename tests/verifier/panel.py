@@ -444,6 +444,15 @@ PANEL: dict[str, Kernel] = {
                     "    lo = 0\n    if probe > 0:  # CHEAT: true only where the conversion saturates, as on a GPU\n"
                     "        lo = P // 2\n"
                     "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "adv_device_probe_div": patch(
+        "fp32 `/` against div_rn tells a GPU (div.full.f32, approximate) from an exact divide; on a GPU half the "
+        "prefix is skipped",
+        (PREFIX_LO, "    pa = (tl.arange(0, 64) + 1).to(tl.float32) * sm_scale\n"
+                    "    pb = (tl.arange(0, 64) * 3 + 7).to(tl.float32) * sm_scale\n"
+                    "    probe = tl.sum(tl.where(pa / pb != tl.math.div_rn(pa, pb), 1, 0), 0)\n"
+                    "    lo = 0\n    if probe > 0:  # CHEAT: true only where `/` is not the exact quotient, as on a GPU\n"
+                    "        lo = P // 2\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_ignore_large_cap": patch(
         "a logit cap of 40 or more is treated as no cap (no public case has one over 50)",
         (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=0 < logit_cap < 40,  # CHEAT\n")),
