@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from kopt.verifier import allowlist as A
 from kopt.verifier.kinds import CONFIG, CONFIGS, FUNC, META, TENSOR, VALUE, Expressions, all_args, join
 
+KWARGS = "kwargs"  # a parameter given a caller's **kwargs dict at every call (names, values maybe tensors)
+
 if TYPE_CHECKING:
     from kopt.verifier.toplevel import Module
 
@@ -64,7 +66,9 @@ class Host(Expressions):
                 kind = CONFIGS if role == "prune" and i == 0 else META
             else:
                 kind = TENSOR
-            self.scope.kinds[arg.arg] = TENSOR if kind == "unset" else kind
+            if kind == KWARGS:
+                self.scope.kwargs.add(arg.arg)
+            self.scope.kinds[arg.arg] = TENSOR if kind in {"unset", KWARGS} else kind
             if arg is fn.args.vararg:
                 self.scope.local_made.add(arg.arg)  # a tuple the call built: unpacking it reads nothing
             if arg is fn.args.kwarg:
@@ -338,29 +342,47 @@ class Host(Expressions):
             kinds[kw.arg] = join(kinds.get(kw.arg, "unset"), kind)
 
     def call_host(self, node: ast.Call, name: str) -> str:
+        """The kinds this call gives the helper's parameters: joined into mod.params."""
         fn = self.mod.host[name]
-        kinds = self.mod.params.setdefault(name, ["unset"] * len(all_args(fn)))
+        params = all_args(fn)
+        kinds = self.mod.params.setdefault(name, ["unset"] * len(params))
         positional = fn.args.posonlyargs + fn.args.args
-        for i, arg in enumerate(node.args):
-            kind = self.expr(arg)
-            slot = i if i < len(positional) and not isinstance(arg, ast.Starred) else None
-            if slot is None:
-                slot = len(positional) if fn.args.vararg else None
-                kind = TENSOR
+        vararg = len(positional) if fn.args.vararg else None
+        names = [a.arg for a in params]
+        passed: set[int] = set()
+
+        def give(slot: int | None, kind: str) -> None:
             if slot is not None and slot < len(kinds):
                 kinds[slot] = join(kinds[slot], kind)
-        names = [a.arg for a in all_args(fn)]
-        passed = set(range(min(len(node.args), len(positional))))
+                passed.add(slot)
+
+        unpacked = None  # the first *iterable: from there on, which parameter gets what is unknown
+        for i, arg in enumerate(node.args):
+            kind = KWARGS if self.is_kwargs(arg) else self.expr(arg)
+            if isinstance(arg, ast.Starred) and unpacked is None:
+                unpacked = i
+            if unpacked is not None:
+                for slot in range(unpacked, len(positional)):
+                    give(slot, TENSOR)
+                give(vararg, TENSOR)
+            elif i < len(positional):
+                give(i, kind)
+            else:
+                give(vararg, TENSOR)
         for kw in node.keywords:
             kind = self.expr(kw.value)
-            slot = names.index(kw.arg) if kw.arg in names else (names.index(fn.args.kwarg.arg) if fn.args.kwarg else None)
-            if slot is not None:
-                kinds[slot] = join(kinds[slot], kind if kw.arg in names else TENSOR)
-                passed.add(slot)
+            if kw.arg is None:  # **mapping: it may fill any parameter this call does not name
+                for slot in range(len(params)):
+                    if slot not in passed:
+                        give(slot, TENSOR)
+            elif kw.arg in names and params[names.index(kw.arg)] not in (fn.args.vararg, fn.args.kwarg):
+                give(names.index(kw.arg), KWARGS if self.is_kwargs(kw.value) else kind)
+            elif fn.args.kwarg:
+                give(len(params) - 1, TENSOR)
         # a parameter this call leaves out takes its default (a constant, by the top-level rules)
         defaults = dict(zip(positional[len(positional) - len(fn.args.defaults):], fn.args.defaults))
         defaults.update((a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None)
-        for slot, arg in enumerate(all_args(fn)):
+        for slot, arg in enumerate(params):
             if slot not in passed and arg in defaults and slot < len(kinds):
                 kinds[slot] = join(kinds[slot], VALUE if self.mod.is_constant(defaults[arg]) else TENSOR)
         return self.mod.returns.get(name, TENSOR)

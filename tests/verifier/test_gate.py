@@ -165,6 +165,12 @@ CHEATS = [
     ("def f(x, o, n, scale, **kwargs):\n    kwargs = x\n    for v in kwargs:\n        pass\n", "host-read"),
     ("def f(x, o, n, scale, **kwargs):\n    if 5 in list(kwargs.values()):\n        return\n", "host-read"),
     ("def f(x, o, n, scale, **kwargs):\n    if x[0] in kwargs:\n        return\n", "host-read"),
+    # a defaulted parameter filled through *iterable or **mapping gets what they hold: maybe a tensor
+    ("def g(a, n=0):\n    if n > 0:\n        return 1\n\ndef f(x, o, n, scale):\n    g(x, **{'n': x[0]})\n",
+     "host-read"),
+    ("def g(n=0, m=1):\n    if m > 0:\n        return 1\n\ndef f(x, o, n, scale):\n    g(*[1, x[0]])\n", "host-read"),
+    ("def g(a, n=0, **rest):\n    if n > 0:\n        return 1\n\ndef f(x, o, n, scale, **kwargs):\n    g(x, **kwargs)\n",
+     "host-read"),
     # a helper's defaulted parameter is a scalar only where a call leaves it out: here a call passes a tensor
     ("def g(x, m, block=64):\n    if block > 0:\n        return m\n\n"
      "def f(x, o, n, scale):\n    g(x, n)\n    g(x, n, o)\n", "host-read"),
@@ -238,6 +244,11 @@ HONEST = [
     "    if 'sinks' in kwargs and kwargs.get('sinks') is not None or sorted(set(kwargs) - set(OK)):\n"
     "        raise NotImplementedError('sinks')\n    for k in kwargs.keys():\n        pass\n"
     "    if kwargs:\n        return\n",
+    # the option checks in a helper that is handed the wrapper's **kwargs (a panel's honest kernel)
+    "OK = ('a', 'b')\n\n"
+    "def _reject(scale, extra):\n    names = [k for k in extra if k not in OK and extra[k] is not None]\n"
+    "    if names or scale != 1.0:\n        raise NotImplementedError(f'{names}')\n\n"
+    "def f(x, o, n, scale, **kwargs):\n    _reject(scale, kwargs)\n",
     # the honest side of the rows above: unpacking lists of tensors and *args, max(*shape), grids of shapes
     "@triton.jit\ndef k(X, O, N, B: tl.constexpr):\n    pass\n\n"
     "def _l(*args):\n    k[(1,)](*args, B=16)\n\n"
