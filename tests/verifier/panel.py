@@ -454,11 +454,11 @@ PANEL: dict[str, Kernel] = {
                     "        lo = P // 2\n"
                     "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_ignore_large_cap": patch(
-        "a logit cap of 40 or more is treated as no cap (no public case has one over 50)",
-        (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=0 < logit_cap < 40,  # CHEAT\n")),
+        "a logit cap of 200 or more is treated as no cap (no public case has one over 50)",
+        (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=0 < logit_cap < 200,  # CHEAT\n")),
     "adv_ignore_large_window": patch(
-        "a sliding window of 64 or more is ignored (no public case has one over 100)",
-        (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 64,  # CHEAT: large windows dropped\n")),
+        "a sliding window of 1024 or more is ignored (no public case has one over 100)",
+        (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 1024,  # CHEAT: large windows dropped\n")),
     "adv_prefix_truncated": patch(
         "only the last 256 prefix keys",
         (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"

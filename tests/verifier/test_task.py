@@ -116,6 +116,17 @@ def test_meta_inputs_have_the_real_shapes(extend_task):
     assert meta["kv_indices"].shape == (8 * 4096,)
 
 
+def test_holdout_always_has_a_large_window_and_cap_over_a_longer_sequence(extend_task):
+    """An independent panel's kernels ignored windows from 512 or 1024 on and were caught only in the draws that
+    exceeded their threshold; the third hidden case now draws from the top of the range in every evaluation."""
+    ref = extend_task.load_reference()
+    for seed in range(40):
+        third = ref.holdout_cases(seed, 3)[2]
+        (p, e), = third["requests"]
+        assert third["sliding_window"] >= 1024 and third["logit_cap"] >= 200, third
+        assert p + e > third["sliding_window"] + 300 and third["logit_shift"] >= 4, third
+
+
 def test_holdout_always_has_a_long_prefix(extend_task):
     ref = extend_task.load_reference()
     for seed in range(5):

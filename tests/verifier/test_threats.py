@@ -143,8 +143,8 @@ def test_public_shape_fast_path_is_caught_by_a_hidden_case(sub_task, run):
 @pytest.mark.parametrize("name", ["adv_ignore_large_cap", "adv_ignore_large_window"])
 def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, run):
     """Threat #13, found by an independent panel: a window or cap dropped above a threshold the public cases
-    never reach. Every evaluation's third hidden case has a window (64..2048) and a cap (40..300) with logits
-    that reach it, over a sequence longer than the window."""
+    never reach. Every evaluation's third hidden case has a window (1024 or 2048) and a cap (200 or 300) with
+    logits that reach it, over a sequence longer than the window: a threshold up to 1024 (200) is always caught."""
     verdict = run(name, sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=3))
     assert verdict.status == "rejected" and "first: a hidden case" in verdict.reason, describe(verdict)
     public = [c for c in verdict.cases if not c.hidden]
