@@ -14,8 +14,9 @@ import torch
 BF16_ULP_BITS = 8  # bf16 keeps 8 significant bits
 # An fp32 relative error in this range is what TF32 dots give (10 mantissa bits, about 5e-4 per product)
 TF32_RANGE = (1e-5, 1e-2)
-TF32_HINT = ("; an fp32 error of this size is typical of TF32: tl.dot of fp32 operands runs as TF32 on NVIDIA "
-             "GPUs unless input_precision=\"ieee\" (or \"tf32x3\") is passed, and the CPU check runs it the same way")
+TF32_HINT = ("; if the kernel's fp32 tl.dot does not ask for input_precision=\"ieee\" (or \"tf32x3\"), an error of "
+             "this size is what TF32 gives: it is the NVIDIA default, and the CPU check runs it the same way (if it "
+             "does ask, look elsewhere: a dropped option or a skipped key gives errors of this size too)")
 
 
 def ulp(magnitude: float, dtype: str) -> float:
