@@ -117,21 +117,16 @@ MERGE
             tl.store(OUT + row * stride_o + start + offs, (x * rstd * w).to(OUT.dtype.element_ty), mask=mask)
 
 
-def rmsnorm_fwd(x, weight, out, eps=1e-6) -> None:
-    """RMSNorm, each row split over two programs."""
-    rows, n_cols = x.shape
-    if weight.shape != (n_cols,) or tuple(out.shape) != (rows, n_cols):
-        raise ValueError("weight must be [n] and out [rows, n] for x [rows, n]")
-    if x.stride(-1) != 1 or out.stride(-1) != 1:
-        raise ValueError("the last axis must be contiguous")
-    if rows == 0:
-        return
-    sums = torch.zeros((rows,), dtype=torch.float32, device=x.device)
-    count = torch.zeros((rows,), dtype=torch.int32, device=x.device)
-    _rmsnorm_kernel[(rows, 2)](x, weight, out, sums, count, x.stride(0), out.stride(0), n_cols, eps,
-                               BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
+WRAPPER
 '''
 HEAD = BASE.split("@triton.jit", 1)[0].replace("import triton\n", "import torch\nimport triton\n", 1)
+# the baseline's wrapper (its argument checks), launching two programs per row with the merge's scratch
+SPLIT = SPLIT.replace("WRAPPER\n", "def rmsnorm_fwd" + BASE.split("def rmsnorm_fwd", 1)[1].replace(
+    "    _rmsnorm_kernel[(rows,)](x, weight, out, x.stride(0), out.stride(0), n_cols,",
+    "    sums = torch.zeros((rows,), dtype=torch.float32, device=x.device)\n"
+    "    count = torch.zeros((rows,), dtype=torch.int32, device=x.device)\n"
+    "    _rmsnorm_kernel[(rows, 2)](x, weight, out, sums, count, x.stride(0), out.stride(0), n_cols,"))
+assert "_rmsnorm_kernel[(rows, 2)]" in SPLIT
 # the cheat: a plain read-add-write of the row's sum. The interpreter runs the two programs one after the
 # other, in any order the verifier picks, and the sum comes out right every time; a GPU runs them at once,
 # both read 0, and one half of the row is lost.
