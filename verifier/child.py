@@ -188,9 +188,12 @@ class Calls:
         report: dict[str, Any] = {"op": "done", "exception": None, "returned": None}
         try:
             if layout["meta"]:  # a GPU workload's shapes: every launch compiled for the target, nothing run
+                from kopt.verifier import interp
                 from kopt.verifier.launches import dry_run
+                interp.take_picked()
                 report["rows"], report["workload_keys"], report["error"] = dry_run(
                     self.fn, positional, keywords, self.job["target"], self.job["kernel"], self.usage)
+                report["configs_picked"] = interp.take_picked()  # the pruner's picks for this workload
                 returned = None
             elif msg.get("timed"):
                 returned, report["event_ms"] = self.timed(positional, keywords)
@@ -209,6 +212,9 @@ class Calls:
         report["launched"] = self.launches.files[first:]
         report["keys"] = self.launches.keys[first:]
         report["autotune"] = self.autotune_counts()
+        if self.job["mode"] == "interpret":
+            from kopt.verifier import interp
+            report["configs_ran"] = interp.configs_ran()
         return report
 
     def timed(self, positional: list, keywords: dict) -> tuple[Any, float]:
@@ -230,6 +236,7 @@ class Calls:
         from kopt.verifier import interp
         interp.install(order=msg.get("program_order", "forward"), seed=msg.get("order_seed", 0))
         interp.set_autotune_choice(msg.get("autotune_choice"))
+        interp.force_configs(msg.get("autotune_forced"))
 
     def autotune_counts(self) -> dict[str, int]:
         if self.job["mode"] != "interpret":

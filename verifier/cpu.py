@@ -49,13 +49,15 @@ class Checked:
     autotune: dict[str, int] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     configs_run: dict[str, set[int]] = field(default_factory=dict)
+    listed_ran: dict[str, set[int]] = field(default_factory=dict)  # kernel -> listed autotune configs run
 
 
 class Correctness:
     """One dtype's items through one candidate process, judged here as they come back."""
 
     def __init__(self, task: Task, source: str, items: list[dict], secret: int, cancel: threading.Event,
-                 raises: bool, device: HostDevice = HOST):
+                 raises: bool, device: HostDevice = HOST,
+                 workload_configs: Callable[[], dict[str, dict[int, list[str]]] | None] | None = None):
         self.task, self.source, self.items, self.secret, self.cancel = task, source, items, secret, cancel
         self.device = device
         self.reference = task.load_reference()
@@ -66,6 +68,8 @@ class Correctness:
         self.autotune = 0  # configs of the largest autotuned kernel seen so far
         self.errors: dict[str, tuple[float, float]] = {}  # item -> (rel. L2, max abs) of its first call
         self.on_item: Callable[[], None] | None = None  # told as each item is judged (progress display)
+        # kernel -> listed autotune config -> the GPU workloads the pruner gives it (None: no compile report)
+        self.workload_configs = workload_configs
 
     def inputs(self, item: dict, variant: int, like: Inputs | None = None) -> Inputs:
         tensors = self.reference.make_inputs(item["params"], DTYPES[item["dtype"]], item["seed"],
@@ -73,15 +77,18 @@ class Correctness:
         return self.device.pack(tensors, self.outputs, like)
 
     def call(self, session: Session, label: str, item: dict, inputs: Inputs, poison: float, order: str,
-             override: dict | None = None, choice: int | None = None) -> CallResult:
+             override: dict | None = None, choice: int | None = None,
+             forced: dict[str, int] | None = None) -> CallResult:
         self.calls += 1
         if choice is None:
             choice = self.calls % self.autotune if self.autotune > 1 else None
         result = session.call(label, item["key"], inputs, self.outputs, poison=poison,
                               end_aligned=bool(coin(self.secret, item["key"], self.calls) % 2),
                               program_order=order, order_seed=coin(self.secret, "order", item["key"]),
-                              autotune_choice=choice, override=override)
+                              autotune_choice=choice, override=override, autotune_forced=forced)
         self.result.keys.update(result.keys)
+        for kernel, ran in result.reply.get("configs_ran", {}).items():
+            self.result.listed_ran.setdefault(kernel, set()).update(ran)
         if result.autotune:
             self.result.autotune.update(result.autotune)
             self.autotune = max(result.autotune.values())
@@ -100,9 +107,52 @@ class Correctness:
                 self.result.rows.append(self.check_item(session, item, tol[item["dtype"]].model_dump()))
                 if self.on_item is not None:
                     self.on_item()
+            if self.workload_configs is not None:
+                self.check_workload_configs(session, tol)
             if self.raises:
                 self.result.rows += self.check_raises(session)
         return self.result
+
+    def check_workload_configs(self, session: Session, tol: Any) -> None:
+        """Threat 30 through an autotune pruner: a config the pruner gives only workload-sized inputs
+        (which the CPU cannot run) is forced, past the pruner, on every case of this dtype; a wrong
+        result fails that case's row. A config that is not in the autotune list cannot be forced,
+        so a pruner that makes one up for a workload fails the first case."""
+        if not self.result.listed_ran:  # no autotuned kernel ran here: nothing could be forced
+            return
+        wanted = self.workload_configs()
+        rows = dict(zip((item["key"] for item in self.items), self.result.rows))
+        for kernel, picks in sorted((wanted or {}).items()):
+            for index, workloads in sorted(picks.items()):
+                if index in self.result.listed_ran.get(kernel, set()):
+                    continue
+                where = f"autotune config {index} of {kernel}, which the pruner gives {', '.join(workloads)}"
+                if index < 0:
+                    first = rows[self.items[0]["key"]] if self.items else None
+                    if first is not None and first["passed"]:
+                        first["passed"], first["reason"] = False, (
+                            f"the pruner gives {', '.join(workloads)} a config of {kernel} that is not in its "
+                            "@triton.autotune list: kopt checks every config a GPU workload may run on the CPU "
+                            "cases, so a pruner must choose from the listed configs")
+                    continue
+                for item in self.items:
+                    row = rows[item["key"]]
+                    if not row["passed"]:
+                        continue
+                    inputs = self.inputs(item, 0)
+                    try:
+                        label = f"calling case {item['case']} ({item['dtype']}) under {where}" if not item["hidden"] \
+                            else f"calling a hidden case ({item['dtype']}) under {where}"
+                        result = self.call(session, label, item, inputs, POISONS[0], "forward", choice=0,
+                                           forced={kernel: index})
+                        reason = self.judge(result, inputs, tol[item["dtype"]].model_dump(), item)
+                    finally:
+                        inputs.close()
+                    if reason is not None:
+                        row["passed"], row["reason"] = False, (
+                            f"under {where} (forced on this case: a config a GPU workload may run must be right "
+                            f"on every case): {reason}")
+                        break
 
     def check_item(self, session: Session, item: dict, tol: dict) -> dict[str, Any]:
         label = f"calling case {item['case']} ({item['dtype']})" if not item["hidden"] else \
@@ -317,6 +367,7 @@ def compile_calls(task: Task, source: str, items: list[dict], target: str, cance
         if not launched:
             report["error"] = report.get("error") or "the entry point launched no Triton kernel"
         report["launches"], report["workload_keys"], report["launch_errors"] = [], {}, {}
+        report["workload_configs"] = {}
         gpu_dtype = DTYPES[task.config.gpu.dtypes[0]]
         for workload_id, params in workloads or []:
             inputs = pack(reference.make_inputs(params, gpu_dtype, coin(0, workload_id), "meta"), task.config.outputs)
@@ -330,4 +381,7 @@ def compile_calls(task: Task, source: str, items: list[dict], target: str, cance
                 report["launch_errors"][workload_id] = result.reply["error"]
             report["launches"] += [dict(row, workload=workload_id) for row in result.reply.get("rows", [])]
             report["workload_keys"][workload_id] = result.reply.get("workload_keys", [])
+            for kernel, picked in result.reply.get("configs_picked", {}).items():
+                for index in picked:
+                    report["workload_configs"].setdefault(kernel, {}).setdefault(int(index), []).append(workload_id)
         return report

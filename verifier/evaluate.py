@@ -151,11 +151,13 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     timed_dtype = cfg.gpu.dtypes[0] if cfg.gpu.dtypes[0] in cfg.cpu.dtypes else first_dtype
     timed = [i for i in items if i["public_index"] == 0 and not i["hidden"] and i["dtype"] == timed_dtype]
     workloads = [(w.id, w.params) for w in cfg.workloads]
-    phases: dict[str, Callable[[], Any]] = {"compile": lambda: cpu.compile_calls(task, source, compile_items, target,
-                                                                                  cancel, workloads)}
+    compiled = Later(cancel)
+    phases: dict[str, Callable[[], Any]] = {"compile": compiled.of(lambda: cpu.compile_calls(
+        task, source, compile_items, target, cancel, workloads))}
     for dtype in sorted({i["dtype"] for i in items}):
         mine = [i for i in items if i["dtype"] == dtype]
-        checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype)
+        checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype,
+                                  workload_configs=lambda: (compiled.wait() or {}).get("workload_configs"))
         checker.on_item = say.item_done
         phases[f"correctness ({dtype})"] = checker.run
     compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
@@ -172,6 +174,28 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     for dtype in cfg.gpu.dtypes:
         if dtype not in cfg.cpu.dtypes:
             verdict.unverified.append(f"{dtype}: not checked on CPU (the GPU checks it)")
+
+
+class Later:
+    """One phase's result, for another phase to wait on (None if it failed or the evaluation was cancelled)."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel, self.done, self.value = cancel, threading.Event(), None
+
+    def of(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            try:
+                self.value = fn()
+                return self.value
+            finally:
+                self.done.set()
+        return run
+
+    def wait(self) -> Any:
+        while not self.done.wait(0.2):
+            if self.cancel.is_set():
+                return None
+        return self.value
 
 
 def judge_phases(results: dict[str, Any], failures: dict[str, tuple[str, str]], verdict: Verdict, target: str,

@@ -41,8 +41,10 @@ What changes (and the invariant each patch keeps):
   modules (the interpreter re-patched all of them on each call and left some patched), and the
   int32 overflow checks whose assert the interpreter drops anyway (no debug) are not computed.
 - Multi-config @triton.autotune: under the interpreter the chosen config runs (never a
-  benchmark), see `set_autotune_choice`; `install_aot_autotune` makes the ahead-of-time
-  compile path launch (that is, compile) every config.
+  benchmark), see `set_autotune_choice`; a config of the listed ones can be forced past the
+  pruner (`force_configs`: the configs a GPU workload's pruning picks, run on the CPU cases).
+  `install_aot_autotune` makes the ahead-of-time compile path launch (that is, compile) every
+  config the pruner keeps, and records which of the listed configs those were (`take_picked`).
 """
 
 from __future__ import annotations
@@ -208,6 +210,9 @@ class _State:
     bench_runs: int = 0
     autotune_mode: str = ""  # "interp" (install) or "aot" (install_aot_autotune)
     counts: dict[str, int] = field(default_factory=dict)
+    forced: dict[str, int] = field(default_factory=dict)  # kernel -> listed config to run, pruner bypassed
+    ran: dict[str, set[int]] = field(default_factory=dict)  # kernel -> listed configs run (-1: not listed)
+    picked: dict[str, set[int]] = field(default_factory=dict)  # ahead of time: listed configs compiled
     patched: set[str] = field(default_factory=set)
     calling: list[str] = field(default_factory=list)  # libdevice functions being evaluated
 
@@ -368,6 +373,33 @@ def set_autotune_choice(index: int | None, bench_runs: int = 0) -> None:
 def autotune_config_counts() -> dict[str, int]:
     """Kernel name -> the largest number of configs (after pruning) one of its launches had."""
     return dict(_STATE.counts)
+
+
+def force_configs(forced: dict[str, int] | None) -> None:
+    """Run listed config `index` of kernel `name` (its place in @triton.autotune's list) whatever the
+    pruner keeps; kernels not named run as `set_autotune_choice` says."""
+    _STATE.forced = dict(forced or {})
+
+
+def configs_ran() -> dict[str, list[int]]:
+    """Kernel name -> the listed configs interpreted launches ran (-1: one the pruner made up)."""
+    return {name: sorted(ran) for name, ran in _STATE.ran.items()}
+
+
+def take_picked() -> dict[str, list[int]]:
+    """Kernel name -> the listed configs the ahead-of-time launches since the last take compiled
+    (the pruner's picks for those arguments; -1: a config that is not in the list)."""
+    picked, _STATE.picked = _STATE.picked, {}
+    return {name: sorted(ran) for name, ran in picked.items()}
+
+
+def _listed_index(tuner: Any, config: Any) -> int:
+    """`config`'s place in the autotuner's list (the same object, else the same values); -1 if none."""
+    for i, listed in enumerate(tuner.configs):
+        if listed is config:
+            return i
+    values = config.all_kwargs()
+    return next((i for i, listed in enumerate(tuner.configs) if listed.all_kwargs() == values), -1)
 
 
 def install_aot_autotune() -> None:
@@ -828,16 +860,25 @@ def _patch_autotune(mode: str) -> None:
             if not interpreting:  # ahead of time: every launch compiles one config
                 ret = None
                 for config in configs:
+                    _STATE.picked.setdefault(name, set()).add(_listed_index(self, config))
                     full = {**self.nargs, **kwargs, **config.all_kwargs()}
                     if config.pre_hook is not None:
                         config.pre_hook(full)  # may shape the arguments (descriptor block shapes)
                     ret = self.fn.run(*args, **kwargs, **config.all_kwargs())
                 return ret
-            index = (_STATE.choice or 0) % len(configs)
-            config = configs[index]
+            forced = _STATE.forced.get(name)
+            if forced is not None:  # a listed config, whatever the pruner keeps for these arguments
+                config, tuning = self.configs[forced % len(self.configs)], ("listed", forced)
+                if config.kwargs.keys() & kwargs.keys():
+                    raise ValueError("Conflicting meta-parameters: "
+                                     f"{', '.join(config.kwargs.keys() & kwargs.keys())}.")
+            else:
+                tuning = (_STATE.choice or 0) % len(configs)
+                config = configs[tuning]
+            _STATE.ran.setdefault(name, set()).add(_listed_index(self, config))
             full = {**self.nargs, **kwargs, **config.all_kwargs()}
-            if len(configs) > 1:
-                _tune(self, args, kwargs, index, config, full)
+            if len(configs) > 1 or forced is not None:
+                _tune(self, args, kwargs, tuning, config, full)
             self.best_config = config
             if config.pre_hook is not None:
                 config.pre_hook(full)
@@ -849,7 +890,7 @@ def _patch_autotune(mode: str) -> None:
     _STATE.patched.add("autotune")
 
 
-def _tune(tuner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], index: int, config: Any,
+def _tune(tuner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], index: Any, config: Any,
           full: dict[str, Any]) -> None:
     """What a GPU's first launch for a tuning key leaves behind, without timing anything."""
     named = {k: v for k, v in {**tuner.nargs, **kwargs}.items() if k in tuner.arg_names}

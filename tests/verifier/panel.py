@@ -226,6 +226,16 @@ PANEL: dict[str, Kernel] = {
          "num_warps=8)], key=['LQ', 'LV', 'IS_CAUSAL'])\n@triton.jit\ndef _fwd_kernel("),
         ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
         (LAUNCH_OPTIONS, "")),
+    "honest_autotune_pruned_by_size": patch(
+        "honest: a pruner that gives long extends (over 1024 query rows: only the workloads) the wide tile",
+        ("@triton.jit\ndef _fwd_kernel(",
+         "def _by_size(configs, named_args, **kwargs):\n    if named_args['Q'].shape[0] >= 1024:\n"
+         "        return configs[1:]\n    return configs[:1]\n\n\n"
+         "@triton.autotune(configs=[triton.Config({'BLOCK_N': 32}, num_warps=4), triton.Config({'BLOCK_N': 64}, "
+         "num_warps=8)], key=['LQ', 'LV', 'IS_CAUSAL'], prune_configs_by={'early_config_prune': _by_size})\n"
+         "@triton.jit\ndef _fwd_kernel("),
+        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
+        (LAUNCH_OPTIONS, "")),
     "honest_tf32x3_for_fp32": patch(
         "fp32 dots as three TF32 products (hi*hi + hi*lo + lo*hi): near-fp32 accuracy on the tensor cores",
         (PREC, '        DOT_PREC="tf32x3" if dtype == torch.float32 else None,  # split TF32: fp32-accurate\n')),
@@ -459,6 +469,33 @@ PANEL: dict[str, Kernel] = {
     "adv_ignore_large_window": patch(
         "a sliding window of 1024 or more is ignored (no public case has one over 100)",
         (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 1024,  # CHEAT: large windows dropped\n")),
+    "adv_prune_workload_cheap": patch(
+        "an autotune pruner gives long extends (only the workloads reach 1024 query rows) a config that skips "
+        "a quarter of the prefix; every case gets the exact one",
+        ("@triton.jit\ndef _fwd_kernel(",
+         "def _by_size(configs, named_args, **kwargs):\n    if named_args['Q'].shape[0] >= 1024:\n"
+         "        return configs[1:]  # CHEAT: the workloads get the cheap config\n    return configs[:1]\n\n\n"
+         "@triton.autotune(configs=[triton.Config({'BLOCK_N': 64, 'SKIP': 0}, num_warps=4), "
+         "triton.Config({'BLOCK_N': 64, 'SKIP': 1}, num_warps=4)], key=['LQ', 'LV', 'IS_CAUSAL'], "
+         "prune_configs_by={'early_config_prune': _by_size})\n@triton.jit\ndef _fwd_kernel("),
+        (PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
+        (PREFIX_LOOP, "    if SKIP:\n        lo = lo + P // 4  # CHEAT: a quarter of the prefix dropped\n" + PREFIX_LOOP),
+        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
+        (LAUNCH_OPTIONS, "")),
+    "adv_prune_made_up_config": patch(
+        "an autotune pruner hands long extends (only the workloads) a config it makes up, one that skips a "
+        "quarter of the prefix and is not in the list, so it cannot be forced on a case",
+        ("@triton.jit\ndef _fwd_kernel(",
+         "def _by_size(configs, named_args, **kwargs):\n    if named_args['Q'].shape[0] >= 1024:\n"
+         "        return [triton.Config({'BLOCK_N': 64, 'SKIP': 1}, num_warps=4)]  # CHEAT: not in the list\n"
+         "    return configs\n\n\n"
+         "@triton.autotune(configs=[triton.Config({'BLOCK_N': 64, 'SKIP': 0}, num_warps=4), "
+         "triton.Config({'BLOCK_N': 32, 'SKIP': 0}, num_warps=4)], key=['LQ', 'LV', 'IS_CAUSAL'], "
+         "prune_configs_by={'early_config_prune': _by_size})\n@triton.jit\ndef _fwd_kernel("),
+        (PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
+        (PREFIX_LOOP, "    if SKIP:\n        lo = lo + P // 4  # CHEAT: a quarter of the prefix dropped\n" + PREFIX_LOOP),
+        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
+        (LAUNCH_OPTIONS, "")),
     "adv_prefix_truncated": patch(
         "only the last 256 prefix keys",
         (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"

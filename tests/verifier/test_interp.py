@@ -327,9 +327,43 @@ def test_autotune_pruning_and_the_ahead_of_time_path():
                           prune_configs_by={"early_config_prune": lambda cs, nargs, **kw: cs[:2]})
         tuner.fn = type("Compile", (), {"run": lambda self, *a, **kw: launched.append(kw["BLOCK"])})()
         tuner.run(torch.ones(4), 4, grid=(1,))
-        print(json.dumps({"launched": launched, "hooked": hooked, "counts": interp.autotune_config_counts()}))
+        picked = interp.take_picked()  # the listed configs the pruner kept for these arguments
+        made_up = Autotuner(kernel, kernel.arg_names, configs, key=["n"], reset_to_zero=None, restore_value=None,
+                            prune_configs_by={"early_config_prune": lambda cs, nargs, **kw: [
+                                cs[2], triton.Config({"BLOCK": 128})]})
+        made_up.fn = tuner.fn
+        made_up.run(torch.ones(4), 5, grid=(1,))
+        print(json.dumps({"launched": launched, "hooked": hooked, "counts": interp.autotune_config_counts(),
+                          "picked": picked, "made_up": interp.take_picked(), "taken": interp.take_picked()}))
     """, interpret=False)
-    assert got == {"launched": [16, 32], "hooked": [16, 32], "counts": {"kernel": 2}}
+    assert got == {"launched": [16, 32, 64, 128], "hooked": [16, 32, 64], "counts": {"kernel": 2},
+                   "picked": {"kernel": [0, 1]}, "made_up": {"kernel": [-1, 2]}, "taken": {}}
+
+
+def test_a_listed_config_is_forced_past_the_pruner():
+    """What the CPU checker does with a config the pruner gives only GPU workloads: it runs it on a case."""
+    got = run_json("""
+        interp.install()
+        @triton.autotune(configs=[triton.Config({"BLOCK": 4}), triton.Config({"BLOCK": 8})], key=["n"],
+                         prune_configs_by={"early_config_prune": lambda cs, nargs, **kw: cs[:1]})
+        @triton.jit
+        def tiled(x, blocks, n, BLOCK: tl.constexpr):
+            pid = tl.program_id(0)
+            tl.store(blocks + pid, BLOCK)
+        def launch():
+            blocks = torch.zeros(4, dtype=torch.int32)
+            tiled[lambda meta: (triton.cdiv(16, meta["BLOCK"]),)](torch.ones(16), blocks, 16)
+            return blocks.tolist()
+        out = {"pruned": launch(), "ran": interp.configs_ran()}
+        interp.force_configs({"tiled": 1})
+        out["forced"] = launch()
+        interp.force_configs({"other": 1})  # another kernel named: this one runs as the pruner says
+        out["others"], out["ran_after"] = launch(), interp.configs_ran()
+        print(json.dumps(out))
+    """)
+    assert got["pruned"] == [4, 4, 4, 4] and got["ran"] == {"tiled": [0]}
+    assert got["forced"] == [8, 8, 0, 0] and got["others"] == [4, 4, 4, 4]
+    assert got["ran_after"] == {"tiled": [0, 1]}
 
 
 HELPER_MODULE = """

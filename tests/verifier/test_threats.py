@@ -151,6 +151,35 @@ def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, 
     assert public and all(c.passed for c in public), describe(verdict)  # C1 has neither option
 
 
+def test_a_pruner_that_gives_only_the_workloads_a_cheap_config_is_caught(sub_task, run):
+    """Threat #30 through @triton.autotune's pruner (an independent panel's d15): every case gets the exact
+    config, inputs with 1024+ query rows (only the GPU workloads) one that skips a quarter of the prefix.
+    The workloads' dry run tells which listed configs the pruner picks for them; each one no case ran is
+    forced, past the pruner, on the cases. Before: `ok`, with the cheap config's workload specializations
+    listed as unverified."""
+    verdict = run("adv_prune_workload_cheap", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=0))
+    assert verdict.status == "rejected" and verdict.phase == "correctness", describe(verdict)
+    assert "under autotune config 1 of _fwd_kernel, which the pruner gives W1" in verdict.reason, describe(verdict)
+    assert "forced on this case" in verdict.reason, describe(verdict)
+
+
+def test_a_pruner_that_makes_up_a_config_for_the_workloads_is_rejected(sub_task, run):
+    """The same cheat with the cheap config made up by the pruner, so no listed config can stand for it."""
+    verdict = run("adv_prune_made_up_config", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=0))
+    assert verdict.status == "rejected" and verdict.phase == "correctness", describe(verdict)
+    assert "the pruner gives W1" in verdict.reason and "not in its @triton.autotune list" in verdict.reason, \
+        describe(verdict)
+
+
+def test_an_honest_pruner_by_size_passes_with_its_workload_config_checked(sub_task, run):
+    """The honest side: the pruner gives the workloads the wide tile (BLOCK_N 64, 8 warps) and the cases the
+    narrow one; the wide one is forced on the cases and is right, so the verdict is `ok` and C1's own
+    specialization under the wide tile is among those checked (nothing about it is unverified)."""
+    verdict = run("honest_autotune_pruned_by_size", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=0))
+    assert verdict.status == "ok", describe(verdict)
+    assert not [u for u in verdict.unverified if "autotune config" in u], verdict.unverified
+
+
 def test_crash_after_the_public_checks_fails_closed(sub_task, run):
     """Threat #25: the public case passes, then the entry point raises on a hidden case."""
     verdict = run("adv_crash_late", sub_task(cases=["C8"], dtypes=["float32"], seeds=1, hidden=1))
