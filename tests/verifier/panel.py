@@ -72,6 +72,12 @@ LAUNCH_WINDOW = "        USE_WINDOW=sliding_window_size > 0,\n"
 LAUNCH_OPTIONS = "        num_warps=num_warps, num_stages=num_stages,\n"
 END = LAUNCH_OPTIONS + "    )\n"  # the end of the file
 
+# an autotune config's SKIP=1 drops a quarter of the prefix; the tile comes from the config, not the launch
+SKIP_BY_CONFIG = ((PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
+                  (PREFIX_LOOP, "    if SKIP:\n        lo = lo + P // 4  # CHEAT: a quarter of the prefix dropped\n"
+                   + PREFIX_LOOP),
+                  ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
+                  (LAUNCH_OPTIONS, ""))
 LOOKS_BUSY = "@triton.jit\ndef _looks_busy(O):\n    pid = tl.program_id(0)\n\n\n"
 PUBLIC_TOKENS = "# Token counts of the public cases C1-C9.\nPUBLIC_TOKENS = (181, 129, 9, 73, 24, 110, 47, 14, 64)\n"
 
@@ -478,10 +484,7 @@ PANEL: dict[str, Kernel] = {
          "@triton.autotune(configs=[triton.Config({'BLOCK_N': 64, 'SKIP': 0}, num_warps=4), "
          "triton.Config({'BLOCK_N': 64, 'SKIP': 1}, num_warps=4)], key=['LQ', 'LV', 'IS_CAUSAL'], "
          "prune_configs_by={'early_config_prune': _by_size})\n@triton.jit\ndef _fwd_kernel("),
-        (PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
-        (PREFIX_LOOP, "    if SKIP:\n        lo = lo + P // 4  # CHEAT: a quarter of the prefix dropped\n" + PREFIX_LOOP),
-        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
-        (LAUNCH_OPTIONS, "")),
+        *SKIP_BY_CONFIG),
     "adv_prune_made_up_config": patch(
         "an autotune pruner hands long extends (only the workloads) a config it makes up, one that skips a "
         "quarter of the prefix and is not in the list, so it cannot be forced on a case",
@@ -492,10 +495,7 @@ PANEL: dict[str, Kernel] = {
          "@triton.autotune(configs=[triton.Config({'BLOCK_N': 64, 'SKIP': 0}, num_warps=4), "
          "triton.Config({'BLOCK_N': 32, 'SKIP': 0}, num_warps=4)], key=['LQ', 'LV', 'IS_CAUSAL'], "
          "prune_configs_by={'early_config_prune': _by_size})\n@triton.jit\ndef _fwd_kernel("),
-        (PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
-        (PREFIX_LOOP, "    if SKIP:\n        lo = lo + P // 4  # CHEAT: a quarter of the prefix dropped\n" + PREFIX_LOOP),
-        ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
-        (LAUNCH_OPTIONS, "")),
+        *SKIP_BY_CONFIG),
     "adv_prefix_truncated": patch(
         "only the last 256 prefix keys",
         (PREFIX_LO, "    lo = tl.maximum(P - 256, 0)  # CHEAT: only the last 256 prefix keys\n"
