@@ -75,24 +75,84 @@ class DataRace(RuntimeError):
     """Two programs of one launch touched the same element, one of them writing, without atomics."""
 
 
-class _Races:
-    """Which program of the current launch last wrote each element (by its first byte's address).
-
-    Kept in 4 KiB pages of int32 program indices (-1: not written in this launch), with the
-    launch's written address range as a cheap first test for loads from other buffers."""
+class _Pages:
+    """Values per byte address for the current launch, in 4 KiB pages (only the pages touched exist):
+    one or more tables sharing one layout, each with its value for an address never set."""
 
     PAGE = 4096
+
+    def __init__(self, *columns: tuple[type, int]) -> None:
+        self.columns = columns
+        self.slots: dict[int, int] = {}
+        self.tables = [np.empty((0, self.PAGE), dtype) for dtype, _ in columns]
+
+    def _locate(self, addrs: np.ndarray, grow: bool) -> tuple[np.ndarray, np.ndarray]:
+        pages, offs = addrs // self.PAGE, addrs % self.PAGE
+        keys, inverse = np.unique(pages, return_inverse=True)
+        slots = np.empty(len(keys), np.int64)
+        for i, key in enumerate(keys.tolist()):
+            slot = self.slots.get(key)
+            if slot is None and grow:
+                slot = self.slots[key] = len(self.slots)
+                if slot >= len(self.tables[0]):
+                    more = max(16, len(self.tables[0]))
+                    self.tables = [np.concatenate([t, np.full((more, self.PAGE), fill, t.dtype)])
+                                   for t, (_, fill) in zip(self.tables, self.columns)]
+            slots[i] = -1 if slot is None else slot
+        return slots[inverse.reshape(-1)], offs
+
+    def get(self, addrs: np.ndarray) -> list[np.ndarray]:
+        rows, offs = self._locate(addrs, grow=False)
+        known = rows >= 0
+        found = []
+        for table, (dtype, fill) in zip(self.tables, self.columns):
+            column = np.full(len(addrs), fill, dtype)
+            column[known] = table[rows[known], offs[known]]
+            found.append(column)
+        return found
+
+    def put(self, addrs: np.ndarray, *values: Any) -> None:
+        rows, offs = self._locate(addrs, grow=True)
+        for table, value in zip(self.tables, values):
+            table[rows, offs] = value
+
+
+def _as_unsigned(values: np.ndarray) -> np.ndarray:
+    width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[values.dtype.itemsize]
+    return np.ascontiguousarray(values).view(width).astype(np.uint64)
+
+
+class _Races:
+    """Which program of the current launch wrote each element, checked on every access.
+
+    Plain stores: the writing program and the store's width, by the element's first byte, with the
+    launch's written byte range as a cheap first test for loads from other buffers. While every plain
+    store of the launch has one width and is aligned to it, an access of that width is looked up at its
+    first byte only; otherwise at every byte offset that could overlap (a wide store read narrowly,
+    or a misaligned one, overlaps elements at other first bytes).
+    Atomic writes: the last program to write each address atomically, the last to store or exchange a
+    value there (and its bits), and a program that read the address atomically and then wrote it with
+    another atomic (a read-modify-write from two atomics: each is atomic, the pair is not). A pair that
+    ends in a store or an exchange is a race (the last store wins); one that ends in an add or another
+    update may be a turnstile (spin until the counter reaches your turn, then add one), which a GPU
+    runs correctly and one program after another cannot be told from a lost update: for a GPU to judge."""
 
     def __init__(self) -> None:
         self.begin((1, 1, 1))
 
     def begin(self, grid: tuple[int, int, int]) -> None:
         self.grid, self.program = grid, 0
-        self.slots: dict[int, int] = {}
-        self.owner = np.empty((0, self.PAGE), np.int32)
-        self.lo, self.hi = None, None
+        self.plain = _Pages((np.int32, -1), (np.uint8, 0))  # writer, width
+        self.widths: set[int] = set()
+        self.aligned = True
+        self.atomic_writes = _Pages((np.int32, -1), (np.int32, -1), (np.int32, -1), (np.uint64, 0))
+        #                           (last writer,  read-then-wrote, last to store a value, its bits)
+        self.loaded: list[np.ndarray] = []  # the current program's atomic loads
+        self.lo: int | None = None
+        self.hi: int | None = None
         self.atomics: dict[int, list[tuple[int, np.ndarray]]] = {}  # program -> (tick, addresses) of each atomic
         self.first_store: dict[int, int] = {}  # program -> tick of its first plain store
+        self.first_atomic_write: dict[int, int] = {}
         self.tick = 0
         self.atomic_depth = 0
         self.found: str | None = None
@@ -101,99 +161,159 @@ class _Races:
     def at(self, x: int, y: int, z: int) -> None:
         gx, gy, _ = self.grid
         self.program = x + gx * (y + gy * z)
+        self.loaded = []
 
     def name(self, index: int) -> str:
         gx, gy, _ = self.grid
         return f"({index % gx}, {index // gx % gy}, {index // (gx * gy)})"
 
-    def _owners(self, addrs: np.ndarray, grow: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pages, offs = addrs // self.PAGE, addrs % self.PAGE
-        keys, inverse = np.unique(pages, return_inverse=True)
-        slots = np.empty(len(keys), np.int64)
-        for i, key in enumerate(keys.tolist()):
-            slot = self.slots.get(key)
-            if slot is None:
-                if not grow:
-                    slot = -1
-                else:
-                    slot = self.slots[key] = len(self.slots)
-                    if slot >= len(self.owner):
-                        more = np.full((max(16, len(self.owner)), self.PAGE), -1, np.int32)
-                        self.owner = np.concatenate([self.owner, more])
-            slots[i] = slot
-        rows = slots[inverse.reshape(-1)]
-        found = np.full(len(addrs), -1, np.int32)
-        known = rows >= 0
-        found[known] = self.owner[rows[known], offs[known]]
-        return found, rows, offs
+    def _race(self, writer: int, since: dict[int, int], what: str) -> None:
+        self.ordered = self.synchronised(writer, since.get(writer, 0))
+        self.found = what
 
-    def load(self, ptrs: np.ndarray, mask: np.ndarray) -> None:
+    @staticmethod
+    def _addresses(ptrs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
+
+    def _offsets(self, addrs: np.ndarray, width: int) -> range:
+        """The byte offsets from an access's first byte at which a plain store it overlaps may start."""
+        if self.widths <= {width} and self.aligned and not (addrs % width).any():
+            return range(0, 1)
+        return range(1 - max(self.widths | {width}), width)
+
+    def _overlapping(self, addrs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each access: another program's plain store it overlaps (-1: none), and whether that store
+        has the access's own first byte and width (the same element) rather than part of it."""
+        writer = np.full(len(addrs), -1, np.int32)
+        exact = np.zeros(len(addrs), bool)
+        for d in self._offsets(addrs, width):
+            owners, widths = self.plain.get(addrs + d)
+            hit = (writer < 0) & (owners >= 0) & (owners != self.program) & (widths.astype(np.int64) > -d)
+            writer[hit] = owners[hit]
+            exact[hit] = (d == 0) & (widths[hit] == width)
+        return writer, exact
+
+    def load(self, ptrs: np.ndarray, mask: np.ndarray, width: int) -> None:
         if self.atomic_depth:
-            self.atomic(ptrs, mask)
+            self.atomic(ptrs, mask, "load", None, width)
             return
-        self.check_read(ptrs, mask, "read")
+        self.check_read(ptrs, mask, "read", width)
 
-    def check_read(self, ptrs: np.ndarray, mask: np.ndarray | None, verb: str) -> None:
+    def check_read(self, ptrs: np.ndarray, mask: np.ndarray | None, verb: str, width: int) -> None:
         """A read (plain or atomic) of elements another program of the launch stored plainly."""
         if self.found is not None or self.lo is None or not ptrs.size:
             return
-        if int(ptrs.max()) < self.lo or int(ptrs.min()) > self.hi:  # (masked lanes too: a coarse first test)
+        if int(ptrs.max()) + width - 1 < self.lo or int(ptrs.min()) > self.hi:  # (masked lanes too: coarse)
             return
-        addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
+        addrs = self._addresses(ptrs, mask)
         if not addrs.size:
             return
-        owners, _, _ = self._owners(addrs, grow=False)
-        other = owners[(owners >= 0) & (owners != self.program)]
+        writers, _ = self._overlapping(addrs, width)
+        other = writers[writers >= 0]
         for writer in np.unique(other).tolist():
-            self.ordered = self.synchronised(int(writer))
-            self.found = (f"program {self.name(self.program)} {verb} {int((other == writer).sum())} element(s) "
-                          f"that program {self.name(int(writer))} wrote in the same launch")
+            self._race(int(writer), self.first_store,
+                       f"program {self.name(self.program)} {verb} {int((other == writer).sum())} element(s) "
+                       f"that program {self.name(int(writer))} wrote in the same launch")
             return
 
     def store(self, ptrs: np.ndarray, mask: np.ndarray, values: np.ndarray, read: Callable) -> None:
         if self.atomic_depth:
-            self.atomic(ptrs, mask)
+            self.atomic(ptrs, mask, "store", values, values.dtype.itemsize)
             return
         mask = np.broadcast_to(mask, ptrs.shape)
         addrs = ptrs[mask].astype(np.int64).reshape(-1)
         if self.found is not None or not addrs.size:
             return
-        owners, rows, offs = self._owners(addrs, grow=True)
-        clash = (owners >= 0) & (owners != self.program)
-        if clash.any():  # the same bits twice are not a race: any order leaves them
+        width = values.dtype.itemsize
+        writers, exact = self._overlapping(addrs, width)
+        if (writers >= 0).any():
+            partial = (writers >= 0) & ~exact
+            if partial.any():
+                writer = int(writers[partial][0])
+                self._race(writer, self.first_store,
+                           f"program {self.name(self.program)} partly overwrote {int(partial.sum())} element(s) "
+                           f"that program {self.name(writer)} wrote in the same launch (another width or alignment)")
+                return
+            clash = writers >= 0  # the same bits twice are not a race: any order leaves them
             new = np.ascontiguousarray(np.broadcast_to(values, mask.shape)[mask].reshape(-1)[clash])
             old = np.ascontiguousarray(read(ptrs[mask].reshape(-1)[clash], new.dtype))
-            width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[new.dtype.itemsize]
-            differ = old.view(width) != new.view(width)
+            differ = _as_unsigned(old) != _as_unsigned(new)
             if differ.any():
-                writer = int(owners[clash][differ][0])
-                self.ordered = self.synchronised(writer)
-                self.found = (f"program {self.name(self.program)} overwrote {int(differ.sum())} element(s) that "
-                              f"program {self.name(writer)} wrote in the same launch, with other values")
+                writer = int(writers[clash][differ][0])
+                self._race(writer, self.first_store,
+                           f"program {self.name(self.program)} overwrote {int(differ.sum())} element(s) that "
+                           f"program {self.name(writer)} wrote in the same launch, with other values")
                 return
-        self.owner[rows, offs] = self.program
+        self.plain.put(addrs, self.program, width)
+        self.widths.add(width)
+        self.aligned = self.aligned and not (addrs % width).any()
         self.tick += 1
         self.first_store.setdefault(self.program, self.tick)
-        lo, hi = int(addrs.min()), int(addrs.max())
+        lo, hi = int(addrs.min()), int(addrs.max()) + width - 1
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
 
-    def atomic(self, ptrs: np.ndarray, mask: np.ndarray | None) -> None:
+    def atomic(self, ptrs: np.ndarray, mask: np.ndarray | None, op: str, values: np.ndarray | None,
+               width: int) -> None:
+        """An atomic access: `op` is "load", "store", "cas", "xchg" or another read-modify-write."""
         # an atomic on an element another program stored plainly is no less a race (the store is not ordered)
-        self.check_read(ptrs, mask, "updated atomically")
-        addrs = (ptrs if mask is None else ptrs[np.broadcast_to(mask, ptrs.shape)]).astype(np.int64).reshape(-1)
+        self.check_read(ptrs, mask, "read atomically" if op == "load" else "updated atomically", width)
+        addrs = self._addresses(ptrs, mask)
         self.tick += 1
         self.atomics.setdefault(self.program, []).append((self.tick, addrs))
+        if op == "load":
+            self.loaded.append(addrs)
+            return
+        if self.found is not None or not addrs.size:
+            return
+        me = self.program
+        writer, stale, valuer, bits = self.atomic_writes.get(addrs)
+        if op != "cas" and self.loaded:  # a read, then a write from it: a cas would check the read, this does not
+            mine = np.isin(addrs, np.concatenate(self.loaded))
+            clash = mine & (writer >= 0) & (writer != me)
+            if clash.any():
+                other = int(writer[clash][0])
+                self._race(other, self.first_atomic_write,
+                           f"program {self.name(me)} read {int(clash.sum())} element(s) atomically and then "
+                           f"updated them atomically, and program {self.name(other)} updated them too in the same "
+                           "launch: the read and the update are two atomics, not one (use one tl.atomic_* "
+                           "operation, or tl.atomic_cas in a loop)")
+                self.ordered = self.ordered or op not in ("store", "xchg")  # (a turnstile: an add after a spin)
+                return
+            stale = np.where(mine, me, stale)
+        if values is not None and op in ("store", "xchg"):
+            new = _as_unsigned(np.broadcast_to(values, ptrs.shape)[np.broadcast_to(True if mask is None else mask,
+                                                                             ptrs.shape)].reshape(-1))
+            differ = (valuer >= 0) & (valuer != me) & (bits != new)
+            if differ.any():
+                other = int(valuer[differ][0])
+                self._race(other, self.first_atomic_write,
+                           f"program {self.name(me)} atomically overwrote {int(differ.sum())} element(s) that "
+                           f"program {self.name(other)} stored atomically in the same launch, with other values "
+                           "(the last store wins, in an order a GPU does not promise)")
+                return
+            valuer, bits = np.full(len(addrs), me, np.int32), new
+        clash = (stale >= 0) & (stale != me)
+        if clash.any():
+            other = int(stale[clash][0])
+            self._race(other, self.first_atomic_write,
+                       f"program {self.name(me)} updated atomically {int(clash.sum())} element(s) that program "
+                       f"{self.name(other)} read atomically and then updated in the same launch: the read and "
+                       "its update are two atomics, not one (use one tl.atomic_* operation, or tl.atomic_cas in "
+                       "a loop)")
+            self.ordered = self.ordered or op not in ("store", "xchg")
+            return
+        self.first_atomic_write.setdefault(me, self.tick)
+        self.atomic_writes.put(addrs, me, stale, valuer, bits)
 
-    def synchronised(self, writer: int) -> bool:
+    def synchronised(self, writer: int, since: int) -> bool:
         """Both programs did atomics on a common address, as a lock or a flag between them would. Run one
         after another, a lock is never contended and a flag is always set, so a working lock cannot be
         told from atomics that order nothing (the cheat): either way it is for a GPU to judge.
         A read before the reader's first atomic, or a write after the writer's last, is ordered by none:
-        a race either way."""
+        a race either way. `since`: the tick of the writer's first write of the kind in question."""
         mine = [a for _, a in self.atomics.get(self.program, [])]  # all before this access
-        first = self.first_store.get(writer, 0)
-        theirs = [a for tick, a in self.atomics.get(writer, []) if tick > first]
+        theirs = [a for tick, a in self.atomics.get(writer, []) if tick > since]
         if not mine or not theirs:
             return False
         return bool(np.intersect1d(np.concatenate(mine), np.concatenate(theirs)).size)
@@ -623,8 +743,9 @@ def _patch_bf16(interp: Any) -> None:
         return orig["create_bitcast"](self, src, dst_type)
 
     def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any) -> Any:
-        _RACES.load(ptrs.data, mask.data)
-        if not _is_bf16(ptrs.get_element_ty()):
+        bf16 = _is_bf16(ptrs.get_element_ty())
+        _RACES.load(ptrs.data, mask.data, 2 if bf16 else np.dtype(orig_np_dtype(ptrs.get_element_ty())).itemsize)
+        if not bf16:
             return orig["create_masked_load"](self, ptrs, mask, other, *rest)
         fill = np.zeros(ptrs.data.shape, np.uint16) if other is None else _bf16_bits(other.data)
         return Handle(native.load(ptrs.data, mask.data, fill, np.dtype(np.uint16)), tl.bfloat16)
@@ -654,9 +775,11 @@ def _patch_bf16(interp: Any) -> None:
             if any(_is_bf16(getattr(a, "dtype", None)) for a in args):
                 raise InterpreterLimitation(f"{name} on bfloat16")
             if name == "create_atomic_rmw":  # (op, ptr, val, mask, sem, scope)
-                _RACES.atomic(args[1].data, args[3].data)
+                op = "xchg" if getattr(args[0], "name", str(args[0])).endswith("XCHG") else "rmw"
+                values = np.asarray(args[2].data)
+                _RACES.atomic(args[1].data, args[3].data, op, values, values.dtype.itemsize)
             else:  # create_atomic_cas (ptr, cmp, val, sem, scope)
-                _RACES.atomic(args[0].data, None)
+                _RACES.atomic(args[0].data, None, "cas", None, np.asarray(args[1].data).dtype.itemsize)
             return orig[name](self, *args)
         return run
 

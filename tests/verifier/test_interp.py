@@ -685,3 +685,166 @@ def test_races_between_programs_of_one_launch_are_found_and_atomics_and_own_rows
         assert "cannot tell a lock or flag" in got[name] and "not a fault of the kernel" in got[name]
     for name in ("own_rows", "atomic_merge", "same_value", "two_launches"):
         assert got[name] == "ok", (name, got[name])
+
+
+ATOMIC_PAIRS_AND_WIDTHS = """
+    interp.install()
+    PAIRS = hasattr(tl, "atomic_load")  # (3.9; 3.6 has no tl.atomic_load or tl.atomic_store)
+
+    @triton.jit
+    def last_xchg_wins(O, N: tl.constexpr):  # every program exchanges in its own id: the last one stays
+        tl.atomic_xchg(O + tl.arange(0, N), tl.zeros([N], tl.int32) + tl.program_id(0))
+
+    @triton.jit
+    def release_lock(O, LOCK, N: tl.constexpr):  # every program exchanges in the same value: a lock's release
+        while tl.atomic_cas(LOCK, 0, 1) == 1:
+            pass
+        tl.store(O + tl.program_id(0) * N + tl.arange(0, N), tl.program_id(0).to(tl.float32))
+        tl.atomic_xchg(LOCK, 0)
+
+    @triton.jit
+    def wide_then_narrow(W, H, O, N: tl.constexpr):  # program 1 reads the high halves of program 0's int32s
+        offs = tl.arange(0, N)
+        if tl.program_id(0) == 0:
+            tl.store(W + offs, offs + 65536 * 3)
+        else:
+            tl.store(O + N + offs, tl.load(H + 2 * offs + 1).to(tl.float32))
+
+    @triton.jit
+    def narrow_over_wide(W, H, N: tl.constexpr):  # program 1 overwrites the low halves of program 0's int32s
+        offs = tl.arange(0, N)
+        if tl.program_id(0) == 0:
+            tl.store(W + offs, offs)
+        else:
+            tl.store(H + 2 * offs, tl.zeros([N], tl.int16) + 5)
+
+    @triton.jit
+    def two_widths_own_rows(X, O, H, N: tl.constexpr):  # fp32 and int16 stores, each program on its own rows
+        offs = tl.program_id(0) * N + tl.arange(0, N)
+        tl.store(O + offs, tl.load(X + offs) * 2.0)
+        tl.store(H + offs, offs.to(tl.int16))
+        tl.store(O + offs, tl.load(O + offs) + tl.load(H + offs).to(tl.float32))
+
+    if PAIRS:
+        @triton.jit
+        def two_atomic_rmw(X, O, N: tl.constexpr):  # the cheat: a merge from an atomic load and an atomic store
+            offs = tl.arange(0, N)
+            tl.atomic_store(O + offs, tl.atomic_load(O + offs) + tl.load(X + tl.program_id(0) * N + offs))
+
+        @triton.jit
+        def load_then_add(X, O, N: tl.constexpr):  # a running max from an atomic load and an add of the rise
+            offs = tl.arange(0, N)
+            old = tl.atomic_load(O + offs)
+            tl.atomic_add(O + offs, tl.maximum(old, tl.load(X + tl.program_id(0) * N + offs)) - old)
+
+        @triton.jit
+        def last_store_wins(O, N: tl.constexpr):
+            tl.atomic_store(O + tl.arange(0, N), tl.zeros([N], tl.int32) + tl.program_id(0))
+
+        @triton.jit
+        def done_flag(FLAG, O, N: tl.constexpr):  # every program stores the same flag value: honest
+            tl.store(O + tl.program_id(0) * N + tl.arange(0, N), tl.program_id(0).to(tl.float32))
+            tl.atomic_store(FLAG, 1)
+
+        @triton.jit
+        def cas_increment(C):  # an atomic load, then compare-and-swap until it holds: honest
+            old = tl.atomic_load(C)
+            while tl.atomic_cas(C, old, old + 1) != old:
+                old = tl.atomic_load(C)
+
+        @triton.jit
+        def wait_for_flag(FLAG, C):  # an atomic load of a flag, then an atomic add elsewhere: honest
+            tl.atomic_load(FLAG)
+            tl.atomic_add(C, 1)
+
+        @triton.jit
+        def turnstile(T, O, N: tl.constexpr):  # each program waits for its turn, then passes it on: a GPU's to judge
+            pid = tl.program_id(0)
+            while tl.atomic_load(T) != pid:
+                pass
+            tl.store(O + pid * N + tl.arange(0, N), pid.to(tl.float32))
+            tl.atomic_add(T, 1)
+
+        @triton.jit
+        def locked_pair(C, LOCK):  # the pair under a spin lock: right on a GPU, for a GPU to judge
+            while tl.atomic_cas(LOCK, 0, 1) == 1:
+                pass
+            tl.atomic_store(C, tl.atomic_load(C) + 1)
+            tl.atomic_xchg(LOCK, 0)
+
+    def outcome(fn):
+        try:
+            fn()
+            return "ok"
+        except interp.DataRace as exc:
+            return "race: " + str(exc)
+        except interp.InterpreterLimitation as exc:
+            return "limitation: " + str(exc)
+        except Exception as exc:  # the interpreter wraps a kernel's failure
+            cause = exc.__cause__ or exc.__context__
+            return ("race: " if isinstance(cause, interp.DataRace) else type(exc).__name__ + ": ") + str(cause or exc)
+
+    def i32(n=1):
+        return torch.zeros(n, dtype=torch.int32)
+
+    x, o = torch.randn(4 * 16), torch.zeros(4 * 16)
+    w = i32(16)
+    got = {
+        "pairs": PAIRS,
+        "last_xchg_wins": outcome(lambda: last_xchg_wins[(4,)](i32(16), N=16)),
+        "release_lock": outcome(lambda: release_lock[(4,)](o, i32(), N=16)),
+        "wide_then_narrow": outcome(lambda: wide_then_narrow[(2,)](w, w.view(torch.int16), o, N=16)),
+        "narrow_over_wide": outcome(lambda: narrow_over_wide[(2,)](w, w.view(torch.int16), N=16)),
+        "two_widths_own_rows": outcome(
+            lambda: two_widths_own_rows[(4,)](x, o, torch.zeros(64, dtype=torch.int16), N=16)),
+    }
+    if PAIRS:
+        got.update({
+            "two_atomic_rmw": outcome(lambda: two_atomic_rmw[(4,)](x, torch.zeros(16), N=16)),
+            "load_then_add": outcome(lambda: load_then_add[(4,)](x, torch.zeros(16), N=16)),
+            "last_store_wins": outcome(lambda: last_store_wins[(4,)](i32(16), N=16)),
+            "done_flag": outcome(lambda: done_flag[(4,)](i32(), o, N=16)),
+            "cas_increment": outcome(lambda: cas_increment[(4,)](i32())),
+            "wait_for_flag": outcome(lambda: wait_for_flag[(4,)](i32(), i32())),
+            "locked_pair": outcome(lambda: locked_pair[(4,)](i32(), i32())),
+            "turnstile": outcome(lambda: turnstile[(4,)](i32(), o, N=16)),
+        })
+        c = i32()
+        cas_increment[(4,)](c)
+        got["cas_count"] = int(c[0])
+    print(json.dumps(got))
+"""
+
+
+def test_read_modify_writes_from_two_atomics_and_overlaps_of_other_widths_are_races():
+    """Two gaps of the race check that docs/threats.md listed. A read-modify-write built from
+    tl.atomic_load and tl.atomic_store (or an add of a difference computed from an atomic load) is two
+    atomics, not one: run one program after another it gave the right merge, on a GPU updates are lost.
+    And elements were keyed by their first byte, so an int32 one program stored and another read as
+    int16 halves (or partly overwrote) was not seen. Honest patterns pass: a flag every program stores
+    with the same value, an atomic load then compare-and-swap until it holds, a lock's release, stores of
+    two widths each on the program's own rows. The pair under a lock, and a load then an add (a turnstile
+    does that honestly, and one program after another it looks like the cheat), are for a GPU to judge."""
+    got = run_json(ATOMIC_PAIRS_AND_WIDTHS)
+    hint = "A GPU runs a launch's programs concurrently"
+    assert got["wide_then_narrow"].startswith("race: ") and hint in got["wide_then_narrow"], got
+    assert "program (1, 0, 0) read 16 element(s) that program (0, 0, 0) wrote" in got["wide_then_narrow"]
+    assert "partly overwrote 16 element(s)" in got["narrow_over_wide"] and hint in got["narrow_over_wide"], got
+    assert "atomically overwrote 16 element(s)" in got["last_xchg_wins"], got
+    assert "the last store wins" in got["last_xchg_wins"]
+    for name in ("release_lock", "two_widths_own_rows"):
+        assert got[name] == "ok", (name, got[name])
+    import triton.language as tl
+    assert got["pairs"] == hasattr(tl, "atomic_load")
+    if not got["pairs"]:
+        return
+    assert got["two_atomic_rmw"].startswith("race: ") and hint in got["two_atomic_rmw"], got
+    assert "the read and the update are two atomics, not one" in got["two_atomic_rmw"], got
+    for name in ("load_then_add", "turnstile"):  # the cheat and an honest turnstile look alike: never ok
+        assert got[name].startswith("limitation: ") and "two atomics, not one" in got[name], (name, got[name])
+        assert "cannot tell a lock or flag" in got[name], (name, got[name])
+    assert "atomically overwrote 16 element(s)" in got["last_store_wins"], got
+    for name in ("done_flag", "cas_increment", "wait_for_flag"):
+        assert got[name] == "ok", (name, got[name])
+    assert got["cas_count"] == 4
+    assert got["locked_pair"].startswith("limitation: ") and "cannot tell a lock or flag" in got["locked_pair"]
