@@ -31,7 +31,8 @@ def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict, exte
         "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask", "raises:sinks", "raises:return_lse"}
     cfg = extend_task.config
     hidden = [c for c in verdict.cases if c.hidden]
-    assert len(hidden) == cfg.cpu.hidden_cases * len(cfg.cpu.dtypes)
+    assert {c.case for c in hidden} == {f"hidden-{i + 1}" for i in range(cfg.cpu.hidden_cases)}
+    assert len(hidden) == (cfg.cpu.hidden_cases - 1) * len(cfg.cpu.dtypes) + 1  # the long extend: bf16 only
     assert len(verdict.cases) == len(cfg.cases) * len(cfg.cpu.dtypes) * cfg.cpu.seeds + len(hidden) + len(cfg.raises)
     assert all(c.passed for c in verdict.cases)
     assert max(c.rel_l2 for c in verdict.cases if c.dtype == "float32" and c.rel_l2 is not None) < 1e-5

@@ -64,12 +64,16 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
         cases += [(f"hidden-{i + 1}", params, True) for i, params in enumerate(hidden)]
     items = []
     for index, (case_id, params, hidden) in enumerate(cases):
-        for d, dtype in enumerate(profile.dtypes):
+        # a case may name the dtypes it is checked in (a long one, in the timed dtype only: no repeat calls)
+        only = params.get("dtypes")
+        params = {k: v for k, v in params.items() if k != "dtypes"}
+        dtypes = [d for d in profile.dtypes if only is None or d in only] or profile.dtypes[:1]
+        for d, dtype in enumerate(dtypes):
             for s in range(1 if hidden else profile.seeds):
                 seed = mix_seed(secret, case_id, dtype, s)
                 # the repeat calls (same buffers: another poison and program order, then new content)
                 # for each case in one dtype on CPU, rotating over the dtypes (every dtype on a GPU)
-                repeat = s == 0 and (device == "gpu" or d == index % len(profile.dtypes))
+                repeat = s == 0 and (device == "gpu" or (only is None and d == index % len(dtypes)))
                 items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
                               "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items

@@ -346,8 +346,9 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
 
     The first is always a long prefix (P up to 8192, few heads, small E: what the GPU workloads
     reach and public cases do not); the second has a workload's heads; the third a window and a
-    logit cap as large as models use, over a longer sequence; the others draw lengths around tile
-    boundaries and rotate through every option of the contract.
+    logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
+    longest workload's among 31 tiny requests (checked in bf16 only: "dtypes"); the others draw
+    lengths around tile boundaries and rotate through every option of the contract.
     """
     gen = torch.Generator().manual_seed(seed)
     pick = lambda xs: xs[int(torch.randint(0, len(xs), (1,), generator=gen))]  # noqa: E731
@@ -370,6 +371,13 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         cases.append({"heads": [2, 1], "head_dim": 64, "requests": [[w + pick([300, 900]), pick([1, 3, 17])]],
                       "sliding_window": w, "logit_cap": pick([200.0, 300.0]),
                       "logit_shift": pick([4.0, 8.0])})  # larger: fp32 error grows (|s| * 2^-24)
+    if count > 3:  # an extend as long as the longest workload's (W3: 8192), in a batch of as many requests as
+        # W5's and W6's: a branch that skips work only from some extend length (or row, or batch size) up to
+        # theirs on shows in every evaluation. One head, D=64 and bf16 only (the timed dtype) keep it cheap
+        # under the interpreter: about 7 s of kernel and 4 s of reference on one core
+        tiny = [[pick(prefixes[:9]), pick([0, 1, 2, 8])] for _ in range(31)]
+        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["bfloat16"],
+                      "requests": [[pick([0, 1, 3, 17]), 8192 + pick([0, 1, 63])]] + tiny})
     for i in range(len(cases), count):
         hkv = pick([1, 2])
         group = pick([1, 2, 4, 7, 8, 16])

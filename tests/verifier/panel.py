@@ -475,6 +475,16 @@ PANEL: dict[str, Kernel] = {
     "adv_ignore_large_window": patch(
         "a sliding window of 1024 or more is ignored (no public case has one over 100)",
         (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 1024,  # CHEAT: large windows dropped\n")),
+    "adv_far_extend_keys_dropped": patch(
+        "query rows from 1024 on skip the extend keys more than 1024 behind them (an independent panel's d01: "
+        "only the workloads' long extends reach such rows)",
+        ("    lo = 0\n    hi = E\n",
+         "    lo = 0\n    if m_start >= 1024:  # CHEAT: far extend keys dropped where no case looks\n"
+         "        lo = m_start - 1024\n    hi = E\n")),
+    "adv_large_batch_window": patch(
+        "a batch of 32 requests or more (only W5 and W6) gets a 1024-key window nobody asked for",
+        (GRID, "    if batch >= 32 and sliding_window_size <= 0:  # CHEAT: big batches drop far keys\n"
+               "        sliding_window_size = 1024\n" + GRID)),
     "adv_prune_workload_cheap": patch(
         "an autotune pruner gives long extends (only the workloads reach 1024 query rows) a config that skips "
         "a quarter of the prefix; every case gets the exact one",

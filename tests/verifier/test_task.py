@@ -127,6 +127,27 @@ def test_holdout_always_has_a_large_window_and_cap_over_a_longer_sequence(extend
         assert p + e > third["sliding_window"] + 300 and third["logit_shift"] >= 4, third
 
 
+def test_holdout_always_has_an_extend_and_a_batch_as_large_as_the_workloads_checked_in_bf16(extend_task):
+    """An independent panel's kernel dropped the extend keys more than 1024 behind a query row from row 1024
+    on: only W3, W4, W7 and W9 reach such rows, no case did, and it got `ok`. The fourth hidden case now has
+    an extend as long as the longest workload's in a batch as large as theirs, checked in bf16 only (the timed
+    dtype: one call, no repeats, to keep the interpreter's evaluation cheap)."""
+    from kopt.verifier.evaluate import plan_items
+    ref = extend_task.load_reference()
+    longest = max(e for w in extend_task.config.workloads for _, e in w.params.get("requests", []))
+    batch = max(len(w.params.get("requests", [])) + sum(g["count"] for g in w.params.get("request_groups", []))
+                for w in extend_task.config.workloads)
+    for seed in range(20):
+        fourth = ref.holdout_cases(seed, 4)[3]
+        assert max(e for _, e in fourth["requests"]) >= longest == 8192, fourth
+        assert len(fourth["requests"]) >= batch == 32 and fourth["dtypes"] == ["bfloat16"], fourth
+    items = [i for i in plan_items(extend_task, "cpu", 7) if i["case"] == "hidden-4"]
+    assert [(i["dtype"], i["repeat"]) for i in items] == [("bfloat16", False)]
+    assert "dtypes" not in items[0]["params"]  # (a planning key: the reference never sees it)
+    assert {i["dtype"] for i in plan_items(extend_task, "cpu", 7) if i["case"] == "hidden-1"} == {
+        "float32", "float16", "bfloat16"}
+
+
 def test_holdout_always_has_a_long_prefix(extend_task):
     ref = extend_task.load_reference()
     for seed in range(5):

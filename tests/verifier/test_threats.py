@@ -151,6 +151,17 @@ def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, 
     assert public and all(c.passed for c in public), describe(verdict)  # C1 has neither option
 
 
+@pytest.mark.parametrize("name", ["adv_far_extend_keys_dropped", "adv_large_batch_window"])
+def test_a_branch_on_sizes_only_the_workloads_reach_is_caught_by_the_long_extend_case(name, sub_task, run):
+    """Threat #30 through a runtime branch (an independent panel's d01, and a batch-size branch): no case had an
+    extend past 600 rows or more than 12 requests, so a kernel that drops far keys from row 1024 on, or for
+    batches of 32, got `ok`. The fourth hidden case has an 8192-row extend among 31 tiny requests (bf16)."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4))
+    assert verdict.status == "rejected" and "first: a hidden case (bfloat16)" in verdict.reason, describe(verdict)
+    failed = {c.case for c in verdict.cases if not c.passed}
+    assert failed == {"hidden-4"}, describe(verdict)
+
+
 def test_a_pruner_that_gives_only_the_workloads_a_cheap_config_is_caught(sub_task, run):
     """Threat #30 through @triton.autotune's pruner (an independent panel's d15): every case gets the exact
     config, inputs with 1024+ query rows (only the GPU workloads) one that skips a quarter of the prefix.
