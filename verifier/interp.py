@@ -71,6 +71,10 @@ class InterpreterLimitation(RuntimeError):
                          "the kernel. Check it on a GPU (--device cuda), or avoid the construct.")
 
 
+class KernelError(ValueError):
+    """The kernel's own mistake, found by kopt's interpreter support (as Triton would raise it on a GPU)."""
+
+
 class DataRace(RuntimeError):
     """Two programs of one launch touched the same element, one of them writing, without atomics."""
 
@@ -539,11 +543,28 @@ def as_limitation(exc: BaseException) -> InterpreterLimitation | None:
         seen.add(id(cur))
         if isinstance(cur, InterpreterLimitation):
             return cur
+        here = _raised_in_this_module(cur)
+        # kopt's own code failed, not the kernel (the launch's wrapper of the kernel's errors is raised here too)
+        if here is not None and not isinstance(cur, (DataRace, KernelError)) and \
+                type(cur).__name__ != "InterpreterError":
+            return InterpreterLimitation(f"kopt's interpreter support failed ({type(cur).__name__}: {cur}, at "
+                                         f"verifier/interp.py:{here})")
         for fragment, what in _KNOWN_FAILURES.items():
             if fragment in str(cur):
                 return InterpreterLimitation(what)
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+def _raised_in_this_module(exc: BaseException) -> int | None:
+    """The line of this file where `exc` was raised (its innermost frame), if it was raised here: a bug in
+    kopt's interpreter support is the verifier's failure (an `error`), never charged to the kernel."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_lineno if tb.tb_frame.f_code.co_filename == __file__ else None
 
 
 def _require(obj: Any, *names: str) -> None:
@@ -978,7 +999,7 @@ def _patch_autotune(mode: str) -> None:
             for config in configs:
                 conflicts = kwargs.keys() & config.kwargs.keys()
                 if conflicts:
-                    raise ValueError(f"Conflicting meta-parameters: {', '.join(conflicts)}."
+                    raise KernelError(f"Conflicting meta-parameters: {', '.join(conflicts)}."
                                      " Make sure that you don't re-define auto-tuned symbols.")
             if not interpreting:  # ahead of time: every launch compiles one config
                 ret = None
@@ -993,7 +1014,7 @@ def _patch_autotune(mode: str) -> None:
             if forced is not None:  # a listed config, whatever the pruner keeps for these arguments
                 config, tuning = self.configs[forced % len(self.configs)], ("listed", forced)
                 if config.kwargs.keys() & kwargs.keys():
-                    raise ValueError("Conflicting meta-parameters: "
+                    raise KernelError("Conflicting meta-parameters: "
                                      f"{', '.join(config.kwargs.keys() & kwargs.keys())}.")
             else:
                 tuning = (_STATE.choice or 0) % len(configs)

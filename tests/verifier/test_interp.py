@@ -848,3 +848,39 @@ def test_read_modify_writes_from_two_atomics_and_overlaps_of_other_widths_are_ra
         assert got[name] == "ok", (name, got[name])
     assert got["cas_count"] == 4
     assert got["locked_pair"].startswith("limitation: ") and "cannot tell a lock or flag" in got["locked_pair"]
+
+
+def test_a_failure_of_kopts_own_interpreter_support_is_an_error_never_the_kernels():
+    """An independent panel's kernel was rejected with `TypeError("_Races.load() missing 1 required positional
+    argument")`: kopt's own patch failed inside the interpreter and the failure was charged to the kernel. An
+    exception raised in verifier/interp.py itself (other than a DataRace) is now an interpreter limitation, an
+    `error` that says it is not the kernel's fault; the kernel's own errors stay the kernel's."""
+    got = run_json("""
+        interp.install()
+
+        @triton.jit
+        def copy(X, O, N: tl.constexpr):
+            offs = tl.arange(0, N)
+            tl.store(O + offs, tl.load(X + offs))
+
+        @triton.jit
+        def bad_shape(X, O, N: tl.constexpr):  # the kernel's own error: a block shape that is not a power of 2
+            tl.store(O + tl.arange(0, N), tl.load(X + tl.arange(0, N)))
+
+        def outcome(fn):
+            try:
+                fn()
+                return "ok"
+            except Exception as exc:
+                limitation = interp.as_limitation(exc)
+                return ("limitation: " + str(limitation)) if limitation else ("kernel: " + type(exc).__name__)
+
+        x, o = torch.randn(16), torch.zeros(16)
+        got = {"before": outcome(lambda: copy[(1,)](x, o, N=16)), "kernel": outcome(lambda: bad_shape[(1,)](x, o, N=12))}
+        interp._RACES.load = lambda ptrs, mask: None  # kopt's bug: a call with an argument it lacks
+        got["broken"] = outcome(lambda: copy[(1,)](x, o, N=16))
+        print(json.dumps(got))
+    """)
+    assert got["before"] == "ok" and got["kernel"].startswith("kernel: "), got
+    assert got["broken"].startswith("limitation: kopt's interpreter support failed (TypeError"), got
+    assert "verifier/interp.py:" in got["broken"] and "not a fault of the kernel" in got["broken"], got
