@@ -549,6 +549,20 @@ def test_fp32_division_is_the_gpus_approximate_one_and_div_rn_stays_exact():
     assert got["max_ulp"] <= 2.0 and abs(got["big"] - 1) < 1e-6, got
 
 
+OUTCOME = """
+def outcome(fn):
+    try:
+        fn()
+        return "ok"
+    except interp.DataRace as exc:
+        return "race: " + str(exc)
+    except interp.InterpreterLimitation as exc:
+        return "limitation: " + str(exc)
+    except Exception as exc:  # the interpreter wraps a kernel's failure
+        cause = exc.__cause__ or exc.__context__
+        return ("race: " if isinstance(cause, interp.DataRace) else type(exc).__name__ + ": ") + str(cause or exc)
+"""
+
 RACES = """
     interp.install()
 
@@ -630,17 +644,6 @@ RACES = """
             acc += tl.load(S + p * N + offs)
         tl.store(O + tl.program_id(0) * N + offs, acc)
 
-    def outcome(fn):
-        try:
-            fn()
-            return "ok"
-        except interp.DataRace as exc:
-            return "race: " + str(exc)
-        except interp.InterpreterLimitation as exc:
-            return "limitation: " + str(exc)
-        except Exception as exc:  # the interpreter wraps a kernel's failure
-            cause = exc.__cause__ or exc.__context__
-            return ("race: " if isinstance(cause, interp.DataRace) else type(exc).__name__ + ": ") + str(cause or exc)
 
     x, o = torch.randn(4 * 16), torch.zeros(4 * 16)
     s, flag = torch.zeros(4 * 16), torch.zeros(1, dtype=torch.int32)
@@ -671,7 +674,7 @@ def test_races_between_programs_of_one_launch_are_found_and_atomics_and_own_rows
     its own rows, atomics, identical values, a second launch reading the first's. Accesses ordered by atomics
     on a common address (a lock, a flag; or the cheat's atomics that order nothing: one after another, the
     interpreter cannot tell them apart) are an interpreter limitation, for a GPU to judge: never `ok`."""
-    got = run_json(RACES)
+    got = run_json(OUTCOME, RACES)
     for name in ("merge", "merge_reverse", "by_pid", "flag_unsynced"):
         assert got[name].startswith("race: "), (name, got[name])
         assert "same launch" in got[name] and "A GPU runs a launch's programs concurrently" in got[name]
@@ -772,17 +775,6 @@ ATOMIC_PAIRS_AND_WIDTHS = """
             tl.atomic_store(C, tl.atomic_load(C) + 1)
             tl.atomic_xchg(LOCK, 0)
 
-    def outcome(fn):
-        try:
-            fn()
-            return "ok"
-        except interp.DataRace as exc:
-            return "race: " + str(exc)
-        except interp.InterpreterLimitation as exc:
-            return "limitation: " + str(exc)
-        except Exception as exc:  # the interpreter wraps a kernel's failure
-            cause = exc.__cause__ or exc.__context__
-            return ("race: " if isinstance(cause, interp.DataRace) else type(exc).__name__ + ": ") + str(cause or exc)
 
     def i32(n=1):
         return torch.zeros(n, dtype=torch.int32)
@@ -825,7 +817,7 @@ def test_read_modify_writes_from_two_atomics_and_overlaps_of_other_widths_are_ra
     with the same value, an atomic load then compare-and-swap until it holds, a lock's release, stores of
     two widths each on the program's own rows. The pair under a lock, and a load then an add (a turnstile
     does that honestly, and one program after another it looks like the cheat), are for a GPU to judge."""
-    got = run_json(ATOMIC_PAIRS_AND_WIDTHS)
+    got = run_json(OUTCOME, ATOMIC_PAIRS_AND_WIDTHS)
     hint = "A GPU runs a launch's programs concurrently"
     assert got["wide_then_narrow"].startswith("race: ") and hint in got["wide_then_narrow"], got
     assert "program (1, 0, 0) read 16 element(s) that program (0, 0, 0) wrote" in got["wide_then_narrow"]
