@@ -121,7 +121,7 @@ class Host(Expressions):
             self.condition(node.test)
             return join(*(self.stmt(s) or "unset" for s in node.body + node.orelse))
         elif isinstance(node, ast.For):
-            self.assign(node.target, self.iterate(node.iter), node.iter)
+            self.assign(node.target, self.iterate(node.iter), None)
             return join(*(self.stmt(s) or "unset" for s in node.body + node.orelse))
         elif isinstance(node, ast.Return):
             return self.expr(node.value) if node.value is not None else VALUE
@@ -168,10 +168,23 @@ class Host(Expressions):
         if not (isinstance(name, ast.Name) and name.id in A.EXCEPTIONS) or node.cause is not None:
             self.fail(node, "raise", f"only raise {', '.join(sorted(A.EXCEPTIONS))}(message) is allowed")
             return
-        for arg in (call.args if call else []):
-            self.expr(arg)
+        if call is not None:
+            self.exception_args(call)
 
-    def assign(self, target: ast.AST, kind: str, value: ast.AST) -> None:
+    def exception_args(self, call: ast.Call, kinds: list[str] | None = None) -> None:
+        """An exception's arguments are formatted on the host (str(ValueError(t)) prints a tensor's values
+        and its device: an independent panel branched on that in a grid lambda): shapes and scalars only."""
+        args = call.args + [kw.value for kw in call.keywords]
+        for arg, kind in zip(args, kinds or [self.expr(a) for a in args]):
+            if kind not in {VALUE, CONFIG}:
+                self.fail(arg, "host-read", "an exception's message may not hold a value that may be a tensor "
+                          "(formatting it reads the tensor on the host): name shapes, dtypes and scalars")
+
+    def assign(self, target: ast.AST, kind: str, value: ast.AST | None) -> None:
+        """`value`: what a plain name is bound to, None for loop targets and unpacked elements: only a name
+        bound to a container or tensor made right there is the function's own (mutable, `local_made`); a
+        loop over `[CONFIGS]` or `a, b = [CONFIGS, x]` binds what already existed (an independent panel
+        appended to a module-level config list through such a loop, keeping tensors between calls)."""
         if kind.startswith("items:") and not isinstance(target, (ast.Tuple, ast.List)):
             kind = TENSOR
         if isinstance(target, ast.Name):
@@ -181,16 +194,16 @@ class Host(Expressions):
                 self.fail(target, "assignment", f"{target.id} is a module-level name: assign to a local instead")
             self.scope.kinds[target.id] = kind
             self.scope.kwargs.discard(target.id)
-            made = isinstance(value, (ast.List, ast.Dict, ast.ListComp, ast.DictComp, ast.Set)) or self.allocates(value)
+            made = value is not None and isinstance(value, (ast.List, ast.Dict, ast.ListComp, ast.DictComp, ast.Set)) or self.allocates(value)
             (self.scope.local_made.add if made else self.scope.local_made.discard)(target.id)
         elif isinstance(target, (ast.Tuple, ast.List)):
             if kind.startswith("items:") and len(target.elts) == 2:
-                self.assign(target.elts[0], VALUE, value)
-                self.assign(target.elts[1], kind[6:], value)
+                self.assign(target.elts[0], VALUE, None)
+                self.assign(target.elts[1], kind[6:], None)
                 return
             element = VALUE if kind == VALUE else TENSOR
             for elt in target.elts:
-                self.assign(elt.value if isinstance(elt, ast.Starred) else elt, element, value)
+                self.assign(elt.value if isinstance(elt, ast.Starred) else elt, element, None)
         elif isinstance(target, ast.Subscript):
             base = target.value
             if not (isinstance(base, ast.Name) and base.id in self.scope.local_made):
@@ -215,7 +228,7 @@ class Host(Expressions):
 
     def comprehension(self, node: ast.AST, elts: list[ast.AST]) -> str:
         for gen in node.generators:
-            self.assign(gen.target, self.iterate(gen.iter), gen.iter)
+            self.assign(gen.target, self.iterate(gen.iter), None)
             for cond in gen.ifs:
                 self.condition(cond)
             if gen.is_async:
@@ -417,6 +430,7 @@ class Host(Expressions):
 
     def call_builtin(self, node: ast.Call, name: str, args: list[str]) -> str:
         if name in A.EXCEPTIONS:
+            self.exception_args(node, args + [self.expr(kw.value) for kw in node.keywords])
             return VALUE
         if name == "isinstance":
             return VALUE

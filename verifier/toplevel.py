@@ -79,6 +79,7 @@ class Module:
                         ast.AsyncFunctionDef: "async functions"}.get(type(stmt), f"{type(stmt).__name__} statements")
                 self.fail(stmt, "module-code", f"{what} at module level: only a docstring, imports, constants and "
                           "function definitions are allowed")
+        self.no_shadowing()
         for fn in self.jit.values():
             for arg in fn.args.args:
                 if arg.annotation is not None and self.chain(arg.annotation) in {"triton.language.constexpr"}:
@@ -86,6 +87,27 @@ class Module:
         for fn in list(self.jit.values()) + list(self.host.values()):
             self.decorators(fn)
         return self.violations
+
+    def no_shadowing(self) -> None:
+        """An imported name is never rebound: the checks resolve `torch.float` or `math.exp` through the
+        import, so a parameter named `torch` (a tensor) would have its methods read as the library's (an
+        independent panel laundered tensors into plain values so)."""
+        for node in ast.walk(self.tree):
+            names: list[tuple[ast.AST, str]] = []
+            if isinstance(node, ast.arg):
+                names.append((node, node.arg))
+            elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                names.append((node, node.id))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append((node, node.name))
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                names += [(node, name) for name in node.names]
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                names.append((node, node.name))
+            for where, name in names:
+                if name in self.aliases:
+                    self.fail(where, "shadow", f"{name!r} is the import of {self.aliases[name]}: a parameter, "
+                              "variable or function of that name would be read as the module; rename it")
 
     def imports(self, node: ast.Import) -> None:
         for alias in node.names:

@@ -174,6 +174,27 @@ CHEATS = [
     # a helper's defaulted parameter is a scalar only where a call leaves it out: here a call passes a tensor
     ("def g(x, m, block=64):\n    if block > 0:\n        return m\n\n"
      "def f(x, o, n, scale):\n    g(x, n)\n    g(x, n, o)\n", "host-read"),
+    # an import rebound by a name of the file: a tensor parameter named `torch` (an independent panel's d06
+    # computed on the host through `torch.matmul(...)` read as the library's)
+    ("def g(torch, math):\n    return torch.sum()\n\ndef f(x, o, n, scale):\n    g(x, o)\n", "shadow"),
+    ("def f(x, o, n, scale):\n    math = x\n    return math\n", "shadow"),
+    ("def f(x, o, n, scale):\n    for tl in (x, o):\n        pass\n", "shadow"),
+    ("def triton(x):\n    return x\n", "shadow"),
+    # module state reached through an alias the function did not make: a loop over `[CONFIGS]` (an
+    # independent panel's d05 kept a tensor in a module-level config list so), a tuple unpacking
+    ("CONFIGS = [triton.Config({})]\ndef f(x, o, n, scale):\n    for keep in [CONFIGS]:\n        keep.append(x)\n",
+     "mutation"),
+    ("CONFIGS = [triton.Config({})]\ndef f(x, o, n, scale):\n    keep, m = [CONFIGS, 1]\n    keep.append(x)\n",
+     "mutation"),
+    ("CONFIGS = [triton.Config({})]\ndef f(x, o, n, scale):\n    [k.append(x) for k in [CONFIGS]]\n", "mutation"),
+    ("CONFIGS = [triton.Config({})]\ndef f(x, o, n, scale):\n    for keep in [CONFIGS]:\n        keep[0] = x\n",
+     "subscript-assignment"),
+    # an exception's arguments formatted on the host: str(ValueError(t)) prints a tensor's values and
+    # device (an independent panel's d02 branched on "cuda" in it, in a grid lambda)
+    ("@triton.jit\ndef k(X, O):\n    pass\n\n"
+     "def f(x, o, n, scale):\n    k[lambda meta: (1 + len(str(ValueError(x))) % 2,)](x, o)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    raise ValueError(x)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    e = ValueError('a', t=x[0])\n", "host-read"),
 ]
 
 
@@ -264,6 +285,13 @@ HONEST = [
     "block_shape=[B, B])\n    t = desc.load([0, 0])\n    d2.store([0, 0], t)\n\n"
     "def f(x, o, n, scale):\n    triton.set_allocator(alloc)\n    desc = TensorDescriptor.from_tensor(x, [64, 64])\n"
     "    k[(1,)](desc, o, x.shape[0], B=64)\n",
+    # the honest side of the shadow, alias and exception rows: names beside the imports, a list the function
+    # made and filled in a loop, messages of shapes and dtypes
+    "CONFIGS = [triton.Config({})]\n\n"
+    "def f(x, o, n, scale):\n    torch_dtype, tl_block = x.dtype, 16\n    parts = []\n"
+    "    for c in CONFIGS:\n        parts.append(c.num_warps)\n    for t in (x, o):\n        parts.append(t.shape[0])\n"
+    "    if x.dim() != 3:\n        raise ValueError(f'q must be 3-d, got {tuple(x.shape)}', x.dtype, tl_block)\n"
+    "    if parts and torch_dtype != o.dtype:\n        raise NotImplementedError(str(x.dtype))\n",
 ]
 
 
