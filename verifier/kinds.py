@@ -74,7 +74,7 @@ class Expressions(Checker):
         if self.is_kwargs(node):
             return  # `if kwargs:` asks whether any option was passed
         kind = self.expr(node)
-        if kind not in {VALUE, CONFIG}:
+        if kind not in {VALUE, CONFIG, CONFIGS}:  # (a list of configs is true when not empty: no element is read)
             self.fail(node, "host-read", "this condition may be a tensor: branching on it reads tensor values "
                       "on the host (a synchronisation, and a way to see the verifier's inputs); branch on shapes, "
                       "dtypes and scalar arguments only")

@@ -230,8 +230,8 @@ HONEST = [
     "@triton.jit\ndef k(X):\n    x = tl.load(X)\n    tl.store(X, libdevice.tanh(x) + cl.exp(x) + tl.math.exp2(x) + "
     "tl.extra.cuda.libdevice.tanh(x))\n",
     # autotune with prune_configs_by, hooks that read a config, heuristics, grid lambda on META
-    "def prune(configs, named_args, **kwargs):\n    return [c for c in configs if c.kwargs['B'] <= named_args['n'] "
-    "and c.num_warps >= 4]\n\n"
+    "def prune(configs, named_args, **kwargs):\n    kept = [c for c in configs if c.kwargs['B'] <= named_args['n'] "
+    "and c.num_warps >= 4]\n    return kept if kept else configs\n\n"  # (a panel's honest pruner: the gate refused it)
     "@triton.autotune(configs=[triton.Config({'B': 16}, num_warps=4, num_stages=2), triton.Config({'B': 32}, "
     "num_warps=8)], key=['n'], prune_configs_by={'early_config_prune': prune}, pre_hook=None, "
     "reset_to_zero=['O'])\n"
