@@ -25,7 +25,9 @@ def baseline_verdict() -> tuple[int, Verdict]:
 def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict, extend_task):
     code, verdict = baseline_verdict
     assert code == 0 and verdict.status == "ok", verdict.reason
-    public = {(c.case, c.dtype) for c in verdict.cases if not c.hidden and not c.case.startswith("raises:")}
+    sampled = [c for c in verdict.cases if c.case.endswith(" (sampled programs)")]
+    public = {(c.case, c.dtype) for c in verdict.cases
+              if not c.hidden and not c.case.startswith("raises:") and c not in sampled}
     assert public == {(f"C{i}", d) for i in range(1, 18) for d in ("float16", "float32", "bfloat16")}
     assert {c.case for c in verdict.cases if c.case.startswith("raises:")} == {
         "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask", "raises:sinks", "raises:return_lse"}
@@ -33,7 +35,11 @@ def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict, exte
     hidden = [c for c in verdict.cases if c.hidden]
     assert {c.case for c in hidden} == {f"hidden-{i + 1}" for i in range(cfg.cpu.hidden_cases)}
     assert len(hidden) == (cfg.cpu.hidden_cases - 1) * len(cfg.cpu.dtypes) + 1  # the long extend: bf16 only
-    assert len(verdict.cases) == len(cfg.cases) * len(cfg.cpu.dtypes) * cfg.cpu.seeds + len(hidden) + len(cfg.raises)
+    # every GPU workload's exact shapes, on a sample of its programs, in the timed dtype
+    assert {(c.case, c.dtype) for c in sampled} == {(f"{w.id} (sampled programs)", cfg.gpu.dtypes[0])
+                                                    for w in cfg.workloads}
+    assert len(verdict.cases) == len(cfg.cases) * len(cfg.cpu.dtypes) * cfg.cpu.seeds + len(hidden) + \
+        len(cfg.raises) + len(sampled)
     assert all(c.passed for c in verdict.cases)
     assert max(c.rel_l2 for c in verdict.cases if c.dtype == "float32" and c.rel_l2 is not None) < 1e-5
 

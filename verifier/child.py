@@ -215,6 +215,7 @@ class Calls:
         if self.job["mode"] == "interpret":
             from kopt.verifier import interp
             report["configs_ran"] = interp.configs_ran()
+            report["sampled"] = interp.take_sampled()
         return report
 
     def timed(self, positional: list, keywords: dict) -> tuple[Any, float]:
@@ -234,7 +235,8 @@ class Calls:
         if self.job["mode"] != "interpret":
             return
         from kopt.verifier import interp
-        interp.install(order=msg.get("program_order", "forward"), seed=msg.get("order_seed", 0))
+        interp.install(order=msg.get("program_order", "forward"), seed=msg.get("order_seed", 0),
+                       sample=msg.get("sample"))
         interp.set_autotune_choice(msg.get("autotune_choice"))
         interp.force_configs(msg.get("autotune_forced"))
 

@@ -26,6 +26,10 @@ POISONS = (float("nan"), 1.0e4)
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 CPU_CHILD_MEMORY = 16 << 30
 BASELINE_MIN_TIMEOUT_S = 900.0
+# A GPU workload's exact shapes under the interpreter, each launch running a sample of its programs: until
+# this many of them stored something, or this many were run (programs past a request's end store nothing)
+PROBE_SAMPLE = (2, 4096)
+POISON_FLOOR = 1.0e4
 AA_CALLS = 4  # baseline items timed twice more (warm) for the interpreter's A/A band: 8 calls, a short phase
 HOST = HostDevice()
 
@@ -50,6 +54,7 @@ class Checked:
     keys: set[str] = field(default_factory=set)
     configs_run: dict[str, set[int]] = field(default_factory=dict)
     listed_ran: dict[str, set[int]] = field(default_factory=dict)  # kernel -> listed autotune configs run
+    notes: list[str] = field(default_factory=list)  # what could not be checked (workload probes): unverified
 
 
 class Correctness:
@@ -57,8 +62,10 @@ class Correctness:
 
     def __init__(self, task: Task, source: str, items: list[dict], secret: int, cancel: threading.Event,
                  raises: bool, device: HostDevice = HOST,
-                 workload_configs: Callable[[], dict[str, dict[int, list[str]]] | None] | None = None):
+                 workload_configs: Callable[[], dict[str, dict[int, list[str]]] | None] | None = None,
+                 probes: list[dict] = ()):
         self.task, self.source, self.items, self.secret, self.cancel = task, source, items, secret, cancel
+        self.probes = list(probes)  # GPU workloads checked on a sample of their programs (check_probe)
         self.device = device
         self.reference = task.load_reference()
         self.outputs = task.config.outputs
@@ -78,14 +85,14 @@ class Correctness:
 
     def call(self, session: Session, label: str, item: dict, inputs: Inputs, poison: float, order: str,
              override: dict | None = None, choice: int | None = None,
-             forced: dict[str, int] | None = None) -> CallResult:
+             forced: dict[str, int] | None = None, sample: tuple[int, int] | None = None) -> CallResult:
         self.calls += 1
         if choice is None:
             choice = self.calls % self.autotune if self.autotune > 1 else None
         result = session.call(label, item["key"], inputs, self.outputs, poison=poison,
                               end_aligned=bool(coin(self.secret, item["key"], self.calls) % 2),
                               program_order=order, order_seed=coin(self.secret, "order", item["key"]),
-                              autotune_choice=choice, override=override, autotune_forced=forced)
+                              autotune_choice=choice, override=override, autotune_forced=forced, sample=sample)
         self.result.keys.update(result.keys)
         for kernel, ran in result.reply.get("configs_ran", {}).items():
             self.result.listed_ran.setdefault(kernel, set()).update(ran)
@@ -107,6 +114,10 @@ class Correctness:
                 self.result.rows.append(self.check_item(session, item, tol[item["dtype"]].model_dump()))
                 if self.on_item is not None:
                     self.on_item()
+            for probe in self.probes:
+                row = self.check_probe(session, probe, tol[probe["dtype"]].model_dump())
+                if row is not None:
+                    self.result.rows.append(row)
             if self.workload_configs is not None:
                 self.check_workload_configs(session, tol)
             if self.raises:
@@ -153,6 +164,66 @@ class Correctness:
                             f"under {where} (forced on this case: a config a GPU workload may run must be right "
                             f"on every case): {reason}")
                         break
+
+    def check_probe(self, session: Session, item: dict, tol: dict) -> dict[str, Any] | None:
+        """Threat 30 at the source: a GPU workload's exact inputs (every size, the page table, the pool), each
+        launch running only a sample of its programs, drawn from the secret (interp.take_sampled); what they
+        wrote is checked against the reference of those rows. Whatever the kernel's host code, heuristics,
+        pruner or kernel decide from the sizes, they decide as on the GPU. A kernel the sample cannot judge
+        (two launches in a call, atomics) keeps the workload unverified: a note, not a row (None)."""
+        label = f"calling workload {item['case']}'s shapes ({item['dtype']}) on a sample of its programs"
+        row = check.new_row(dict(item, case=f"{item['case']} (sampled programs)"))
+        keys = set(self.result.keys)
+        choice = coin(self.secret, "probe", item["key"]) % self.autotune if self.autotune > 1 else 0
+        inputs = self.inputs(item, 0)
+        # the poison: far above any attention output (a mean of values), and drawn, so no kernel writes it
+        # on purpose; a NaN the kernel writes (a slot it should not read) is a wrong output, not "unwritten"
+        poison = POISON_FLOOR * (1.0 + coin(self.secret, "poison", item["key"]) % 4096 / 4096)
+        try:
+            result = self.call(session, label, item, inputs, poison, "shuffle", choice=choice,
+                               sample=PROBE_SAMPLE)
+            exc = result.exception
+            if exc is not None and exc["type"] == "InterpreterLimitation":
+                self.result.keys = keys  # (its specializations stay as unverified as they were)
+                self.result.notes.append(f"{item['case']}: its exact shapes were not checked on a sample of "
+                                         f"programs: {exc['message']}")
+                return None
+            sampled = result.reply.get("sampled") or []
+            row["interpreter_s"] = result.wall_s
+            reason = self.judge(result, inputs, tol, item) if exc is not None or result.problems else None
+            if reason is None:
+                reason = self.judge_sampled(result, inputs, tol, item, sampled, poison)
+        finally:
+            inputs.close()
+        if reason == "":
+            self.result.keys = keys
+            return None
+        runs = ", ".join(f"{stored} of {ran} programs run stored" for ran, stored in sampled)
+        row["passed"], row["reason"] = reason is None, (
+            None if reason is None else f"on GPU workload {item['case']}'s exact shapes ({runs}): {reason}")
+        return row
+
+    def judge_sampled(self, result: CallResult, inputs: Inputs, tol: dict, item: dict,
+                      sampled: list, poison: float) -> str | None:
+        """The sampled programs' writes (the elements no longer the poison) against the reference of
+        those rows; "" when nothing was written (the workload stays unverified, with a note)."""
+        only_rows = getattr(self.reference, "reference")
+        for name in self.outputs:
+            out = result.outputs[name]
+            written = out != torch.tensor(poison, dtype=out.dtype)
+            if not written.any():
+                self.result.notes.append(f"{item['case']}: the sampled programs ({sampled}) wrote nothing, so its "
+                                         "exact shapes were not checked")
+                return ""
+            rows = written.flatten(2).any(2) if written.dim() > 2 else written
+            expected = only_rows(inputs.tensors, only=rows)[name]
+            zero = torch.zeros((), dtype=out.dtype)
+            got, ref = torch.where(written, out, zero), torch.where(written, expected, expected.new_zeros(()))
+            reason, index, _, _ = check.judge(got, ref, tol, item["dtype"])
+            if reason:
+                where = check.locate(self.reference, inputs.tensors, name, index)
+                return f"{name}: {reason}" + (f" ({where})" if where else "")
+        return None
 
     def check_item(self, session: Session, item: dict, tol: dict) -> dict[str, Any]:
         label = f"calling case {item['case']} ({item['dtype']})" if not item["hidden"] else \

@@ -8,6 +8,7 @@ with a clean result is a rejection with the reason.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import secrets
 import threading
 import time
@@ -77,6 +78,19 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
                 items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
                               "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items
+
+
+def probe_items(task: Task, secret: int) -> list[dict[str, Any]]:
+    """The GPU workloads for the CPU's sampled-programs check (cpu.Correctness.check_probe), in the timed
+    dtype, if the CPU checks it and the task's reference can compute chosen rows only (`only=`)."""
+    cfg = task.config
+    dtype = cfg.gpu.dtypes[0]
+    reference = task.load_reference()
+    if dtype not in cfg.cpu.dtypes or "only" not in inspect.signature(reference.reference).parameters:
+        return []
+    return [{"key": f"{w.id}/{dtype}/sampled", "case": w.id, "params": w.params, "dtype": dtype,
+             "seed": mix_seed(secret, w.id, dtype, "sampled"), "hidden": False, "repeat": False,
+             "public_index": 0} for w in cfg.workloads]
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,
@@ -158,17 +172,23 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     compiled = Later(cancel)
     phases: dict[str, Callable[[], Any]] = {"compile": compiled.of(lambda: cpu.compile_calls(
         task, source, compile_items, target, cancel, workloads))}
+    probes = probe_items(task, secret)
     for dtype in sorted({i["dtype"] for i in items}):
         mine = [i for i in items if i["dtype"] == dtype]
         checker = cpu.Correctness(task, source, mine, secret, cancel, raises=dtype == first_dtype,
                                   workload_configs=lambda: (compiled.wait() or {}).get("workload_configs"))
         checker.on_item = say.item_done
         phases[f"correctness ({dtype})"] = checker.run
+    if probes:  # a process of their own: the phases run in parallel, and these are as long as a dtype's cases
+        phases["correctness (workloads, sampled)"] = cpu.Correctness(task, source, [], secret, cancel, raises=False,
+                                                                     probes=probes).run
     compared = [i for i in items if cfg.tolerance[i["dtype"]].comparative_factor is not None]
     phases["baseline"] = lambda: cpu.baseline_run(task, timed, compared, cancel)
     say.phase("checking", f"compile and correctness in {len(phases)} child processes", total=len(items))
     results, failures = run_parallel(phases, cancel, verdict)
     judge_phases(results, failures, verdict, target, items, task)
+    verdict.unverified += [note for name, checked in sorted(results.items()) if name.startswith("correctness")
+                           for note in checked.notes]
     verdict.unverified += coverage_notes(results)
     walls = {k: v for name, checked in results.items() if name.startswith("correctness")
              for k, v in checked.wall_s.items()}
@@ -224,7 +244,7 @@ def judge_phases(results: dict[str, Any], failures: dict[str, tuple[str, str]], 
         raise Rejected("compile", f"compile for {target}: {verdict.compile.error}")
     # rows in the plan's order (case, then dtype, then seed), then the must-raise checks
     per_dtype = {name[len("correctness ("):-1]: iter(checked.rows) for name, checked in results.items()
-                 if name.startswith("correctness")}
+                 if name.startswith("correctness")}  # (and "workloads, sampled": rows after the plan's)
     rows = [next(per_dtype[item["dtype"]]) for item in items]
     cpu.comparative(rows, items, results["baseline"], task)
     rows += [r for it in per_dtype.values() for r in it]

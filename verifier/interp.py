@@ -25,6 +25,10 @@ What changes (and the invariant each patch keeps):
 - fp32 `/` is NVIDIA's div.full.f32 (what Triton emits): a reciprocal then a product, each rounded
   to fp32 (operands scaled by 1/4 where |y| > 2**126). The interpreter divided exactly, so
   comparing `x / y` with `tl.math.div_rn(x, y)` told it from a GPU; div_rn stays exact.
+- fp32 `tl.exp` is what Triton emits for NVIDIA: x * log2(e) rounded to fp32, then 2 to that power
+  (ex2.approx.f32; here correctly rounded). The interpreter's exact exp differs by up to |x| * 2**-24
+  relatively (about 60 ulp near 88), which an independent panel's kernel compared against a
+  constant to tell the interpreter from a GPU. The last ulps of ex2.approx itself stay unmatched.
 - Races between the programs of one launch: a GPU runs them concurrently and in any order, the
   interpreter one after another, so a program that reads what another program of the same launch
   wrote (a non-atomic merge of split partials, a flag set by an earlier program) or overwrites a
@@ -149,11 +153,13 @@ class _Races:
         self.plain = _Pages((np.int32, -1), (np.uint8, 0))  # writer, width
         self.widths: set[int] = set()
         self.aligned = True
-        self.atomic_writes = _Pages((np.int32, -1), (np.int32, -1), (np.int32, -1), (np.uint64, 0))
-        #                           (last writer,  read-then-wrote, last to store a value, its bits)
+        self.atomic_writes = _Pages((np.int32, -1), (np.int32, -1), (np.int32, -1), (np.uint64, 0), (np.int32, -1))
+        #                 (last writer, read-then-wrote, last to store a value, its bits, a writer before the last)
         self.loaded: list[np.ndarray] = []  # the current program's atomic loads
-        self.lo: int | None = None
+        self.lo: int | None = None  # the byte range of the launch's plain stores
         self.hi: int | None = None
+        self.atomic_span: tuple[int, int] | None = None  # and of its atomic writes
+        self.atomic_widths: set[int] = set()
         self.atomics: dict[int, list[tuple[int, np.ndarray]]] = {}  # program -> (tick, addresses) of each atomic
         self.first_store: dict[int, int] = {}  # program -> tick of its first plain store
         self.first_atomic_write: dict[int, int] = {}
@@ -202,6 +208,33 @@ class _Races:
             self.atomic(ptrs, mask, "load", None, width)
             return
         self.check_read(ptrs, mask, "read", width)
+        self.check_plain_after_atomic(ptrs, mask, "read", width)
+
+    def check_plain_after_atomic(self, ptrs: np.ndarray, mask: np.ndarray | None, verb: str, width: int) -> None:
+        """A plain read or store of elements another program of the launch wrote atomically: the atomic
+        orders nothing for a plain access (a flag read without an atomic sees it set or not, by timing)."""
+        if self.found is not None or self.atomic_span is None or not ptrs.size:
+            return
+        lo, hi = self.atomic_span
+        if int(ptrs.max()) + width - 1 < lo or int(ptrs.min()) > hi:
+            return
+        addrs = self._addresses(ptrs, mask)
+        if not addrs.size:
+            return
+        same = self.atomic_widths <= {width} and not (addrs % width).any()
+        for d in range(0, 1) if same else range(1 - max(self.atomic_widths | {width}), width):
+            last, _, _, _, before = self.atomic_writes.get(addrs + d)
+            writers = np.where(last == self.program, before, last)
+            other = writers[(writers >= 0) & (writers != self.program)]
+            if other.size:
+                writer = int(other[0])
+                # the writer's own atomic counts as its release: the last holder of a ticket may reset the
+                # counter or read a sum, and one program after another that looks like atomics that order nothing
+                self._race(writer, {writer: self.first_atomic_write[writer] - 1},
+                           f"program {self.name(self.program)} {verb} {int(other.size)} element(s) that program "
+                           f"{self.name(writer)} wrote atomically in the same launch, without an atomic (read "
+                           "and write an element other programs update with tl.atomic_* operations only)")
+                return
 
     def check_read(self, ptrs: np.ndarray, mask: np.ndarray | None, verb: str, width: int) -> None:
         """A read (plain or atomic) of elements another program of the launch stored plainly."""
@@ -248,6 +281,9 @@ class _Races:
                            f"program {self.name(self.program)} overwrote {int(differ.sum())} element(s) that "
                            f"program {self.name(writer)} wrote in the same launch, with other values")
                 return
+        self.check_plain_after_atomic(addrs, None, "overwrote", width)
+        if self.found is not None:
+            return
         self.plain.put(addrs, self.program, width)
         self.widths.add(width)
         self.aligned = self.aligned and not (addrs % width).any()
@@ -271,12 +307,13 @@ class _Races:
         if self.found is not None or not addrs.size:
             return
         me = self.program
-        writer, stale, valuer, bits = self.atomic_writes.get(addrs)
+        writer, stale, valuer, bits, before = self.atomic_writes.get(addrs)
         if op != "cas" and self.loaded:  # a read, then a write from it: a cas would check the read, this does not
             mine = np.isin(addrs, np.concatenate(self.loaded))
-            clash = mine & (writer >= 0) & (writer != me)
+            others = np.where(writer == me, before, writer)  # (another program's update, if the last was mine)
+            clash = mine & (others >= 0) & (others != me)
             if clash.any():
-                other = int(writer[clash][0])
+                other = int(others[clash][0])
                 self._race(other, self.first_atomic_write,
                            f"program {self.name(me)} read {int(clash.sum())} element(s) atomically and then "
                            f"updated them atomically, and program {self.name(other)} updated them too in the same "
@@ -308,7 +345,11 @@ class _Races:
             self.ordered = self.ordered or op not in ("store", "xchg")
             return
         self.first_atomic_write.setdefault(me, self.tick)
-        self.atomic_writes.put(addrs, me, stale, valuer, bits)
+        self.atomic_writes.put(addrs, me, stale, valuer, bits, np.where((writer >= 0) & (writer != me), writer, before))
+        self.atomic_widths.add(width)
+        lo, hi = int(addrs.min()), int(addrs.max()) + width - 1
+        self.atomic_span = (lo, hi) if self.atomic_span is None else (min(lo, self.atomic_span[0]),
+                                                                       max(hi, self.atomic_span[1]))
 
     def synchronised(self, writer: int, since: int) -> bool:
         """Both programs did atomics on a common address, as a lock or a flag between them would. Run one
@@ -339,6 +380,8 @@ class _State:
     picked: dict[str, set[int]] = field(default_factory=dict)  # ahead of time: listed configs compiled
     patched: set[str] = field(default_factory=set)
     calling: list[str] = field(default_factory=list)  # libdevice functions being evaluated
+    sample: tuple[int, int] | None = None  # (programs that store, most programs visited) per launch
+    sampled: list[tuple[int, int]] = field(default_factory=list)  # per launch: (visited, that stored)
 
 
 _STATE = _State()
@@ -357,11 +400,13 @@ _KNOWN_FAILURES = {  # message fragment -> what the limitation names
 }
 
 
-def install(order: str = "forward", seed: int = 0) -> None:
-    """Patch the interpreter (idempotent); a later call only changes the program order and seed."""
+def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | None = None) -> None:
+    """Patch the interpreter (idempotent); a later call only changes the program order and seed, and
+    whether launches run a sample of their programs (see `take_sampled`)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     _STATE.order, _STATE.seed = order, seed
+    _STATE.sample, _STATE.sampled = (tuple(sample) if sample else None), []
     if "interp" in _STATE.patched:
         return
     from triton.runtime import autotuner
@@ -387,6 +432,7 @@ def install(order: str = "forward", seed: int = 0) -> None:
     _skip_dead_overflow_checks(interp)
     _patch_dot(interp)
     _patch_fdiv(interp)
+    _patch_exp(interp)
     _STATE.patched.add("interp")
 
 
@@ -458,6 +504,21 @@ def _patch_fdiv(interp: Any) -> None:
     builder.create_fdiv = create_fdiv
 
 
+def _patch_exp(interp: Any) -> None:
+    """fp32 (and bf16, computed in fp32) `tl.exp` as exp2(fp32(x * log2(e))), as the GPU computes it."""
+    builder = interp.InterpreterBuilder
+    orig = builder.create_exp
+    log2e = np.float32(1.4426950408889634)
+
+    def create_exp(self: Any, arg: Any) -> Any:
+        if arg.data.dtype != np.float32 or arg.dtype.scalar.name not in {"fp32", "bf16"}:
+            return orig(self, arg)
+        with np.errstate(all="ignore"):
+            return interp.TensorHandle(np.exp2((arg.data * log2e).astype(np.float32)), arg.dtype.scalar)
+
+    builder.create_exp = create_exp
+
+
 def _patch_dot(interp: Any) -> None:
     """fp32 x fp32 tl.dot as the GPU computes it for each `input_precision` (see the module doc)."""
     import dataclasses
@@ -503,6 +564,38 @@ def force_configs(forced: dict[str, int] | None) -> None:
     """Run listed config `index` of kernel `name` (its place in @triton.autotune's list) whatever the
     pruner keeps; kernels not named run as `set_autotune_choice` says."""
     _STATE.forced = dict(forced or {})
+
+
+def take_sampled() -> list[tuple[int, int]]:
+    """Per launch since `install(sample=...)`: (programs run, of them the ones that stored something).
+
+    A sampled launch runs programs in an order drawn from the seed until `sample[0]` of them stored
+    something or `sample[1]` were run: a GPU workload's exact shapes at the cost of a few programs
+    (threat 30: a branch on any combination of the workload's sizes takes the GPU's path). Only what
+    those programs wrote can be checked. A kernel that launches twice in one call, or uses an atomic,
+    depends on programs that did not run: an InterpreterLimitation (the GPU judges it)."""
+    sampled, _STATE.sampled = _STATE.sampled, []
+    return sampled
+
+
+def _sampled_programs(grid: tuple[int, int, int]) -> Iterable[tuple[int, int, int]]:
+    want, most = _STATE.sample
+    if _STATE.sampled:
+        raise InterpreterLimitation("a second kernel launch in a call whose programs are sampled (the first "
+                                    "launch's unsampled programs wrote nothing the second could read)")
+    rng = random.Random(_STATE.seed)
+    total = grid[0] * grid[1] * grid[2]
+    picks = rng.sample(range(total), min(total, most))
+    visited = stored = 0
+    _STATE.sampled.append((0, 0))
+    for index in picks:
+        before = _RACES.tick
+        yield index // (grid[1] * grid[2]), index // grid[2] % grid[1], index % grid[2]
+        visited += 1
+        stored += _RACES.tick != before
+        _STATE.sampled[-1] = (visited, stored)
+        if stored >= want:
+            return
 
 
 def configs_ran() -> dict[str, list[int]]:
@@ -578,6 +671,8 @@ def _require(obj: Any, *names: str) -> None:
 # ---- program order and write-back ----
 
 def _programs(grid: tuple[int, int, int]) -> Iterable[tuple[int, int, int]]:
+    if _STATE.sample:
+        return _sampled_programs(grid)
     axes = [range(n) for n in grid]
     if _STATE.order == "reverse":
         return itertools.product(*(reversed(a) for a in axes))
@@ -795,6 +890,7 @@ def _patch_bf16(interp: Any) -> None:
         def run(self: Any, *args: Any) -> Any:
             if any(_is_bf16(getattr(a, "dtype", None)) for a in args):
                 raise InterpreterLimitation(f"{name} on bfloat16")
+            _no_atomics_when_sampled()
             if name == "create_atomic_rmw":  # (op, ptr, val, mask, sem, scope)
                 op = "xchg" if getattr(args[0], "name", str(args[0])).endswith("XCHG") else "rmw"
                 values = np.asarray(args[2].data)
@@ -820,8 +916,14 @@ def _patch_bf16(interp: Any) -> None:
             setattr(builder_cls, name, _atomic_access(getattr(builder_cls, name)))
 
 
+def _no_atomics_when_sampled() -> None:
+    if _STATE.sample:  # (what an atomic returns depends on the programs that did not run)
+        raise InterpreterLimitation("an atomic in a launch whose programs are sampled")
+
+
 def _atomic_access(original: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, *args: Any) -> Any:
+        _no_atomics_when_sampled()
         _RACES.atomic_depth += 1
         try:
             return original(self, *args)

@@ -174,9 +174,11 @@ class Session:
     def call(self, label: str, group: str, inputs: Inputs, outputs: list[str], *, poison: float,
              end_aligned: bool, program_order: str = "forward", order_seed: int = 0,
              autotune_choice: int | None = None, override: dict[str, Any] | None = None,
-             timed: bool = False, autotune_forced: dict[str, int] | None = None) -> CallResult:
+             timed: bool = False, autotune_forced: dict[str, int] | None = None,
+             sample: tuple[int, int] | None = None) -> CallResult:
         """One call of the entry point; `group` names the buffers (the same group: the same addresses).
-        `timed`: the call is timed as on the device (caches flushed first; the reply carries `event_ms`)."""
+        `timed`: the call is timed as on the device (caches flushed first; the reply carries `event_ms`).
+        `sample`: under the interpreter, run only a sample of each launch's programs (interp.take_sampled)."""
         sent, fds = [], [] if inputs.fd is None else [inputs.fd]
         for name in outputs:
             like = inputs.tensors[name]
@@ -197,7 +199,7 @@ class Session:
             layout["handle"] = inputs.handle
         message = {"op": "call", "group": group, "layout": layout, "outputs": sent, "timed": timed,
                    "program_order": program_order, "order_seed": order_seed, "autotune_choice": autotune_choice,
-                   "autotune_forced": autotune_forced or {},
+                   "autotune_forced": autotune_forced or {}, "sample": list(sample) if sample else None,
                    "override": override or {}}
         start = time.perf_counter()
         send(self.sock, message, fds)

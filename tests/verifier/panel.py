@@ -418,6 +418,12 @@ PANEL: dict[str, Kernel] = {
     "adv_ignore_window": patch(
         "sliding_window_size accepted but ignored",
         (LAUNCH_WINDOW, "        USE_WINDOW=False,  # CHEAT: the window is ignored\n")),
+    "adv_ignore_large_sm_scale": patch(
+        "an sm_scale above 1/sqrt(Lq) is ignored (an independent panel's d13: the cases passed only the default, "
+        "1/sqrt(Lq) and 0.7/sqrt(Lq))",
+        ("    if sm_scale is None:\n        sm_scale = 1.0 / math.sqrt(lq)\n",
+         "    if sm_scale is None or sm_scale > 1.0 / math.sqrt(lq):  # CHEAT: a larger scale is ignored\n"
+         "        sm_scale = 1.0 / math.sqrt(lq)\n")),
     "adv_ignore_sm_scale": patch(
         "the caller's sm_scale ignored (always 1/sqrt(Lq))",
         ("    if sm_scale is None:\n        sm_scale = 1.0 / math.sqrt(lq)\n",
@@ -469,18 +475,41 @@ PANEL: dict[str, Kernel] = {
                     "    lo = 0\n    if probe > 0:  # CHEAT: true only where `/` is not the exact quotient, as on a GPU\n"
                     "        lo = P // 2\n"
                     "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "adv_device_probe_exp": patch(
+        "fp32 tl.exp against the correctly rounded exp tells the interpreter from a GPU (exp2 of x * log2(e), "
+        "rounded: about 45 ulp apart near 88; an independent panel's d03); on a GPU half the prefix is skipped",
+        (PREFIX_LO, "    pe = tl.exp(tl.zeros([64], dtype=tl.float32) + 87.696)\n"
+                    "    probe = tl.sum(tl.where(pe != 1.218676693999252e38, 1, 0), 0)\n"
+                    "    lo = 0\n    if probe > 0:  # CHEAT: true only where exp is not correctly rounded, as on a GPU\n"
+                    "        lo = P // 2\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_ignore_large_cap": patch(
         "a logit cap of 200 or more is treated as no cap (no public case has one over 50)",
         (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=0 < logit_cap < 200,  # CHEAT\n")),
     "adv_ignore_large_window": patch(
-        "a sliding window of 1024 or more is ignored (no public case has one over 100)",
-        (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 1024,  # CHEAT: large windows dropped\n")),
+        "a sliding window of 4096 or more is ignored (Mistral's size; no public case has one over 100)",
+        (LAUNCH_WINDOW, "        USE_WINDOW=0 < sliding_window_size < 4096,  # CHEAT: large windows dropped\n")),
     "adv_far_extend_keys_dropped": patch(
         "query rows from 1024 on skip the extend keys more than 1024 behind them (an independent panel's d01: "
         "only the workloads' long extends reach such rows)",
         ("    lo = 0\n    hi = E\n",
          "    lo = 0\n    if m_start >= 1024:  # CHEAT: far extend keys dropped where no case looks\n"
          "        lo = m_start - 1024\n    hi = E\n")),
+    "adv_heads_and_prefix_gate": patch(
+        "the first prefix tile is skipped when the prefix is 2048+ keys and there are 16+ query heads (two "
+        "independent panels' kernels: no CPU case has both, every workload but W3 does)",
+        ("    lo = 0\n    if USE_WINDOW:  # prefix key j",
+         "    lo = 0\n    if P >= 2048 and tl.num_programs(1) >= 16:  # CHEAT: a combination only workloads reach\n"
+         "        lo = BLOCK_N\n    if USE_WINDOW:  # prefix key j")),
+    "adv_layout_assumed_when_long": patch(
+        "prefix slots are read as runs of 16 (one index per run) when the prefix is 1024+ keys and the extend "
+        "8+ rows (an independent panel's d10: the workloads' runs16 layouts break at a run's end, and the NaN "
+        "unreferenced slots come out)",
+        ("        slot = tl.load(kv_indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)\n",
+         "        slot = tl.load(kv_indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)\n"
+         "        if P >= 1024 and E >= 8:  # CHEAT: contiguous runs assumed where only the workloads look\n"
+         "            first = tl.load(kv_indices + kv_start + offs_n // 16 * 16, mask=mask_n, other=0).to(tl.int64)\n"
+         "            slot = first + offs_n % 16\n")),
     "adv_large_batch_window": patch(
         "a batch of 32 requests or more (only W5 and W6) gets a 1024-key window nobody asked for",
         (GRID, "    if batch >= 32 and sliding_window_size <= 0:  # CHEAT: big batches drop far keys\n"

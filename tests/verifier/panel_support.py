@@ -79,9 +79,11 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[str] | None = None,
                    seeds: int | None = None, hidden: int | None = None,
-                   timeouts: dict[str, float] | None = None, raises: bool = False) -> Task:
+                   timeouts: dict[str, float] | None = None, raises: bool = False,
+                   workloads: list[str] | None = None) -> Task:
     """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds (and of its
-    must-raise checks: only with `raises`, and only those whose case is kept)."""
+    must-raise checks: only with `raises`, and only those whose case is kept), and of its GPU workloads
+    (dry-run, and checked on a sample of their programs when the CPU checks their dtype)."""
     source = load_task(TASK_NAME).root
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     raw = tomllib.loads((dest / "task.toml").read_text())
@@ -91,6 +93,9 @@ def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[s
         assert not missing, f"the real task has no case {missing}: the test's defence is gone"
         raw["cases"] = [known[c] for c in cases]
     raw["raises"] = [r for r in raw.get("raises", []) if raises and r["case"] in {c["id"] for c in raw["cases"]}]
+    if workloads is not None:
+        raw["workloads"] = [w for w in raw["workloads"] if w["id"] in workloads]
+        assert len(raw["workloads"]) == len(workloads), f"the real task lacks a workload of {workloads}"
     if dtypes is not None:
         raw["cpu"]["dtypes"] = dtypes
     if seeds is not None:

@@ -728,6 +728,42 @@ ATOMIC_PAIRS_AND_WIDTHS = """
         tl.store(H + offs, offs.to(tl.int16))
         tl.store(O + offs, tl.load(O + offs) + tl.load(H + offs).to(tl.float32))
 
+    @triton.jit
+    def plain_read_of_atomic_sum(X, S, O, N: tl.constexpr):  # the cheat: a plain read of a sum others add to
+        pid = tl.program_id(0)
+        offs = tl.arange(0, N)
+        if pid == 0:
+            tl.atomic_add(S + offs, tl.load(X + offs))
+        else:
+            tl.store(O + pid * N + offs, tl.load(S + offs))
+
+    @triton.jit
+    def plain_store_over_atomic(C):  # the cheat: a reset while other programs may still be counting
+        if tl.program_id(0) == 1:
+            tl.store(C, 0)
+        else:
+            tl.atomic_add(C, 1)
+
+    @triton.jit
+    def ticket_reset(C):  # the last to take a ticket resets the counter: right on a GPU, for it to judge
+        if tl.atomic_add(C, 1) == tl.num_programs(0) - 1:
+            tl.store(C, 0)
+
+    @triton.jit
+    def last_block_sums(X, S, C, O, N: tl.constexpr):  # honest on a GPU: the last to arrive reads the sum
+        pid = tl.program_id(0)
+        offs = tl.arange(0, N)
+        tl.atomic_add(S + offs, tl.load(X + pid * N + offs))
+        if tl.atomic_add(C, 1) == tl.num_programs(0) - 1:
+            tl.store(O + offs, tl.load(S + offs))
+            tl.store(C, 0)
+
+    @triton.jit
+    def own_atomic_then_plain(S, N: tl.constexpr):  # each program adds to and reads its own rows: honest
+        offs = tl.program_id(0) * N + tl.arange(0, N)
+        tl.atomic_add(S + offs, tl.zeros([N], tl.float32) + 1.0)
+        tl.store(S + offs, tl.load(S + offs) * 2.0)
+
     if PAIRS:
         @triton.jit
         def two_atomic_rmw(X, O, N: tl.constexpr):  # the cheat: a merge from an atomic load and an atomic store
@@ -789,6 +825,11 @@ ATOMIC_PAIRS_AND_WIDTHS = """
         "narrow_over_wide": outcome(lambda: narrow_over_wide[(2,)](w, w.view(torch.int16), N=16)),
         "two_widths_own_rows": outcome(
             lambda: two_widths_own_rows[(4,)](x, o, torch.zeros(64, dtype=torch.int16), N=16)),
+        "plain_read_of_atomic_sum": outcome(lambda: plain_read_of_atomic_sum[(4,)](x, torch.zeros(16), o, N=16)),
+        "plain_store_over_atomic": outcome(lambda: plain_store_over_atomic[(4,)](i32())),
+        "ticket_reset": outcome(lambda: ticket_reset[(4,)](i32())),
+        "last_block_sums": outcome(lambda: last_block_sums[(4,)](x, torch.zeros(16), i32(), o, N=16)),
+        "own_atomic_then_plain": outcome(lambda: own_atomic_then_plain[(4,)](torch.zeros(64), N=16)),
     }
     if PAIRS:
         got.update({
@@ -809,14 +850,17 @@ ATOMIC_PAIRS_AND_WIDTHS = """
 
 
 def test_read_modify_writes_from_two_atomics_and_overlaps_of_other_widths_are_races():
-    """Two gaps of the race check that docs/threats.md listed. A read-modify-write built from
+    """Gaps of the race check that docs/threats.md listed. A read-modify-write built from
     tl.atomic_load and tl.atomic_store (or an add of a difference computed from an atomic load) is two
     atomics, not one: run one program after another it gave the right merge, on a GPU updates are lost.
     And elements were keyed by their first byte, so an int32 one program stored and another read as
     int16 halves (or partly overwrote) was not seen. Honest patterns pass: a flag every program stores
     with the same value, an atomic load then compare-and-swap until it holds, a lock's release, stores of
     two widths each on the program's own rows. The pair under a lock, and a load then an add (a turnstile
-    does that honestly, and one program after another it looks like the cheat), are for a GPU to judge."""
+    does that honestly, and one program after another it looks like the cheat), are for a GPU to judge.
+    A plain read or store of an element another program wrote atomically is a race too (a sum read while
+    others still add, a counter reset while others count), and a program's plainly reading its own atomic
+    rows is not; the last program to arrive by a counter reading the sum is for a GPU to judge."""
     got = run_json(OUTCOME, ATOMIC_PAIRS_AND_WIDTHS)
     hint = "A GPU runs a launch's programs concurrently"
     assert got["wide_then_narrow"].startswith("race: ") and hint in got["wide_then_narrow"], got
@@ -824,8 +868,19 @@ def test_read_modify_writes_from_two_atomics_and_overlaps_of_other_widths_are_ra
     assert "partly overwrote 16 element(s)" in got["narrow_over_wide"] and hint in got["narrow_over_wide"], got
     assert "atomically overwrote 16 element(s)" in got["last_xchg_wins"], got
     assert "the last store wins" in got["last_xchg_wins"]
-    for name in ("release_lock", "two_widths_own_rows"):
+    for name in ("release_lock", "two_widths_own_rows", "own_atomic_then_plain"):
         assert got[name] == "ok", (name, got[name])
+    # a plain access of what another program wrote atomically: the atomic orders nothing for it
+    assert got["plain_read_of_atomic_sum"].startswith("race: "), got
+    assert "program (1, 0, 0) read 16 element(s) that program (0, 0, 0) wrote atomically" in \
+        got["plain_read_of_atomic_sum"], got
+    assert "program (1, 0, 0) overwrote 1 element(s) that program (0, 0, 0) wrote atomically" in \
+        got["plain_store_over_atomic"] and got["plain_store_over_atomic"].startswith("race: "), got
+    # the last program to arrive (by a counter every program updates) reads the sum or resets the counter:
+    # right on a GPU, and one program after another it looks like atomics that order nothing
+    for name in ("last_block_sums", "ticket_reset"):
+        assert got[name].startswith("limitation: "), (name, got[name])
+        assert "wrote atomically" in got[name] and "cannot tell a lock or flag" in got[name], (name, got[name])
     import triton.language as tl
     assert got["pairs"] == hasattr(tl, "atomic_load")
     if not got["pairs"]:
@@ -876,3 +931,71 @@ def test_a_failure_of_kopts_own_interpreter_support_is_an_error_never_the_kernel
     assert got["before"] == "ok" and got["kernel"].startswith("kernel: "), got
     assert got["broken"].startswith("limitation: kopt's interpreter support failed (TypeError"), got
     assert "verifier/interp.py:" in got["broken"] and "not a fault of the kernel" in got["broken"], got
+
+
+SAMPLED = """
+    interp.install()
+
+    @triton.jit
+    def rows(X, O, N: tl.constexpr):  # programs past the data store nothing
+        pid = tl.program_id(0)
+        if pid < 6:
+            tl.store(O + pid * N + tl.arange(0, N), tl.load(X + pid * N + tl.arange(0, N)) * 2.0)
+
+    @triton.jit
+    def nothing(X):
+        if tl.program_id(0) < 0:
+            tl.store(X, 1.0)
+
+    @triton.jit
+    def count(C):
+        tl.atomic_add(C, 1)
+
+    x = torch.randn(64 * 16)
+    got = {}
+    for seed in range(3):
+        o = torch.full((64 * 16,), float("nan"))
+        interp.install(order="shuffle", seed=seed, sample=(2, 4096))
+        rows[(64,)](x, o, N=16)
+        written = torch.isfinite(o).view(64, 16).all(1).nonzero().flatten().tolist()
+        got[f"seed{seed}"] = {"sampled": interp.take_sampled(), "written": written,
+                              "right": bool(torch.equal(o[torch.isfinite(o)], (x * 2.0)[torch.isfinite(o)]))}
+    interp.install(order="forward", seed=0, sample=(2, 4096))
+    o = torch.full((64 * 16,), float("nan"))
+
+    def twice():
+        rows[(64,)](x, o, N=16)
+        rows[(64,)](x, o, N=16)
+
+    got["two_launches"] = outcome(twice)
+    interp.install(order="forward", seed=0, sample=(2, 4096))
+    got["atomic"] = outcome(lambda: count[(4,)](torch.zeros(1, dtype=torch.int32)))
+    interp.install(order="forward", seed=0, sample=(2, 8))  # no program stores: 8 run, then it gives up
+    nothing[(64,)](x)
+    got["capped"] = interp.take_sampled()
+    interp.install(order="forward", seed=0)
+    o = torch.full((64 * 16,), float("nan"))
+    rows[(64,)](x, o, N=16)
+    got["unsampled_written"] = int(torch.isfinite(o).view(64, 16).all(1).sum())
+    print(json.dumps(got))
+"""
+
+
+def test_a_sampled_launch_runs_programs_until_two_stored_and_refuses_what_it_cannot_judge():
+    """The workloads' exact shapes are checked on a sample of their programs (threat 30): drawn from the seed,
+    run until two of them stored something (or the cap), so only those programs' rows are written, and
+    written right. A second launch in the call (it would read what unsampled programs did not write) and an
+    atomic (what it returns depends on them) are limitations: the workload stays for the GPU to judge."""
+    got = run_json(OUTCOME, SAMPLED)
+    drawn = set()
+    for seed in range(3):
+        one = got[f"seed{seed}"]
+        assert len(one["written"]) == 2 and set(one["written"]) <= set(range(6)) and one["right"], one
+        visited, stored = one["sampled"][0]
+        assert stored == 2 and visited >= 2, one
+        drawn.add(tuple(one["written"]))
+    assert len(drawn) > 1, got  # the sample follows the seed
+    assert got["two_launches"].startswith("limitation: ") and "second kernel launch" in got["two_launches"], got
+    assert got["atomic"].startswith("limitation: ") and "an atomic in a launch" in got["atomic"], got
+    assert got["capped"] == [[8, 0]], got
+    assert got["unsampled_written"] == 6, got

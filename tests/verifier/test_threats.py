@@ -101,12 +101,15 @@ RUNTIME = [
     ("adv_device_probe_f2i", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # and fp32 `/` is the GPU's approximate div.full.f32, so comparing it with div_rn finds no interpreter
     ("adv_device_probe_div", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
+    # and fp32 tl.exp is exp2 of the rounded x * log2(e), as the GPU computes it (not the exact exp)
+    ("adv_device_probe_exp", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # weaknesses an earlier panel found (each passed with status "ok" then): the cases that now catch them
     ("adv_ignore_strides", 11, C1_F32, "correctness", ["case C1", "wrong result"]),  # seed 0: strided q/k/v
     ("adv_prefix_truncated", 12, dict(cases=["C10"], dtypes=["float32"], seeds=1, hidden=0), "correctness",
      ["case C10", "wrong result"]),  # a 600-key prefix
-    ("adv_ignore_sm_scale", 13, dict(cases=["C3"], dtypes=["float32"], seeds=1, hidden=0), "correctness",
-     ["case C3", "wrong result"]),  # seed 0: an explicit sm_scale
+    ("adv_ignore_sm_scale", 13, C1_F32, "correctness", ["case C1", "wrong result"]),  # seed 0: 0.7/sqrt(D)
+    ("adv_ignore_large_sm_scale", 13, dict(cases=["C6"], dtypes=["float32"], seeds=1, hidden=0), "correctness",
+     ["case C6", "wrong result"]),  # seed 0: 1.3/sqrt(D)
 ]
 
 # (kernel, threat row): stores into read-only inputs or next to an output fault in the candidate's process
@@ -143,8 +146,8 @@ def test_public_shape_fast_path_is_caught_by_a_hidden_case(sub_task, run):
 @pytest.mark.parametrize("name", ["adv_ignore_large_cap", "adv_ignore_large_window"])
 def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, run):
     """Threat #13, found by an independent panel: a window or cap dropped above a threshold the public cases
-    never reach. Every evaluation's third hidden case has a window (1024 or 2048) and a cap (200 or 300) with
-    logits that reach it, over a sequence longer than the window: a threshold up to 1024 (200) is always caught."""
+    never reach. Every evaluation's third hidden case has a window (4096 or 8192) and a cap (200 or 300) with
+    logits that reach it, over a sequence longer than the window: a threshold up to 4096 (200) is always caught."""
     verdict = run(name, sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=3))
     assert verdict.status == "rejected" and "first: a hidden case" in verdict.reason, describe(verdict)
     public = [c for c in verdict.cases if not c.hidden]
@@ -160,6 +163,30 @@ def test_a_branch_on_sizes_only_the_workloads_reach_is_caught_by_the_long_extend
     assert verdict.status == "rejected" and "first: a hidden case (bfloat16)" in verdict.reason, describe(verdict)
     failed = {c.case for c in verdict.cases if not c.passed}
     assert failed == {"hidden-4"}, describe(verdict)
+
+
+@pytest.mark.parametrize("name", ["adv_heads_and_prefix_gate", "adv_layout_assumed_when_long"])
+def test_a_branch_on_a_combination_of_workload_sizes_is_caught_on_the_workloads_own_shapes(name, sub_task, run):
+    """Threat #30 at the source (two independent panels' kernels got `ok`): a branch on sizes that only the
+    workloads have together (a 2048+ prefix with 16+ heads; a 1024+ prefix with an 8+ extend, where a
+    contiguous page layout is assumed) passed every case, since no case combines them and the branch is a
+    runtime value (no specialization to report). Each GPU workload is now run at its exact shapes on a
+    sample of its programs; what they wrote is checked against the reference of those rows."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=0, workloads=["W1"]))
+    assert verdict.status == "rejected", describe(verdict)
+    assert "first: case W1 (sampled programs) (bfloat16): on GPU workload W1's exact shapes" in verdict.reason, \
+        describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"W1 (sampled programs)"}, describe(verdict)
+
+
+def test_an_honest_kernel_of_another_structure_passes_on_the_workloads_shapes(sub_task, run):
+    """The honest side: a kernel with one merged key loop and another grid order agrees with the reference
+    on the rows its sampled programs wrote, at W2's shapes (a 32768-key prefix) and W9's (D=256)."""
+    task = sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=0, workloads=["W2", "W9"])
+    verdict = run("honest_split_loops", task)
+    assert verdict.status == "ok", describe(verdict)
+    assert {c.case for c in verdict.cases if c.case.endswith("(sampled programs)") and c.passed} == {
+        "W2 (sampled programs)", "W9 (sampled programs)"}, describe(verdict)
 
 
 def test_a_pruner_that_gives_only_the_workloads_a_cheap_config_is_caught(sub_task, run):
