@@ -26,6 +26,8 @@ from kopt.verifier.task import Task, load_task
 from kopt.verifier.verdict import Verdict
 
 SECRET = 1234  # fixed: deterministic seeds and hidden cases
+# the suffix of a GPU workload's row checked on a sample of its programs (verifier/cpu.py)
+SAMPLED = " (sampled programs)"
 TASK_NAME = "extend_attention"
 # a fifth of the full task's case runs, reaching each of its code paths: ragged + scrambled (C1), non-causal
 # (C4), a tree mask (C5), a window (C6), a cap with Lq != Lv at D=192 (C7), D=256 with GQA 8 (C14)
