@@ -510,6 +510,34 @@ PANEL: dict[str, Kernel] = {
          "        if P >= 1024 and E >= 8:  # CHEAT: contiguous runs assumed where only the workloads look\n"
          "            first = tl.load(kv_indices + kv_start + offs_n // 16 * 16, mask=mask_n, other=0).to(tl.int64)\n"
          "            slot = first + offs_n % 16\n")),
+    "honest_gqa_packed": patch(
+        "honest: GQA packing (an independent panel's): one program per KV head, its tile's rows token x query "
+        "head of the group, so each K/V tile is loaded once per group",
+        ("    KV_GROUP: tl.constexpr, LQ: tl.constexpr,", "    KV_GROUP: tl.constexpr, GP: tl.constexpr, LQ: tl.constexpr,"),
+        ("    pid_h = tl.program_id(1)\n    pid_m = tl.program_id(2)\n    kv_h = pid_h // KV_GROUP\n",
+         "    kv_h = tl.program_id(1)  # row r of the tile: token r // GP, query head kv_h * KV_GROUP + r % GP\n"
+         "    pid_m = tl.program_id(2)\n"),
+        ("    m_start = pid_m * BLOCK_M\n", "    m_start = pid_m * (BLOCK_M // GP)\n"),
+        ("    offs_m = m_start + tl.arange(0, BLOCK_M)\n    mask_m = offs_m < E\n",
+         "    rows = tl.arange(0, BLOCK_M)\n    offs_m = m_start + rows // GP\n    offs_g = rows % GP\n"
+         "    head = kv_h * KV_GROUP + offs_g\n    mask_m = (offs_m < E) & (offs_g < KV_GROUP)\n"),
+        ("+ pid_h * stride_qh +", "+ head[:, None] * stride_qh +"),
+        ("        hi = tl.minimum(E, m_start + BLOCK_M)\n", "        hi = tl.minimum(E, m_start + BLOCK_M // GP)\n"),
+        ("+ pid_h * stride_oh +", "+ head[:, None] * stride_oh +"),
+        ("    grid = (batch, n_q_heads, triton.cdiv(max_len_extend, block_m))\n",
+         "    gp = triton.next_power_of_2(n_q_heads // n_kv_heads)\n"
+         "    grid = (batch, n_kv_heads, triton.cdiv(max_len_extend, block_m // gp))\n"),
+        ("        KV_GROUP=n_q_heads // n_kv_heads, LQ=lq,", "        KV_GROUP=n_q_heads // n_kv_heads, GP=gp, LQ=lq,")),
+    "adv_prefix_capped": patch(
+        "a program walks at most 32768 prefix keys (W2's, the longest workload's; an independent panel's kernel: "
+        "no case had a longer prefix, and the contract sets no bound)",
+        (PREFIX_LOOP, "    for start_n in range(lo, tl.minimum(P, lo + 32768), BLOCK_N):  # CHEAT: far keys cut\n")),
+    "adv_gqa16_causal_dropped": patch(
+        "with 16 query heads per KV head (the contract's largest ratio, no workload's) the extend keys' causal "
+        "mask is dropped (an independent panel's packed-GQA kernel mapped rows to tokens wrongly from 16 on)",
+        ("        elif IS_CAUSAL:\n            visible = visible & (offs_m[:, None] >= offs_n[None, :])\n",
+         "        elif IS_CAUSAL and KV_GROUP < 16:  # CHEAT: no case had a GQA ratio of 16\n"
+         "            visible = visible & (offs_m[:, None] >= offs_n[None, :])\n")),
     "adv_large_batch_window": patch(
         "a batch of 32 requests or more (only W5 and W6) gets a 1024-key window nobody asked for",
         (GRID, "    if batch >= 32 and sliding_window_size <= 0:  # CHEAT: big batches drop far keys\n"

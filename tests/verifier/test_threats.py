@@ -91,10 +91,13 @@ C8_F32 = dict(cases=["C8"], dtypes=["float32"], seeds=1, hidden=0)
 RUNTIME = [
     ("adv_unwritten_rows", 1, C1_F32, "correctness", ["case C1", "non-finite"]),
     ("adv_contiguous_kv", 11, C1_F32, "correctness", ["case C1", "non-finite"]),
-    ("adv_ignore_logit_cap", 13, dict(cases=["C7"], seeds=1, hidden=0), "correctness",
+    ("adv_ignore_logit_cap", 13, dict(cases=["C7"], seeds=1, hidden=0, workloads=[]), "correctness",
      ["case C7", "wrong result"]),
-    ("adv_ignore_window", 13, dict(cases=["C6"], seeds=1, hidden=0), "correctness", ["case C6", "wrong result"]),
-    ("adv_no_max_subtraction", 14, dict(cases=["C9"], seeds=1, hidden=0), "correctness",
+    ("adv_ignore_window", 13, dict(cases=["C6"], seeds=1, hidden=0, workloads=[]), "correctness", ["case C6", "wrong result"]),
+    # C9's logits (to +-50) overflow fp16 (e^50 > 65504) and are wrong in bf16; fp32 holds up to e^88 (the
+    # third hidden case's logits, at a cap of 200 or 300, go past it)
+    ("adv_no_max_subtraction", 14, dict(cases=["C9"], dtypes=["float16", "bfloat16"], seeds=1, hidden=0,
+                                        workloads=[]), "correctness",
      ["case C9", "non-finite"]),
     ("adv_fp16_compute", 14, C1_F32, "correctness", ["case C1", "wrong result"]),
     # a probe of the interpreter: float -> int conversions now saturate as on a GPU, so the GPU-only path runs
@@ -158,11 +161,42 @@ def test_options_dropped_when_large_are_caught_by_a_hidden_case(name, sub_task, 
 def test_a_branch_on_sizes_only_the_workloads_reach_is_caught_by_the_long_extend_case(name, sub_task, run):
     """Threat #30 through a runtime branch (an independent panel's d01, and a batch-size branch): no case had an
     extend past 600 rows or more than 12 requests, so a kernel that drops far keys from row 1024 on, or for
-    batches of 32, got `ok`. The fourth hidden case has an 8192-row extend among 31 tiny requests (bf16)."""
-    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4))
+    batches of 32, got `ok`. The fourth hidden case has an 8192-row extend among 31 tiny requests (bf16). (No GPU
+    workloads in this copy: their sampled-programs check, which catches these too, is shown below.)"""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4, workloads=[]))
     assert verdict.status == "rejected" and "first: a hidden case (bfloat16)" in verdict.reason, describe(verdict)
     failed = {c.case for c in verdict.cases if not c.passed}
     assert failed == {"hidden-4"}, describe(verdict)
+
+
+def test_a_prefix_cut_at_the_longest_workloads_is_caught_by_a_longer_hidden_prefix(sub_task, run):
+    """Threat #30 past the workloads (an independent panel's kernel got `ok`): a program that walks at most
+    32768 prefix keys (W2's) is right on every workload and every case, since none had a longer prefix, and
+    wrong on the longer contexts the contract covers. The long-extend hidden case carries one request with
+    a prefix drawn from 32769-65536 keys and one query row (cheap under the interpreter)."""
+    verdict = run("adv_prefix_capped", sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4, workloads=[]))
+    assert verdict.status == "rejected" and "first: a hidden case (bfloat16)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"hidden-4"}, describe(verdict)
+
+
+def test_a_path_wrong_only_at_the_largest_gqa_ratio_is_caught_by_a_public_case(sub_task, run):
+    """The contract's GQA ratios go up to 16, the workloads' only to 8 and the cases' to 8 (an independent
+    panel's packed-GQA kernel mapped rows to tokens wrongly only when the padded group was 16, and got `ok`).
+    C18 has 16 query heads per KV head, causal, with extends across a tile."""
+    verdict = run("adv_gqa16_causal_dropped", sub_task(cases=["C1", "C18"], dtypes=["float32"], seeds=1, hidden=0,
+                                                       workloads=[]))
+    assert verdict.status == "rejected" and "first: case C18 (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C18"}, describe(verdict)
+
+
+def test_an_honest_gqa_packed_kernel_passes_the_largest_ratio_and_a_workloads_shapes(sub_task, run):
+    """The honest side of the two above: a kernel whose tile rows are token x query head of a KV group (one
+    K/V load per group) passes C18 (ratio 16), C3 (7), C14 and C15 (8), and W7's shapes (28/4) sampled."""
+    task = sub_task(cases=["C3", "C14", "C15", "C18"], dtypes=["float32", "bfloat16"], seeds=1, hidden=0,
+                    workloads=["W7"])
+    verdict = run("honest_gqa_packed", task)
+    assert verdict.status == "ok", describe(verdict)
+    assert {c.case for c in verdict.cases if c.passed} >= {"C18", "W7 (sampled programs)"}, describe(verdict)
 
 
 @pytest.mark.parametrize("name", ["adv_heads_and_prefix_gate", "adv_layout_assumed_when_long"])
