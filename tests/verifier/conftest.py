@@ -11,9 +11,8 @@ from typing import Callable
 
 import pytest
 from tests.verifier import panel
-from tests.verifier.panel_support import SECRET
+from tests.verifier.panel_support import cached_verdicts
 
-from kopt.verifier.evaluate import evaluate
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import Verdict
 
@@ -32,14 +31,5 @@ def kernel_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
 
 @pytest.fixture(scope="session")
 def full_verdict(extend_task: Task, kernel_file: Callable[[str], Path]) -> Callable[[str | Path], Verdict]:
-    """full_verdict("mut_zeros") (a panel kernel, or a Path): evaluate() on the real task, once per kernel."""
-    cache: dict[str, Verdict] = {}
-
-    def get(name: str | Path) -> Verdict:
-        key = str(name)
-        if key not in cache:
-            path = name if isinstance(name, Path) else kernel_file(name)
-            cache[key] = evaluate(path, extend_task, device="cpu", secret=SECRET)
-        return cache[key]
-
-    return get
+    """full_verdict("mut_zeros"): evaluate() on the real task, once per kernel."""
+    return cached_verdicts(extend_task, kernel_file)

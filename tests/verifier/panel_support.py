@@ -20,8 +20,9 @@ import json
 import shutil
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from kopt.verifier.evaluate import evaluate
 from kopt.verifier.task import Task, load_task
 from kopt.verifier.verdict import Verdict
 
@@ -116,3 +117,17 @@ def describe(verdict: Verdict) -> str:
     """A compact verdict for assertion messages."""
     failed = [f"{c.case}/{c.dtype}" for c in verdict.cases if not c.passed]
     return f"status={verdict.status} phase={verdict.phase} reason={verdict.reason!r} failed={failed}"
+
+
+def cached_verdicts(task: Task, kernel_file: Callable[[str], Path]) -> Callable[[str | Path], Verdict]:
+    """get("mut_zeros") (a panel kernel, or a Path): evaluate() on `task`, once per kernel."""
+    cache: dict[str, Verdict] = {}
+
+    def get(name: str | Path) -> Verdict:
+        key = str(name)
+        if key not in cache:
+            path = name if isinstance(name, Path) else kernel_file(name)
+            cache[key] = evaluate(path, task, device="cpu", secret=SECRET)
+        return cache[key]
+
+    return get

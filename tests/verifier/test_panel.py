@@ -20,9 +20,9 @@ from typing import Callable
 
 import pytest
 import torch
-from tests.verifier.panel_support import SAMPLED, SECRET, describe
+from tests.verifier.panel_support import SAMPLED, SECRET, cached_verdicts, describe
 
-from kopt.verifier.evaluate import evaluate, plan_items
+from kopt.verifier.evaluate import plan_items
 from kopt.verifier.task import Task
 from kopt.verifier.verdict import Verdict
 
@@ -163,16 +163,8 @@ LARGE_ERRORS = {"mut_zeros", "mut_mean_v"}
 def cases_verdict(sub_task, kernel_file) -> Callable[[str], Verdict]:
     """evaluate() on the real task's every case run and must-raise check, without its GPU workloads: a
     mutant is judged on the case runs whose facts this module restates (the workloads' sampled-programs
-    rows are judged in test_threats.py and by the honest kernels below), at half the interpreter time."""
-    task = sub_task(raises=True, workloads=[])
-    cache: dict[str, Verdict] = {}
-
-    def get(name: str) -> Verdict:
-        if name not in cache:
-            cache[name] = evaluate(kernel_file(name), task, device="cpu", secret=SECRET)
-        return cache[name]
-
-    return get
+    rows are judged in test_threats.py and by the honest kernels below), at a quarter of the time."""
+    return cached_verdicts(sub_task(raises=True, workloads=[]), kernel_file)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in LARGE_ERRORS else n
