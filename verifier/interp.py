@@ -416,7 +416,8 @@ def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | Non
              "interpreter_semantic", "_patch_lang", "_patch_builtin", "_get_np_dtype",
              "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir", "InterpreterError")
     _require(interp.GridExecutor, "_init_args_hst", "_restore_args_dev")
-    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", "create_dot", *_BUILDER_PATCHED)
+    _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", "create_dot", "create_fmul", "create_fadd",
+             "create_fsub", *_BUILDER_PATCHED)
     _require(interp._ir, "INPUT_PRECISION")
     _require(interp.TensorHandle, "__post_init__")
     _require(autotuner.Autotuner, "run", "prune_configs")
@@ -433,6 +434,7 @@ def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | Non
     _patch_dot(interp)
     _patch_fdiv(interp)
     _patch_exp(interp)
+    _patch_contraction(interp)
     _STATE.patched.add("interp")
 
 
@@ -502,6 +504,52 @@ def _patch_fdiv(interp: Any) -> None:
         return interp.TensorHandle(_full_div(lhs.data, rhs.data), lhs.dtype.scalar)
 
     builder.create_fdiv = create_fdiv
+
+
+def _patch_contraction(interp: Any) -> None:
+    """An fp32 product added to or subtracted from (or taking) another fp32 value, as one fused
+    multiply-add: the GPU compiler contracts `a * b + c`, `a * b - c` and `c - a * b` into fma.rn.f32
+    (every child compiles with TRITON_DEFAULT_FP_FUSION=1, sandbox.clean_env, and `enable_fp_fusion` is
+    no launch option the gate allows), so the product is never rounded on its own. An independent
+    panel's kernel computed `x * x - c` for an x whose square rounds: 0 under a plain interpreter, the
+    rounding residual on a GPU, and took a cheap path where it was not 0. Contracted here when the
+    sum takes the product's own result (a product that passed through another operation first, a
+    broadcast or a cast, is not); with two products, the left one, as LLVM does when their uses tie.
+    The sum is made in fp64, as the libdevice fma is (an fp32 product is exact there)."""
+    builder = interp.InterpreterBuilder
+    fmul, fadd, fsub = builder.create_fmul, builder.create_fadd, builder.create_fsub
+    key = "kopt.product"
+
+    def fp32(h: Any) -> bool:
+        return h.data.dtype == np.float32 and h.dtype.scalar.name == "fp32"
+
+    def create_fmul(self: Any, lhs: Any, rhs: Any) -> Any:
+        out = fmul(self, lhs, rhs)
+        if fp32(lhs) and fp32(rhs) and fp32(out):
+            out.attr[key] = (lhs.data, rhs.data)
+        return out
+
+    def fused(lhs: Any, rhs: Any, sign: float) -> Any:  # lhs + sign * rhs with one product unrounded
+        if not (fp32(lhs) and fp32(rhs)):
+            return None
+        for prod, other, s_prod, s_other in ((lhs, rhs, 1.0, sign), (rhs, lhs, sign, 1.0)):
+            factors = prod.attr.get(key)
+            if factors is not None:
+                a, b = (f.astype(np.float64) for f in factors)
+                with np.errstate(all="ignore"):
+                    exact = s_prod * (a * b) + s_other * other.data.astype(np.float64)
+                    return interp.TensorHandle(np.asarray(exact).astype(np.float32), prod.dtype.scalar)
+        return None
+
+    def create_fadd(self: Any, lhs: Any, rhs: Any) -> Any:
+        out = fused(lhs, rhs, 1.0)
+        return fadd(self, lhs, rhs) if out is None else out
+
+    def create_fsub(self: Any, lhs: Any, rhs: Any) -> Any:
+        out = fused(lhs, rhs, -1.0)
+        return fsub(self, lhs, rhs) if out is None else out
+
+    builder.create_fmul, builder.create_fadd, builder.create_fsub = create_fmul, create_fadd, create_fsub
 
 
 def _patch_exp(interp: Any) -> None:

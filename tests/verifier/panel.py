@@ -483,6 +483,16 @@ PANEL: dict[str, Kernel] = {
                     "    lo = 0\n    if probe > 0:  # CHEAT: true only where exp is not correctly rounded, as on a GPU\n"
                     "        lo = P // 2\n"
                     "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "adv_device_probe_fma": patch(
+        "fp32 `x * x - c` with c = x * x tells a GPU, which contracts the product and the difference into one FMA "
+        "(the residual of the product's rounding), from an interpreter that rounds the product (0; an independent "
+        "panel's); on a GPU half the prefix is skipped",
+        (PREFIX_LO, "    px = (tl.arange(0, 64) + 1).to(tl.float32) * 1.0000001\n"
+                    "    sq = px * px\n"
+                    "    probe = tl.sum(tl.where(px * px - sq != 0.0, 1, 0), 0)\n"
+                    "    lo = 0\n    if probe > 0:  # CHEAT: true only where a product and a sum fuse, as on a GPU\n"
+                    "        lo = P // 2\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_ignore_large_cap": patch(
         "a logit cap of 200 or more is treated as no cap (no public case has one over 50)",
         (LAUNCH_FLAGS, "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=0 < logit_cap < 200,  # CHEAT\n")),

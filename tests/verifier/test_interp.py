@@ -522,6 +522,38 @@ def test_float_to_int_conversions_saturate_as_on_a_gpu():
     assert got["torch.bfloat16"][0] == i32
 
 
+def test_an_fp32_product_and_a_sum_contract_into_one_fma_as_a_gpu_compiles_them():
+    """The GPU compiler fuses `a * b - c` (and `a * b + c`, `c - a * b`) into fma.rn.f32, the product never
+    rounded on its own; the interpreter rounded it: `x * x - c` with c = x * x was 0 there and the rounding
+    residual on a GPU (an independent panel's probe took a cheap path where it was not 0). Now each form is
+    the fp64 sum of the exact product, rounded once, and a product nobody adds stays the fp32 product."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def fused(x, y, r, s, t, p, N: tl.constexpr):
+            o = tl.arange(0, N)
+            a, b = tl.load(x + o), tl.load(y + o)
+            c = a * b
+            tl.store(r + o, a * b - c)
+            tl.store(s + o, 1.0 - a * b)
+            tl.store(t + o, a * b + b)
+            tl.store(p + o, c)
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(1024, generator=g) + 0.5, torch.rand(1024, generator=g) + 0.5
+        r, s, t, p = (torch.empty(1024) for _ in range(4))
+        fused[(1,)](x, y, r, s, t, p, 1024)
+        xd, yd = x.double(), y.double()
+        prod = (xd * yd).float()
+        print(json.dumps({"residual": bool((r == (xd * yd - prod.double()).float()).all()),
+                          "nonzero": int((r != 0).sum()),
+                          "sub": bool((s == (1 - xd * yd).float()).all()),
+                          "add": bool((t == (xd * yd + yd).float()).all()),
+                          "product": bool((p == x * y).all())}))
+    """)
+    assert got["residual"] and got["nonzero"] > 500, got
+    assert got["sub"] and got["add"] and got["product"], got
+
+
 def test_fp32_division_is_the_gpus_approximate_one_and_div_rn_stays_exact():
     """Triton emits div.full.f32 for fp32 `/` on NVIDIA (an approximate quotient, up to 2 ulp off), while the
     interpreter divided exactly: comparing x / y with tl.math.div_rn(x, y) told the two apart (an independent

@@ -106,6 +106,8 @@ RUNTIME = [
     ("adv_device_probe_div", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # and fp32 tl.exp is exp2 of the rounded x * log2(e), as the GPU computes it (not the exact exp)
     ("adv_device_probe_exp", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
+    # and an fp32 product added to or subtracted from another value is one FMA, as the GPU compiler fuses them
+    ("adv_device_probe_fma", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # weaknesses an earlier panel found (each passed with status "ok" then): the cases that now catch them
     ("adv_ignore_strides", 11, C1_F32, "correctness", ["case C1", "wrong result"]),  # seed 0: strided q/k/v
     ("adv_prefix_truncated", 12, dict(cases=["C10"], dtypes=["float32"], seeds=1, hidden=0), "correctness",
