@@ -514,7 +514,8 @@ def _patch_contraction(interp: Any) -> None:
     panel's kernel computed `x * x - c` for an x whose square rounds: 0 under a plain interpreter, the
     rounding residual on a GPU, and took a cheap path where it was not 0. Contracted here when the
     sum takes the product's own result (a product that passed through another operation first, a
-    broadcast or a cast, is not); with two products, the left one, as LLVM does when their uses tie.
+    broadcast, a reshape or a select, is not); with two products, the left one (LLVM's choice when
+    both have as many uses).
     The sum is made in fp64, as the libdevice fma is (an fp32 product is exact there)."""
     builder = interp.InterpreterBuilder
     fmul, fadd, fsub = builder.create_fmul, builder.create_fadd, builder.create_fsub
