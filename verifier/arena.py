@@ -127,9 +127,22 @@ def pack_inputs(inputs: dict[str, Any], outputs: list[str], layout: Layout | Non
         t = inputs[spec.name]
         if spec.span:
             flat = t.as_strided((spec.span // t.element_size(),), (1,), t.storage_offset())
-            _pwrite_all(fd, memoryview(flat.contiguous().view(torch.uint8).numpy()), spec.offset)
+            data = memoryview(flat.contiguous().view(torch.uint8).numpy())
+            hole = zero_prefix(t)
+            _pwrite_all(fd, data[hole:], spec.offset + hole)  # the file reads as zeros where nothing is written
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
     return plan, fd
+
+
+def zero_prefix(t: torch.Tensor) -> int:
+    """Bytes at the start of a contiguous tensor that trusted code made as zeros and never stored
+    (`zero_prefix_bytes`: a task's pool past 2^31 elements, over an untouched anonymous mapping): left as
+    a hole of the memfd, which reads as zeros too, so a 4 GiB pool costs the pages its data fills. Reading
+    them to check would touch every page: the attribute is trusted (only trusted code builds inputs)."""
+    claimed = getattr(t, "zero_prefix_bytes", 0)
+    if not claimed or t.storage_offset() or not t.is_contiguous():
+        return 0
+    return min(int(claimed), t.numel() * t.element_size()) // PAGE * PAGE
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -16,8 +16,9 @@ Input distributions (against the threats of docs/threats.md): q, k, v ~ N(0, 1);
 logit stands ~12 above the rest, so skipping any part of the key range shows); q_scale
 raises all logits (C9: +-50); logit_shift moves them all by one amount, spreads kept (large caps).
 Unreferenced pool slots hold NaN: a correct gather never
-reads them. kv_indices follow one of several layouts (LAYOUTS), and may be shared between
-requests.
+reads them (a case with `slot_base` puts that many more unreferenced slots before them, zero
+and never stored: a pool past 2^31 elements that costs no memory, see `_pool_after`).
+kv_indices follow one of several layouts (LAYOUTS), and may be shared between requests.
 
 Which rule of the contract each case exercises is written in RULES below, next to the
 generators (task.toml's cases carry the same rule names in their notes).
@@ -26,6 +27,7 @@ generators (task.toml's cases carry the same rule names in their notes).
 from __future__ import annotations
 
 import math
+import mmap
 from typing import Any
 
 import torch
@@ -34,6 +36,7 @@ KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
     "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options", "logit_shift",
+    "slot_base",
 }
 NEEDLE_LOGIT = 12.0
 # Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
@@ -66,6 +69,7 @@ RULES = {
     "long prefixes (more than a thousand keys)": "hidden (P up to 8192)",
     "long extends": "C11 (150), hidden (up to 600)",
     "index dtypes int32 and int64": "every case by seed",
+    "a pool past 2^31 elements (pool offsets need 64 bits)": "hidden (the fourth, every evaluation)",
     "strided q/k/v (a fused QKV projection)": "every case by seed",
     "out-of-scope options raise NotImplementedError": "raises (k_scale, v_scale, skip_prefix_custom_mask)",
 }
@@ -206,11 +210,12 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     mask_lengths = torch.tensor([0] + [e * (p + e) for p, e in lengths]).cumsum(0) + mask_offset
     scalars = {"is_causal": causal, "max_len_extend": int(max_len), "sm_scale": sm_scale,
                "logit_cap": float(case.get("logit_cap", 0.0)), "sliding_window_size": int(window)}
+    base = int(case.get("slot_base", 0))  # unreferenced slots before the pool's own (a pool past 2^31 elements)
     if device == "meta":  # shapes only, for the launch report of big workloads: nothing is drawn
         meta = {"dtype": dtype, "device": "meta"}  # the requested dtype: it decides the kernels compiled
         return _assemble(torch.empty(n_ext, hq, lq, **meta), torch.empty(n_ext, hkv, lq, **meta),
-                         torch.empty(n_ext, hkv, lv, **meta), torch.empty(pool, hkv, lq, **meta),
-                         torch.empty(pool, hkv, lv, **meta), qo, kv,
+                         torch.empty(n_ext, hkv, lv, **meta), torch.empty(base + pool, hkv, lq, **meta),
+                         torch.empty(base + pool, hkv, lv, **meta), qo, kv,
                          torch.empty(sum(p for p, _ in lengths), dtype=index_dtype, device="meta"),
                          torch.empty(int(mask_lengths[-1]), dtype=torch.bool, device="meta") if masked else None,
                          mask_lengths if masked else None, scalars, dtype, "meta", strided, index_dtype)
@@ -274,8 +279,30 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     if masked:  # mask_indptr[0] may be > 0: bits before it belong to nobody
         mask = torch.cat([torch.rand(mask_offset, generator=content) < 0.5, *masks])
     on = lambda x: x.to(device=device, dtype=dtype)  # noqa: E731
-    return _assemble(on(q), on(k_ext), on(v_ext), on(k_buf), on(v_buf), qo, kv, indices.to(index_dtype),
+    if base:
+        k_buf, v_buf, indices = _pool_after(base, k_buf, dtype, device), _pool_after(base, v_buf, dtype, device), \
+            indices + base
+    else:
+        k_buf, v_buf = on(k_buf), on(v_buf)
+    return _assemble(on(q), on(k_ext), on(v_ext), k_buf, v_buf, qo, kv, indices.to(index_dtype),
                      mask, mask_lengths if masked else None, scalars, dtype, device, strided, index_dtype)
+
+
+def _pool_after(base: int, rows: torch.Tensor, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """`rows` as the last slots of a pool with `base` unreferenced slots before them. On CPU those are an
+    untouched anonymous mapping: zeros that take no memory (a pool of 2^31 bf16 elements is 4 GiB), which
+    the verifier leaves as a hole of the candidate's input file instead of writing them (the tensor's
+    `zero_prefix_bytes`, verifier/arena.py); on a device they hold NaN like every unreferenced slot."""
+    shape = (base + rows.shape[0], *rows.shape[1:])
+    if device != "cpu":
+        pool = torch.full(shape, float("nan"), dtype=dtype, device=device)
+        pool[base:] = rows.to(device=device, dtype=dtype)
+        return pool
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    pool = torch.frombuffer(mmap.mmap(-1, math.prod(shape) * itemsize), dtype=dtype).view(shape)
+    pool[base:] = rows.to(dtype)
+    pool.zero_prefix_bytes = base * math.prod(shape[1:]) * itemsize
+    return pool
 
 
 def _assemble(q, k, v, k_buf, v_buf, qo, kv, indices, mask, mask_indptr, scalars, dtype, device, strided,
@@ -398,7 +425,11 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         # kernel that walks only the first 32768 keys (an independent panel's) shows; one or two queries keep
         # it cheap (a few seconds of interpreter for the candidate and as many for the baseline's comparison)
         tiny[-1] = [32768 + int(torch.randint(1, 32769, (1,), generator=gen)), pick([1, 2])]
-        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["bfloat16"],
+        # and the pool is past 2^31 elements (2^25 slots of 64; serving pools of millions of tokens are): a
+        # kernel that computes pool offsets in int32 (slot * stride) wraps, as an independent panel's did and
+        # got `ok`. The slots before the pool's own are never referenced and cost no memory (_pool_after)
+        base = (1 << 25) - int(torch.randint(0, 4097, (1,), generator=gen))
+        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["bfloat16"], "slot_base": base,
                       "requests": [[pick([0, 1, 3, 17]), 8192]] + tiny})  # (W3's exact length)
     for i in range(len(cases), count):
         hkv = pick([1, 2])

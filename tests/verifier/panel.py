@@ -542,6 +542,17 @@ PANEL: dict[str, Kernel] = {
         "a program walks at most 32768 prefix keys (W2's, the longest workload's; an independent panel's kernel: "
         "no case had a longer prefix, and the contract sets no bound)",
         (PREFIX_LOOP, "    for start_n in range(lo, tl.minimum(P, lo + 32768), BLOCK_N):  # CHEAT: far keys cut\n")),
+    "adv_int32_pool_offsets": patch(
+        "pool offsets in int32 (slot * stride: cheaper address arithmetic), right until the pool passes 2^31 "
+        "elements (an independent panel's kernel: no pool was that large, and it got `ok`)",
+        ("mask=mask_n, other=0).to(tl.int64)\n", "mask=mask_n, other=0).to(tl.int32)  # CHEAT: offsets wrap\n")),
+    "honest_int32_pool_when_it_fits": patch(
+        "honest: pool offsets in int32 only when both pools hold fewer than 2^31 elements (a flag from their "
+        "sizes), int64 otherwise",
+        (PARAMS, PARAMS + "    POOL_I32: tl.constexpr,\n"),
+        ("mask=mask_n, other=0).to(tl.int64)\n",
+         "mask=mask_n, other=0).to(tl.int64)\n        if POOL_I32:\n            slot = slot.to(tl.int32)\n"),
+        (LAUNCH_FLAGS, LAUNCH_FLAGS + "        POOL_I32=max(k_buffer.numel(), v_buffer.numel()) < 2**31,\n")),
     "adv_gqa16_causal_dropped": patch(
         "with 16 query heads per KV head (the contract's largest ratio, no workload's) the extend keys' causal "
         "mask is dropped (an independent panel's packed-GQA kernel mapped rows to tokens wrongly from 16 on)",

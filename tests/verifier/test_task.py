@@ -154,3 +154,30 @@ def test_holdout_always_has_a_long_prefix(extend_task):
         first = ref.holdout_cases(seed, 3)[0]
         prefixes = [p for p, _ in first["requests"]]
         assert prefixes[0] == 32768 and prefixes[1] in (4096, 8192, 16384) and prefixes[2] % 1024, first
+
+
+def test_the_long_extend_hidden_case_has_a_pool_past_2_31_elements_that_costs_no_memory(extend_task):
+    """An independent panel's kernel computed pool offsets in int32 and got `ok`: no pool passed 2^31 elements.
+    The fourth hidden case's pool does (2^25 unreferenced slots of 64 before its own), and the 4 GiB of each
+    pool it never references are a hole of the candidate's input file, not memory: the file still holds
+    exactly what the reference reads, at the slots' offsets."""
+    import os
+    from kopt.verifier import arena
+    ref = extend_task.load_reference()
+    fourth = ref.holdout_cases(5, 4)[3]
+    x = ref.make_inputs({k: v for k, v in fourth.items() if k != "dtypes"}, torch.bfloat16, 3)
+    pool, slots = x["k_buffer"], x["kv_indices"].long()
+    assert pool.numel() > 2 ** 31 and int(slots.max()) * pool.stride(0) >= 2 ** 31
+    assert int(slots.min()) >= fourth["slot_base"] > (1 << 25) - 4097
+    layout, fd = arena.pack_inputs(x, ["o_extend"])
+    try:
+        assert os.fstat(fd).st_blocks * 512 < 256 << 20  # what is written, not 8 GiB
+        spec = next(s for s in layout.specs if s.name == "k_buffer")
+        row_bytes = pool.stride(0) * pool.element_size()
+        for slot in (int(slots[0]), int(slots[-1])):
+            row = pool[slot].contiguous().view(torch.uint8).numpy().tobytes()
+            assert os.pread(fd, row_bytes, spec.offset + slot * row_bytes) == row
+        assert os.pread(fd, 64, spec.offset + 4096) == bytes(64)  # an unreferenced slot: zeros
+    finally:
+        os.close(fd)
+    assert arena.zero_prefix(pool[1:]) == 0 and arena.zero_prefix(pool.transpose(1, 2)) == 0  # only as made

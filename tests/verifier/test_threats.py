@@ -181,6 +181,23 @@ def test_a_prefix_cut_at_the_longest_workloads_is_caught_by_a_longer_hidden_pref
     assert {c.case for c in verdict.cases if not c.passed} == {"hidden-4"}, describe(verdict)
 
 
+@pytest.mark.parametrize("name", ["adv_int32_pool_offsets", "honest_int32_pool_when_it_fits"])
+def test_pool_offsets_in_int32_are_caught_by_a_pool_past_2_31_elements(name, sub_task, run):
+    """Address arithmetic narrower than the pool (an independent panel's kernel got `ok`): slot * stride in
+    int32 is right until the pool passes 2^31 elements and wraps after it. The long-extend hidden case's pool
+    has 2^25 slots of 64 before its own (never referenced, no memory: a hole of the input file), so the
+    narrowed offsets fall outside the pool; a kernel that narrows them only when the pool fits passes."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4, workloads=[]))
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    # a wrapped offset lands before the pool: a fault (the call dies) or, where something is mapped there,
+    # a wrong result of that case
+    assert verdict.status == "rejected" and "a hidden case (bfloat16)" in verdict.reason, describe(verdict)
+    assert "SIGSEGV" in verdict.reason or {c.case for c in verdict.cases if not c.passed} == {"hidden-4"}, \
+        describe(verdict)
+
+
 def test_a_path_wrong_only_at_the_largest_gqa_ratio_is_caught_by_a_public_case(sub_task, run):
     """The contract's GQA ratios go up to 16, the workloads' only to 8 and the cases' to 8 (an independent
     panel's packed-GQA kernel mapped rows to tokens wrongly only when the padded group was 16, and got `ok`).
