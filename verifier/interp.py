@@ -513,9 +513,11 @@ def _patch_contraction(interp: Any) -> None:
     no launch option the gate allows), so the product is never rounded on its own. An independent
     panel's kernel computed `x * x - c` for an x whose square rounds: 0 under a plain interpreter, the
     rounding residual on a GPU, and took a cheap path where it was not 0. Contracted here when the
-    sum takes the product's own result (a product that passed through another operation first, a
-    broadcast, a reshape or a select, is not); with two products, the left one (LLVM's choice when
-    both have as many uses).
+    sum takes the product's own result, or that result splatted, expanded or broadcast (register
+    copies on a GPU: `(a * b)[:, None] + c` is one FMA there too); a product that passed through a
+    reshape, a transpose or a select is not (those may move data through shared memory or keep
+    the sum off the product); with two products, the left one (LLVM's choice when both have as
+    many uses).
     The sum is made in fp64, as the libdevice fma is (an fp32 product is exact there)."""
     builder = interp.InterpreterBuilder
     fmul, fadd, fsub = builder.create_fmul, builder.create_fadd, builder.create_fsub
@@ -551,6 +553,21 @@ def _patch_contraction(interp: Any) -> None:
         return fsub(self, lhs, rhs) if out is None else out
 
     builder.create_fmul, builder.create_fadd, builder.create_fsub = create_fmul, create_fadd, create_fsub
+
+    def carried(make: Callable, move: Callable) -> Callable:  # the factors follow the product's copies
+        def create(self: Any, *args: Any) -> Any:
+            out = make(self, *args)
+            factors = next((a.attr.get(key) for a in args if isinstance(a, interp.TensorHandle)), None)
+            if factors is not None and fp32(out):
+                out.attr[key] = tuple(move(f, *args) for f in factors)
+            return out
+        return create
+
+    splat, expand, broadcast = builder.create_splat, builder.create_expand_dims, builder.create_broadcast
+    builder.create_expand_dims = carried(expand, lambda f, arg, axis: np.expand_dims(f, axis))
+    builder.create_broadcast = carried(broadcast, lambda f, arg, shape: np.broadcast_to(f, shape))
+    builder.create_splat = carried(splat, lambda f, ret_ty, arg: np.full(
+        ret_ty.shape, f[0] if isinstance(arg.dtype, interp.tl.block_type) else f, dtype=np.float32))
 
 
 def _patch_exp(interp: Any) -> None:

@@ -554,6 +554,39 @@ def test_an_fp32_product_and_a_sum_contract_into_one_fma_as_a_gpu_compiles_them(
     assert got["sub"] and got["add"] and got["product"], got
 
 
+def test_a_splatted_expanded_or_broadcast_product_still_contracts_and_a_transposed_one_does_not():
+    """The product's copies in registers (a scalar splatted over a block, `[:, None]`, a broadcast to the
+    sum's shape) are still one FMA on a GPU: `(a * b)[:, None] - c` told the interpreter apart once it fused
+    only a product the sum took directly. A transpose is left unfused (it may go through shared memory)."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def copies(x, y, c, r, s, t, N: tl.constexpr):
+            o = tl.arange(0, N)
+            a, b = tl.load(x + o), tl.load(y + o)
+            two = o[:, None] * 2 + tl.arange(0, 2)[None, :]
+            tl.store(r + two, (a * b)[:, None] - tl.load(c + two))  # expand, then broadcast to [N, 2]
+            sa, sb = tl.load(x), tl.load(y)
+            tl.store(s + o, sa * sb - tl.load(c))  # a scalar product splatted over [N]
+            sq = o[:, None] * N + o[None, :]
+            prod = a[:, None] * b[None, :]
+            tl.store(t + sq, tl.trans(prod) - tl.trans(tl.load(c + 2 * N + sq)))
+        g = torch.Generator().manual_seed(1)
+        n = 64
+        x, y = torch.rand(n, generator=g) + 0.5, torch.rand(n, generator=g) + 0.5
+        prod = x * y
+        outer = x[:, None] * y[None, :]
+        c = torch.cat([prod.repeat_interleave(2), outer.flatten()])
+        c[0] = c[1] = float(prod[0])
+        r, s, t = torch.empty(n, 2), torch.empty(n), torch.empty(n, n)
+        copies[(1,)](x, y, c, r, s, t, n)
+        residual = ((x.double() * y.double()) - prod.double()).float()
+        print(json.dumps({"expanded": bool((r == residual[:, None]).all()), "nonzero": int((residual != 0).sum()),
+                          "splat": bool((s == residual[0]).all()), "transposed": bool((t == 0).all())}))
+    """)
+    assert got["nonzero"] > 30 and got["expanded"] and got["splat"] and got["transposed"], got
+
+
 def test_fp32_division_is_the_gpus_approximate_one_and_div_rn_stays_exact():
     """Triton emits div.full.f32 for fp32 `/` on NVIDIA (an approximate quotient, up to 2 ulp off), while the
     interpreter divided exactly: comparing x / y with tl.math.div_rn(x, y) told the two apart (an independent
