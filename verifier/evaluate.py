@@ -65,10 +65,12 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
         cases += [(f"hidden-{i + 1}", params, True) for i, params in enumerate(hidden)]
     items = []
     for index, (case_id, params, hidden) in enumerate(cases):
-        # a case may name the dtypes it is checked in (a long one, in the timed dtype only: no repeat calls)
+        # a case may name the dtypes it is checked in (a long one, in the timed dtype only: no repeat calls);
+        # where the profile checks none of them (a task copy with fewer dtypes), it is not checked: such a case
+        # is sized for its dtypes (a pool past 2^31 elements is 4 GiB in bf16, 8 in fp32)
         only = params.get("dtypes")
         params = {k: v for k, v in params.items() if k != "dtypes"}
-        dtypes = [d for d in profile.dtypes if only is None or d in only] or profile.dtypes[:1]
+        dtypes = [d for d in profile.dtypes if only is None or d in only]
         for d, dtype in enumerate(dtypes):
             for s in range(1 if hidden else profile.seeds):
                 seed = mix_seed(secret, case_id, dtype, s)

@@ -13,7 +13,10 @@ same buffers for a second call, so anything cached across calls shows.
 
 Input distributions (against the threats of docs/threats.md): q, k, v ~ N(0, 1); in a third of the heads q is scaled x4
 ("peaky"); in another third every query row is pointed at one visible key ("needle": its
-logit stands ~12 above the rest, so skipping any part of the key range shows); q_scale
+logit stands ~12 above the rest, so skipping any part of the key range shows); with
+`sink_logit`, each request's first key is an attention sink (8 times the norm) whose logit
+stands that far above all the others in every head, as a BOS token's does in real models;
+q_scale
 raises all logits (C9: +-50); logit_shift moves them all by one amount, spreads kept (large caps).
 Unreferenced pool slots hold NaN: a correct gather never
 reads them (a case with `slot_base` puts that many more unreferenced slots before them, zero
@@ -36,12 +39,12 @@ KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
     "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options", "logit_shift",
-    "slot_base",
+    "slot_base", "sink_logit",
 }
 NEEDLE_LOGIT = 12.0
 # Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
 # (shuffled runs of 16 slots); the others break one assumption each.
-LAYOUTS = ("scattered", "runs16", "runs16_broken", "reversed_runs", "interleaved", "duplicate")
+LAYOUTS = ("scattered", "runs16", "runs16_broken", "reversed_runs", "interleaved", "duplicate", "near_runs")
 
 # The contract's rules and the cases that exercise them (public ids from task.toml; "hidden"
 # means holdout_cases draws it; "raises" means task.toml's [[raises]] entries).
@@ -57,8 +60,9 @@ RULES = {
     "custom mask decides extend visibility; prefix columns ignored": "C5, C11, hidden",
     "mask block offset mask_indptr[b], a first offset other than 0": "C11, hidden (mask_offset)",
     "mask bits above the diagonal, across several tiles": "C11 (mask_kind=random, E=150)",
-    "a row with no visible key writes 0": "C5 (tree row cleared), C11",
-    "sliding window, prefix and extend, small and large": "C6 (16), C13 (W=3, non-causal), hidden (1..600)",
+    "a row with no visible key writes 0": "C5 (a row cleared in a request with no prefix)",
+    "sliding window, prefix and extend, small and large": "C6 (16), C13 (W=3, non-causal), C19 (160, E > W), "
+                                                          "hidden (1..1024)",
     "window and logit cap at the sizes models use (W 4096 or 8192, caps up to 300, logits shifted by 4-8)":
         "hidden (the third, every evaluation)",
     "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), hidden (1-100)",
@@ -67,6 +71,7 @@ RULES = {
     "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",
     "many requests per batch": "C3 (9), C12 (12), hidden",
     "long prefixes (more than a thousand keys)": "hidden (P up to 8192)",
+    "an attention sink: far-below-max keys whose small weights add up": "hidden (the fifth, every evaluation)",
     "long extends": "C11 (150), hidden (up to 600)",
     "index dtypes int32 and int64": "every case by seed",
     "a pool past 2^31 elements (pool offsets need 64 bits)": "hidden (the fourth, every evaluation)",
@@ -93,6 +98,20 @@ def _order(size: int, layout: str, gen: torch.Generator) -> torch.Tensor:
     """A permutation of the pool's slots; requests take consecutive pieces of it."""
     if layout == "scattered":
         return torch.randperm(size, generator=gen)
+    if layout == "near_runs":  # one contiguous range in runs of 16, each run's first and last slot in place, its
+        # 14 inner ones shuffled and one of them twice (the slot it replaced is unreferenced: NaN). A block whose
+        # indices merely span a contiguous range, first to last, is neither in order nor that range (an
+        # independent panel's kernel read such a block as first + i)
+        order, runs = torch.arange(size), size // 16
+        if runs:
+            body = order[:runs * 16].view(runs, 16).clone()
+            body[:, 1:15] = torch.gather(body, 1, torch.argsort(torch.rand(runs, 14, generator=gen), dim=1) + 1)
+            at = torch.randint(1, 15, (runs,), generator=gen)
+            twice = (at - 1 + torch.randint(1, 14, (runs,), generator=gen)) % 14 + 1  # another inner slot
+            rows = torch.arange(runs)
+            body[rows, at] = body[rows, twice]
+            order = torch.cat([body.flatten(), order[runs * 16:]])
+        return order
     runs = torch.randperm((size + 15) // 16, generator=gen)
     within = torch.arange(16)
     if layout == "reversed_runs":
@@ -124,9 +143,14 @@ def _slots(lengths: list[tuple[int, int]], layout: str, shared: bool, slack: flo
         common = [0] * len(lengths)
     used = sum(own)
     size = used + max(16, int(math.ceil(used * slack)))
+    aligned = layout == "near_runs"  # each request's runs start at a position that is a multiple of 16
+    if aligned:
+        size += 16 * (len(own) + 1)
     order = _order(size, "runs16" if layout == "duplicate" else layout, gen)
     slots, start = [], 0
     for b, p in enumerate(own):
+        if aligned:  # own slots from position common[b]: order index start + j - common[b] for position j
+            start += (common[b] - start) % 16
         mine = order[start:start + p]
         start += p
         if common[b]:
@@ -251,6 +275,12 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     # distributions: each head is normal, peaky or needle, rotating with the seed and variant
     group = hq // hkv
     scale = 1.0 / math.sqrt(lq)
+    sink = case.get("sink_logit")
+    sm = scalars["sm_scale"] if scalars["sm_scale"] is not None else scale
+    if sink:  # each request's first key is an attention sink (a BOS key with a large norm, as models have)
+        firsts = torch.unique(torch.stack([s[0] for s in slots if s.numel()])) if any(s.numel() for s in slots) \
+            else torch.zeros(0, dtype=torch.long)
+        k_buf[firsts] *= 8.0
     for b, (p, e) in enumerate(lengths):
         if e == 0:
             continue
@@ -258,6 +288,10 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         keys = None
         for h in range(hq):
             kind = (h + seed + variant) % 3
+            if sink and p:  # every row's logit of the sink stands `sink` above the rest, which spread by ~0.3
+                k0 = k_buf[slots[b][0], h // group]
+                q[rows, h] = k0 * (sink / (sm * (k0 * k0).sum()))  # at the sm_scale the kernel is given
+                continue
             if kind == 1:
                 q[rows, h] *= 4.0
             elif kind == 2:
@@ -270,7 +304,6 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     shift = case.get("logit_shift")
     if shift:  # every logit moved by `shift` (key dim 0 is 1, query dim 0 carries it), spreads kept: a logit
         # cap compresses the differences between large logits, so ignoring a large cap shows
-        sm = scalars["sm_scale"] if scalars["sm_scale"] is not None else scale
         for keys_of in (k_buf, k_ext):
             keys_of[..., 0] = torch.where(torch.isfinite(keys_of[..., 0]), 1.0, keys_of[..., 0])
         q[..., 0] = shift / sm
@@ -389,7 +422,8 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     round, one head, small E: what the GPU workloads reach and public cases do not); the second has a workload's heads; the third a window and a
     logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
     longest workload's among 31 tiny requests, the last with a prefix up to twice W2's (checked in
-    bf16 only: "dtypes"); the others draw
+    bf16 only: "dtypes"), in a pool past 2^31 elements; the fifth an attention sink before a long
+    prefix (fp32 only); the others draw
     lengths around tile boundaries and rotate through every option of the contract.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -413,7 +447,9 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         # independent panel's kernel ignored windows of 4096 and more when the draw was 1024 or 2048); the
         # rotating options below and the public cases bring the small ones
         w = pick([4096, 8192])
-        cases.append({"heads": [2, 1], "head_dim": 64, "requests": [[w + pick([300, 900]), pick([1, 3, 17])]],
+        # (17 or more query rows: a kernel that keeps only a tile's first row's window bound, an independent
+        # panel's, gives the rows below keys out of their window)
+        cases.append({"heads": [2, 1], "head_dim": 64, "requests": [[w + pick([300, 900]), pick([17, 33, 70])]],
                       "sliding_window": w, "logit_cap": pick([200.0, 300.0]),
                       "logit_shift": pick([4.0, 8.0])})  # larger: fp32 error grows (|s| * 2^-24)
     if count > 3:  # an extend as long as the longest workload's (W3: 8192), in a batch of as many requests as
@@ -431,6 +467,13 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         base = (1 << 25) - int(torch.randint(0, 4097, (1,), generator=gen))
         cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["bfloat16"], "slot_base": base,
                       "requests": [[pick([0, 1, 3, 17]), 8192]] + tiny})  # (W3's exact length)
+    if count > 4:  # an attention sink (the first key, 20 above the others in every row, as a BOS token is in
+        # real models) before 24576-32767 keys: their weights, each e^-20, add up to 5e-5-7e-5 of every row's mass,
+        # more than fp32's check allows; a kernel that skips the blocks whose every row is far below its running
+        # max (a threshold up to about 18) drops them (an independent panel's kernel, threshold 12, got `ok`: no
+        # input put a whole block that far below the max). 256 extend rows fill tiles of any BLOCK_M; fp32 only
+        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32"], "sink_logit": 16.0,
+                      "requests": [[24576 + int(torch.randint(0, 8192, (1,), generator=gen)), 256]]})
     for i in range(len(cases), count):
         hkv = pick([1, 2])
         group = pick([1, 2, 4, 7, 8, 16])
@@ -503,7 +546,7 @@ def describe(inputs: dict[str, Any], output: str, index: tuple[int, ...] | None,
     if inputs["sm_scale"] is not None:
         options.append(f"sm_scale {inputs['sm_scale']:.4g}")
     if hidden:
-        shown = f"{len(requests)} (lengths hidden)"
+        shown = f"{len(requests)} (lengths hidden; a window, a logit cap or sm_scale are not shown either)"
         options = [o for o in options if not o.startswith(("window", "logit cap", "sm_scale"))]
     text = (f"Hq/Hkv {q.shape[1]}/{inputs['k_extend'].shape[1]}, Lq/Lv {q.shape[2]}/{v.shape[2]}, "
             f"requests (P, E) {shown}, {', '.join(options)}, kv_indices {inputs['kv_indices'].dtype}")

@@ -553,6 +553,52 @@ PANEL: dict[str, Kernel] = {
         ("mask=mask_n, other=0).to(tl.int64)\n",
          "mask=mask_n, other=0).to(tl.int64)\n        if POOL_I32:\n            slot = slot.to(tl.int32)\n"),
         (LAUNCH_FLAGS, LAUNCH_FLAGS + "        POOL_I32=max(k_buffer.numel(), v_buffer.numel()) < 2**31,\n")),
+    "adv_skip_far_below_max": patch(
+        "a prefix block whose every real row is more than 12 below its running max is skipped (its weights are "
+        "each under e^-12; an independent panel's kernel): behind an attention sink they add up",
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        row_max = tl.max(s, 1)  # rows that see no key of this block lose nothing by a skip\n"
+         "        gap = tl.max(tl.where(mask_m & (row_max > float('-inf')), row_max - m_i, float('-inf')), 0)\n"
+         "        if gap >= -12.0:  # CHEAT: a block far below the max is dropped\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "honest_skip_underflow": patch(
+        "honest: a prefix block is skipped only where every weight underflows to 0 in fp32 (more than 110 below the "
+        "running max: e^-110 is below the smallest subnormal), which changes no bit",
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        row_max = tl.max(s, 1)  # rows that see no key of this block lose nothing by a skip\n"
+         "        gap = tl.max(tl.where(mask_m & (row_max > float('-inf')), row_max - m_i, float('-inf')), 0)\n"
+         "        if gap >= -110.0:  # below that, e^(s - m) is exactly 0 in fp32\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_span_assumed_in_order": patch(
+        "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
+        "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",
+        ("mask=mask_n, other=0).to(tl.int64)\n",
+         "mask=mask_n, other=0).to(tl.int64)\n"
+         "        n_valid = tl.minimum(P - start_n, BLOCK_N)\n"
+         "        first = tl.load(kv_indices + kv_start + start_n).to(tl.int64)\n"
+         "        last = tl.load(kv_indices + kv_start + start_n + n_valid - 1).to(tl.int64)\n"
+         "        low = tl.min(tl.where(mask_n, slot, first), 0)\n"
+         "        high = tl.max(tl.where(mask_n, slot, first), 0)\n"
+         "        if (low == first) & (high == last) & (last - first == n_valid - 1):  # CHEAT: not checked\n"
+         "            slot = first + tl.arange(0, BLOCK_N).to(tl.int64)\n")),
+    "honest_contiguous_fast_path": patch(
+        "honest: a prefix block whose every slot is first + i (checked lane by lane) is read with affine addresses",
+        ("mask=mask_n, other=0).to(tl.int64)\n",
+         "mask=mask_n, other=0).to(tl.int64)\n"
+         "        first = tl.load(kv_indices + kv_start + start_n).to(tl.int64)\n"
+         "        step = (offs_n - start_n).to(tl.int64)\n"
+         "        if tl.sum(tl.where(mask_n & (slot != first + step), 1, 0), 0) == 0:\n"
+         "            slot = first + step\n")),
+    "adv_window_first_row_only": patch(
+        "from a window of 128 on, a prefix tile keeps only its first row's window bound (the loop's start), the "
+        "per-row compare dropped (an independent panel's kernel: no case had a window from 128 on over many rows)",
+        ("            visible = visible & ((P + offs_m[:, None]) <= (offs_n[None, :] + window))\n",
+         "            # CHEAT: large windows keep only the tile's bound\n"
+         "            visible = visible & ((window >= 128) | ((P + offs_m[:, None]) <= (offs_n[None, :] + window)))\n")),
+    "adv_empty_row_nan": patch(
+        "a row that sees no key divides 0 by 0 (NaN, not the contract's 0): one select less (an independent panel's "
+        "kernel: every fully masked row of the cases still saw prefix keys)",
+        ("    l_safe = tl.where(l_i == 0.0, 1.0, l_i)\n", "    l_safe = l_i  # CHEAT: 0 / 0 where no key is visible\n")),
     "adv_gqa16_causal_dropped": patch(
         "with 16 query heads per KV head (the contract's largest ratio, no workload's) the extend keys' causal "
         "mask is dropped (an independent panel's packed-GQA kernel mapped rows to tokens wrongly from 16 on)",

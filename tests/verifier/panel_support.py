@@ -83,10 +83,11 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
 def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[str] | None = None,
                    seeds: int | None = None, hidden: int | None = None,
                    timeouts: dict[str, float] | None = None, raises: bool = False,
-                   workloads: list[str] | None = None) -> Task:
+                   workloads: list[str] | None = None, params: dict[str, dict] | None = None) -> Task:
     """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds (and of its
     must-raise checks: only with `raises`, and only those whose case is kept), and of its GPU workloads
-    (dry-run, and checked on a sample of their programs when the CPU checks their dtype)."""
+    (dry-run, and checked on a sample of their programs when the CPU checks their dtype). `params`: case id ->
+    parameters that replace the case's own (a layout fixed instead of drawn by seed, say)."""
     source = load_task(TASK_NAME).root
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     raw = tomllib.loads((dest / "task.toml").read_text())
@@ -95,6 +96,10 @@ def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[s
         missing = [c for c in cases if c not in known]
         assert not missing, f"the real task has no case {missing}: the test's defence is gone"
         raw["cases"] = [known[c] for c in cases]
+    for case_id, changes in (params or {}).items():
+        case = next((c for c in raw["cases"] if c["id"] == case_id), None)
+        assert case is not None, f"no case {case_id} to change"
+        case.update(changes)
     raw["raises"] = [r for r in raw.get("raises", []) if raises and r["case"] in {c["id"] for c in raw["cases"]}]
     if workloads is not None:
         raw["workloads"] = [w for w in raw["workloads"] if w["id"] in workloads]

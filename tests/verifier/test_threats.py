@@ -198,6 +198,56 @@ def test_pool_offsets_in_int32_are_caught_by_a_pool_past_2_31_elements(name, sub
         describe(verdict)
 
 
+@pytest.mark.parametrize("name", ["adv_skip_far_below_max", "honest_skip_underflow"])
+def test_skipping_blocks_far_below_the_max_is_caught_behind_an_attention_sink(name, sub_task, run):
+    """An independent panel's kernel skipped a prefix block when every row's block max was more than 12 below its
+    running max and got `ok`: with normal, peaky and needle heads no whole block is that far below. Behind an
+    attention sink (the first key, 16 above the other 24576-32767 in every row, as a BOS token is) they all
+    are, and their weights add up to 1e-3 of each row's mass: the fifth hidden case (fp32) sees it. A kernel
+    that skips only where every weight underflows to 0 changes no bit and passes."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=5, workloads=[]))
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected" and "a hidden case (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"hidden-5"}, describe(verdict)
+
+
+@pytest.mark.parametrize("name", ["adv_span_assumed_in_order", "honest_contiguous_fast_path"])
+def test_a_block_whose_slots_only_span_a_range_is_not_read_as_that_range(name, sub_task, run):
+    """An independent panel's kernel read a prefix block as first + i when its slots spanned first..last with as
+    many slots as keys (min, max and both ends checked, not every lane) and got `ok`: no layout had such a
+    block out of order. The near_runs layout (one seed in seven) keeps each run of 16's ends and shuffles its
+    inside with one slot twice, so the slot left out (NaN) is read; checked lane by lane, the fast path passes."""
+    task = sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=0, workloads=[],
+                    params={"C1": {"kv_layout": "near_runs"}})
+    verdict = run(name, task)
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected" and "case C1 (float32)" in verdict.reason, describe(verdict)
+
+
+def test_a_large_window_kept_only_at_the_tile_level_is_caught_by_a_public_case(sub_task, run):
+    """An independent panel's kernel dropped the per-row window compare from a window of 128 on (keeping the
+    bound of a tile's first row) and got `ok`: the cases' windows over many rows were small. C19 has a window
+    of 160 across a 300-key prefix for 200 rows."""
+    verdict = run("adv_window_first_row_only", sub_task(cases=["C1", "C19"], dtypes=["float32"], seeds=1, hidden=0,
+                                                        workloads=[]))
+    assert verdict.status == "rejected" and "first: case C19 (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C19"}, describe(verdict)
+
+
+def test_a_row_that_sees_no_key_must_be_0_and_one_of_c5_does(sub_task, run):
+    """An independent panel's kernel wrote 0 / 0 for a row with no visible key and got `ok`: C5's cleared row
+    was in a request with a prefix, which every row sees. C5's request 0 now has none."""
+    verdict = run("adv_empty_row_nan", sub_task(cases=["C1", "C5"], dtypes=["float32"], seeds=1, hidden=0,
+                                                workloads=[]))
+    assert verdict.status == "rejected" and "first: case C5 (float32)" in verdict.reason, describe(verdict)
+    assert "non-finite" in verdict.reason and {c.case for c in verdict.cases if not c.passed} == {"C5"}, \
+        describe(verdict)
+
+
 def test_a_path_wrong_only_at_the_largest_gqa_ratio_is_caught_by_a_public_case(sub_task, run):
     """The contract's GQA ratios go up to 16, the workloads' only to 8 and the cases' to 8 (an independent
     panel's packed-GQA kernel mapped rows to tokens wrongly only when the padded group was 16, and got `ok`).
