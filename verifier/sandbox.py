@@ -166,7 +166,8 @@ def describe_exit(code: int) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = {"SIGSEGV": " (segmentation fault: often an out-of-bounds load or store)",
+        hint = {"SIGSEGV": " (segmentation fault: often an out-of-bounds load or store, or an offset computed in "
+                             "int32 that wrapped: an input may hold more than 2^31 elements)",
                 "SIGKILL": " (killed: out of memory?)", "SIGABRT": " (aborted)"}.get(name, "")
         return f"the process died with {name}{hint}"
     return f"the process exited with status {code}"
