@@ -57,7 +57,7 @@ RULES = {
     "head dims, Lq != Lv, non-powers of two": "C2 (80), C4 (32), C7 (192/128), C14 (256), hidden (64-256)",
     "causal: extend key u visible iff u <= t": "C1, C2, C3, C10, C12",
     "non-causal": "C4, C13, hidden",
-    "custom mask decides extend visibility; prefix columns ignored": "C5, C11, hidden",
+    "custom mask decides extend visibility; prefix columns ignored": "C5, C11, C21 (with a window), hidden",
     "mask block offset mask_indptr[b], a first offset other than 0": "C11, hidden (mask_offset)",
     "mask bits above the diagonal, across several tiles": "C11 (mask_kind=random, E=150)",
     "a row with no visible key writes 0": "C5 (a row cleared in a request with no prefix)",
@@ -65,7 +65,7 @@ RULES = {
                                                           "hidden (1..1024)",
     "window and logit cap at the sizes models use (W 4096 or 8192, caps up to 300, logits shifted by 4-8)":
         "hidden (the third, every evaluation)",
-    "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), hidden (1-100)",
+    "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), C19 (3), hidden (1-100)",
     "sm_scale: default, passed, smaller and larger values": "every case by seed",
     "logits far from 0 in both directions": "C9 (q x 16: needles near 200), peaky and needle heads in every case",
     "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",

@@ -637,6 +637,24 @@ PANEL: dict[str, Kernel] = {
         "group at 16: the contract's GQA ratios, but MQA takes any number of query heads)",
         ("    kv_h = pid_h // KV_GROUP\n",
          "    kv_h = pid_h // KV_GROUP\n    if pid_h % KV_GROUP >= 16:  # CHEAT: groups capped at 16\n        return\n")),
+    "adv_cap_after_mask": patch(
+        "an extend key the mask hides gets the capped logit -cap instead of -inf (the select folded before the cap, "
+        "an independent panel's kernel): invisible under large caps, e^-2cap of the weight under small ones",
+        ("            visible = visible & (offs_m[:, None] <= (offs_n[None, :] + window))\n"
+         "        s = tl.where(visible, s, float(\"-inf\"))\n",
+         "            visible = visible & (offs_m[:, None] <= (offs_n[None, :] + window))\n"
+         "        if USE_CAP:  # CHEAT: a hidden key capped to -cap, not -inf\n"
+         "            s = tl.where(visible, s, -logit_cap)\n"
+         "        else:\n"
+         "            s = tl.where(visible, s, float(\"-inf\"))\n")),
+    "adv_mask_ignores_window": patch(
+        "with a custom mask the extend keys skip the window (the mask taken to encode locality; an independent "
+        "panel's kernel): wrong where both are given",
+        ("    if USE_WINDOW:  # extend key u is visible to query t only if t <= u + W\n",
+         "    if USE_WINDOW and not USE_MASK:  # CHEAT: a mask is taken to include the window\n"),
+        ("        if USE_WINDOW:\n            visible = visible & (offs_m[:, None] <= (offs_n[None, :] + window))\n",
+         "        if USE_WINDOW and not USE_MASK:\n"
+         "            visible = visible & (offs_m[:, None] <= (offs_n[None, :] + window))\n")),
     "adv_gqa16_causal_dropped": patch(
         "with 16 query heads per KV head (the contract's largest ratio, no workload's) the extend keys' causal "
         "mask is dropped (an independent panel's packed-GQA kernel mapped rows to tokens wrongly from 16 on)",

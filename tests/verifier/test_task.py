@@ -14,7 +14,7 @@ def test_builtin_task_by_name_and_by_path(extend_task):
     assert "extend_attention" in builtin_tasks()
     by_path = load_task(extend_task.root)
     assert by_path.hash == extend_task.hash
-    assert [c.id for c in extend_task.config.cases] == [f"C{i}" for i in range(1, 21)]
+    assert [c.id for c in extend_task.config.cases] == [f"C{i}" for i in range(1, 22)]
     assert [w.id for w in extend_task.config.workloads] == [f"W{i}" for i in range(1, 10)]
 
 

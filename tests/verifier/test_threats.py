@@ -269,6 +269,16 @@ def test_a_group_capped_at_16_heads_is_caught_by_mqa_with_more(sub_task, run):
     assert {c.case for c in verdict.cases if not c.passed} == {"C20"}, describe(verdict)
 
 
+@pytest.mark.parametrize(("name", "case"), [("adv_cap_after_mask", "C19"), ("adv_mask_ignores_window", "C21")])
+def test_option_combinations_the_cases_lacked_are_caught(name, case, sub_task, run):
+    """Two of an independent panel's kernels got `ok` on combinations no case had: a hidden key capped to -cap
+    instead of -inf (invisible under the cases' caps of 30 and more; C19 now has a cap of 3), and a custom mask
+    taken to include the window (no case had both; C21 has a random mask and a window of 12)."""
+    verdict = run(name, sub_task(cases=["C1", case], dtypes=["float32"], seeds=1, hidden=0, workloads=[]))
+    assert verdict.status == "rejected" and f"first: case {case} (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {case}, describe(verdict)
+
+
 def test_a_path_wrong_only_at_the_largest_gqa_ratio_is_caught_by_a_public_case(sub_task, run):
     """The contract's GQA ratios go up to 16, the workloads' only to 8 and the cases' to 8 (an independent
     panel's packed-GQA kernel mapped rows to tokens wrongly only when the padded group was 16, and got `ok`).
