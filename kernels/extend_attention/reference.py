@@ -278,9 +278,9 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
     sink = case.get("sink_logit")
     sm = scalars["sm_scale"] if scalars["sm_scale"] is not None else scale
     if sink:  # each request's first key is an attention sink (a BOS key with a large norm, as models have)
-        firsts = torch.unique(torch.stack([s[0] for s in slots if s.numel()])) if any(s.numel() for s in slots) \
-            else torch.zeros(0, dtype=torch.long)
-        k_buf[firsts] *= 8.0
+        firsts = [mine[0] for mine in slots if mine.numel()]
+        if firsts:  # (a shared first slot is scaled once)
+            k_buf[torch.stack(firsts).unique()] *= 8.0
     for b, (p, e) in enumerate(lengths):
         if e == 0:
             continue
