@@ -67,7 +67,7 @@ RULES = {
         "hidden (the third, every evaluation)",
     "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), C19 (3), hidden (1-100)",
     "sm_scale: default, passed, smaller and larger values": "every case by seed",
-    "logits far from 0 in both directions": "C9 (q x 16: needles near 200), peaky and needle heads in every case",
+    "logits far from 0 in both directions": "C9 (q x 8), peaky and needle heads in every case",
     "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",
     "many requests per batch": "C3 (9), C12 (12), hidden",
     "long prefixes (more than a thousand keys)": "hidden (P up to 8192)",

@@ -52,15 +52,6 @@ def after(anchor: str, text: str) -> Edit:
 IMPORTS = "import triton.language as tl\n"  # the last import
 TUNABLES = "NUM_STAGES_LARGE_D = 1\n"  # the last module-level constant
 HELPERS = "    return acc, m_new, l_i\n\n\n"  # the end of _online_softmax_step, before _fwd_kernel
-# a helper a lazy-rescaling kernel adds after it
-LAZY_STEP = ("@triton.jit\ndef _lazy_step(acc, m_i, l_i, s, row_max, v, DOT_PREC: tl.constexpr):\n"
-             "    # the running max kept: rows that saw nothing yet take this block's\n"
-             "    m_i = tl.where(m_i == float('-inf'), row_max, m_i)\n"
-             "    m_safe = tl.where(m_i == float('-inf'), 0.0, m_i)\n"
-             "    p = tl.exp(s - m_safe[:, None])\n"
-             "    l_i = l_i + tl.sum(p, 1)\n"
-             "    acc = acc + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)\n"
-             "    return acc, m_i, l_i\n\n\n")
 PARAMS = "    USE_WINDOW: tl.constexpr, DOT_PREC: tl.constexpr,\n"  # _fwd_kernel's last parameters
 PREC = '        DOT_PREC="ieee" if dtype == torch.float32 else None,  # None: target default\n'  # the launch: dot precision
 P_LINE = "    P = tl.load(kv_indptr + pid_b + 1) - kv_start\n"
@@ -608,30 +599,6 @@ PANEL: dict[str, Kernel] = {
         "a row that sees no key divides 0 by 0 (NaN, not the contract's 0): one select less (an independent panel's "
         "kernel: every fully masked row of the cases still saw prefix keys)",
         ("    l_safe = tl.where(l_i == 0.0, 1.0, l_i)\n", "    l_safe = l_i  # CHEAT: 0 / 0 where no key is visible\n")),
-    "adv_lazy_rescale_row0": patch(
-        "lazy rescaling (FlashAttention-4's) guarded by the tile's first row only: the running max is refreshed "
-        "every fourth prefix block or when row 0's max jumps by more than 8, so another row's exp(s - stale max) "
-        "overflows when its logits jump by more than 88 (an independent panel's kernel)",
-        (HELPERS, HELPERS + LAZY_STEP),
-        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
-         "        row_max = tl.max(s, 1)\n"
-         "        jump0 = tl.max(tl.where(tl.arange(0, BLOCK_M) == 0, row_max - m_i, float('-inf')), 0)\n"
-         "        if ((start_n - lo) // BLOCK_N) % 4 == 0 or jump0 > 8.0:  # CHEAT: row 0 speaks for the tile\n"
-         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
-         "        else:\n"
-         "            acc, m_i, l_i = _lazy_step(acc, m_i, l_i, s, row_max, v, DOT_PREC)\n\n    # ---- extend keys")),
-    "honest_lazy_rescale": patch(
-        "honest: lazy rescaling guarded by every row: the running max is refreshed only when some row's max jumps "
-        "by more than 8, so exp(s - stale max) stays under e^8 and the result is the same softmax",
-        (HELPERS, HELPERS + LAZY_STEP),
-        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
-         "        row_max = tl.max(s, 1)\n"
-         "        jump = tl.max(tl.where(mask_m, tl.where(m_i == float('-inf'), float('inf'), row_max - m_i), "
-         "float('-inf')), 0)\n"
-         "        if jump > 8.0:\n"
-         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
-         "        else:\n"
-         "            acc, m_i, l_i = _lazy_step(acc, m_i, l_i, s, row_max, v, DOT_PREC)\n\n    # ---- extend keys")),
     "adv_group_capped_at_16": patch(
         "a KV group's query heads past the 16th are never computed (an independent panel's GQA packing capped its "
         "group at 16: the contract's GQA ratios, but MQA takes any number of query heads)",
