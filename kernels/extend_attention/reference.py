@@ -15,7 +15,8 @@ Input distributions (against the threats of docs/threats.md): q, k, v ~ N(0, 1);
 ("peaky"); in another third every query row is pointed at one visible key ("needle": its
 logit stands ~12 above the rest, so skipping any part of the key range shows); with
 `sink_logit`, each request's first key is an attention sink (8 times the norm) whose logit
-stands that far above all the others in every head, as a BOS token's does in real models;
+stands that far above all the others in every head, as a BOS token's does in real models, and with
+`surge_logit` 16 rows of each request meet a key at a random block whose logit is that (see `_surges`);
 q_scale
 raises all logits (C9: +-50); logit_shift moves them all by one amount, spreads kept (large caps).
 Unreferenced pool slots hold NaN: a correct gather never
@@ -39,7 +40,7 @@ KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
     "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options", "logit_shift",
-    "slot_base", "sink_logit",
+    "slot_base", "sink_logit", "surge_logit",
 }
 NEEDLE_LOGIT = 12.0
 # Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
@@ -72,6 +73,8 @@ RULES = {
     "many requests per batch": "C3 (9), C12 (12), hidden",
     "long prefixes (more than a thousand keys)": "hidden (P up to 8192)",
     "an attention sink: far-below-max keys whose small weights add up": "hidden (the fifth, every evaluation)",
+    "a row's max jumping by more than 88 at a later block (e^(s - m) of a stale max overflows)":
+        "hidden (the fifth, behind its sink)",
     "long extends": "C11 (150), hidden (up to 600)",
     "index dtypes int32 and int64": "every case by seed",
     "a pool past 2^31 elements (pool offsets need 64 bits)": "hidden (the fourth, every evaluation)",
@@ -281,6 +284,7 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         firsts = [mine[0] for mine in slots if mine.numel()]
         if firsts:  # (a shared first slot is scaled once)
             k_buf[torch.stack(firsts).unique()] *= 8.0
+    surges = _surges(case.get("surge_logit"), lengths, slots, k_buf, content) if sink else {}
     for b, (p, e) in enumerate(lengths):
         if e == 0:
             continue
@@ -291,6 +295,9 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
             if sink and p:  # every row's logit of the sink stands `sink` above the rest, which spread by ~0.3
                 k0 = k_buf[slots[b][0], h // group]
                 q[rows, h] = k0 * (sink / (sm * (k0 * k0).sum()))  # at the sm_scale the kernel is given
+                for t, j in surges.get(b, ()):  # the row's logit of key j: `surge_logit`, the rest as they were
+                    kj = k_buf[slots[b][j], h // group]
+                    q[int(qo[b]) + t, h] += kj * (case["surge_logit"] / (sm * (kj * kj).sum()))
                 continue
             if kind == 1:
                 q[rows, h] *= 4.0
@@ -319,6 +326,41 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
         k_buf, v_buf = on(k_buf), on(v_buf)
     return _assemble(on(q), on(k_ext), on(v_ext), k_buf, v_buf, qo, kv, indices.to(index_dtype),
                      mask, mask_lengths if masked else None, scalars, dtype, device, strided, index_dtype)
+
+
+def _surges(surge: float | None, lengths: list[tuple[int, int]], slots: list[torch.Tensor], k_buf: torch.Tensor,
+            gen: torch.Generator) -> dict[int, list[tuple[int, int]]]:
+    """Behind a sink: 16 random rows of each request each get one random prefix key after its first eighth whose
+    logit is `surge` (the rows' other logits stay as they were). The keys are made orthogonal to the sink and
+    to each other (Gram-Schmidt in every KV head) and 16 times the norm, so no other row's logit of them moves
+    and a row's query needs no large norm: its running max jumps from the sink's to `surge` at a block no probe
+    of a tile's first row, or of every fourth block, foresees. {request: [(row, position)]}"""
+    if not surge:
+        return {}
+    out: dict[int, list[tuple[int, int]]] = {}
+    for b, (p, e) in enumerate(lengths):
+        if p < 64 or e == 0:
+            continue
+        first = slots[b][0]
+        chosen, used = [], {int(first)}
+        rows = torch.randperm(e, generator=gen)[:16].tolist()
+        for t in rows:  # a position whose slot is not the sink's nor another surge's (a layout may repeat a slot)
+            for _ in range(64):
+                j = p // 8 + int(torch.randint(0, p - p // 8, (1,), generator=gen))
+                if int(slots[b][j]) not in used:
+                    used.add(int(slots[b][j]))
+                    chosen.append((t, j))
+                    break
+        for hk in range(k_buf.shape[1]):
+            basis = [k_buf[first, hk] / k_buf[first, hk].norm()]
+            for _, j in chosen:
+                kj = k_buf[slots[b][j], hk].clone()
+                for u in basis:
+                    kj -= (kj @ u) * u
+                basis.append(kj / kj.norm())
+                k_buf[slots[b][j], hk] = basis[-1] * (16.0 * math.sqrt(k_buf.shape[2]))
+        out[b] = chosen
+    return out
 
 
 def _pool_after(base: int, rows: torch.Tensor, dtype: torch.dtype, device: str) -> torch.Tensor:
@@ -467,12 +509,15 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         base = (1 << 25) - int(torch.randint(0, 4097, (1,), generator=gen))
         cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["bfloat16"], "slot_base": base,
                       "requests": [[pick([0, 1, 3, 17]), 8192]] + tiny})  # (W3's exact length)
-    if count > 4:  # an attention sink (the first key, 20 above the others in every row, as a BOS token is in
-        # real models) before 24576-32767 keys: their weights, each e^-20, add up to 5e-5-7e-5 of every row's mass,
-        # more than fp32's check allows; a kernel that skips the blocks whose every row is far below its running
+    if count > 4:  # an attention sink (the first key, 16 above the others in every row, as a BOS token is in
+        # real models) before 24576-32767 keys: their weights, each about e^-16, add up to 1e-3 of every row's
+        # mass, more than fp32's check allows; a kernel that skips the blocks whose every row is far below its running
         # max (a threshold up to about 18) drops them (an independent panel's kernel, threshold 12, got `ok`: no
         # input put a whole block that far below the max). 256 extend rows fill tiles of any BLOCK_M; fp32 only
-        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32"], "sink_logit": 16.0,
+        # 16 rows in each a key whose logit is 120 (104 above the sink's: an e^(s - m) against the sink's max
+        # overflows fp32), at a random block: a kernel that rescales its running max lazily, probing only a
+        # tile's first row or every fourth block (an independent panel's, which got `ok`), turns them to NaN
+        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32"], "sink_logit": 16.0, "surge_logit": 120.0,
                       "requests": [[24576 + int(torch.randint(0, 8192, (1,), generator=gen)), 256]]})
     for i in range(len(cases), count):
         hkv = pick([1, 2])

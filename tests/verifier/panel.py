@@ -78,6 +78,18 @@ SKIP_BY_CONFIG = ((PARAMS, PARAMS + "    SKIP: tl.constexpr,\n"),
                    + PREFIX_LOOP),
                   ("        BLOCK_M=block_m, BLOCK_N=block_n,\n", "        BLOCK_M=block_m,\n"),
                   (LAUNCH_OPTIONS, ""))
+# a running max left as it is: e^(s - m) may exceed 1 (by at most e^8 where the caller rescales above that)
+STALE_STEP = """@triton.jit
+def _stale_step(acc, m_i, l_i, s, v, DOT_PREC: tl.constexpr):
+    m_i = tl.where(m_i == float("-inf"), tl.max(s, 1), m_i)  # a row's first keys set it (nothing to rescale)
+    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
+    p = tl.exp(s - m_safe[:, None])
+    l_i = l_i + tl.sum(p, 1)
+    acc = acc + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return acc, m_i, l_i
+
+
+"""
 LOOKS_BUSY = "@triton.jit\ndef _looks_busy(O):\n    pid = tl.program_id(0)\n\n\n"
 PUBLIC_TOKENS = "# Token counts of the public cases C1-C9.\nPUBLIC_TOKENS = (181, 129, 9, 73, 24, 110, 47, 14, 64)\n"
 
@@ -569,6 +581,31 @@ PANEL: dict[str, Kernel] = {
          "        gap = tl.max(tl.where(mask_m & (row_max > float('-inf')), row_max - m_i, float('-inf')), 0)\n"
          "        if gap >= -110.0:  # below that, e^(s - m) is exactly 0 in fp32\n"
          "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_lazy_rescale_first_row": patch(
+        "the prefix loop rescales its running max only every fourth block or when the tile's first row's max rises "
+        "by more than 8 (a scalar probe of one row; an independent panel's kernel): a later row whose logit jumps "
+        "by more than 88 overflows e^(s - m) to inf",
+        (HELPERS, HELPERS.rstrip("\n") + "\n\n\n" + STALE_STEP),
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        row_max = tl.max(s, 1)\n"
+         "        seen = tl.where(m_i == float('-inf'), -1e30, m_i)\n"
+         "        jump0 = tl.max(tl.where(tl.arange(0, BLOCK_M) == 0, row_max - seen, float('-inf')), 0)\n"
+         "        if ((((start_n - lo) // BLOCK_N) % 4) == 0) | (jump0 > 8.0):\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
+         "        else:  # CHEAT: only row 0 is probed\n"
+         "            acc, m_i, l_i = _stale_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "honest_lazy_rescale": patch(
+        "honest: the prefix loop keeps a stale running max until some row's max rises by more than 8 (e^(s - m) "
+        "stays under e^8, no overflow, the same sums), as FlashAttention 4 does",
+        (HELPERS, HELPERS.rstrip("\n") + "\n\n\n" + STALE_STEP),
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        row_max = tl.max(s, 1)\n"
+         "        seen = tl.where(m_i == float('-inf'), -1e30, m_i)\n"
+         "        jump = tl.max(tl.where(mask_m, row_max - seen, float('-inf')), 0)\n"
+         "        if jump > 8.0:\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
+         "        else:\n"
+         "            acc, m_i, l_i = _stale_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
     "adv_span_assumed_in_order": patch(
         "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
         "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",

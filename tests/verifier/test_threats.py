@@ -213,6 +213,21 @@ def test_skipping_blocks_far_below_the_max_is_caught_behind_an_attention_sink(na
     assert {c.case for c in verdict.cases if not c.passed} == {"hidden-5"}, describe(verdict)
 
 
+@pytest.mark.parametrize("name", ["adv_lazy_rescale_first_row", "honest_lazy_rescale"])
+def test_a_lazy_rescale_that_probes_one_row_is_caught_by_a_surge_behind_the_sink(name, sub_task, run):
+    """An independent panel's kernel kept its running max stale unless the tile's first row's max rose by more
+    than 8 (or every fourth block) and got `ok`: e^(s - m) past 1 loses nothing in fp32 until it overflows, and
+    no input made a later row's logit jump by 88. Behind the fifth hidden case's sink, 16 random rows each meet
+    a key whose logit is 120 at a random block (104 above the sink's max), so the stale max overflows to inf
+    and NaN; a kernel that rescales whenever any row's max rises by more than 8 passes."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=5, workloads=[]))
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected" and "a hidden case (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"hidden-5"}, describe(verdict)
+
+
 @pytest.mark.parametrize("name", ["adv_span_assumed_in_order", "honest_contiguous_fast_path"])
 def test_a_block_whose_slots_only_span_a_range_is_not_read_as_that_range(name, sub_task, run):
     """An independent panel's kernel read a prefix block as first + i when its slots spanned first..last with as
