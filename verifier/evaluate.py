@@ -69,7 +69,9 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
         # where the profile checks none of them (a task copy with fewer dtypes), it is not checked: such a case
         # is sized for its dtypes (a pool past 2^31 elements is 4 GiB in bf16, 8 in fp32)
         only = params.get("dtypes")
-        params = {k: v for k, v in params.items() if k != "dtypes"}
+        if params.get("gpu_only") and device != "gpu":  # a case whose size only a GPU runs in its time (a grid
+            continue  # of a million programs under the interpreter); the simulated device skips it too
+        params = {k: v for k, v in params.items() if k not in ("dtypes", "gpu_only")}
         dtypes = [d for d in profile.dtypes if only is None or d in only]
         for d, dtype in enumerate(dtypes):
             for s in range(1 if hidden else profile.seeds):

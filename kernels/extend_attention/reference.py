@@ -465,7 +465,7 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
     longest workload's among 31 tiny requests, the last with a prefix up to twice W2's (checked in
     bf16 only: "dtypes"), in a pool past 2^31 elements; the fifth an attention sink before a long
-    prefix (fp32 only); the others draw
+    prefix (fp32 only); the seventh (the GPU profile's) more programs than any workload; the others draw
     lengths around tile boundaries and rotate through every option of the contract.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -520,6 +520,16 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32"], "sink_logit": 16.0, "surge_logit": 120.0,
                       "requests": [[24576 + int(torch.randint(0, 8192, (1,), generator=gen)), 256]]})
     for i in range(len(cases), count):
+        if i == 6:  # (the GPU profile's seventh) more programs than any workload has, in any tiling: 128 requests
+            # of 129-200 new tokens at a workload's heads, max_len_extend 4096 and more (loose). A persistent
+            # kernel whose programs stop after a fixed number of tiles (an independent panel's stopped just past
+            # W5's 32768) drops the rest. A GPU runs it in milliseconds; the interpreter would take minutes
+            # (its million programs one after another), so neither the CPU nor the simulated device runs it
+            cases.append({"heads": [32, 8], "head_dim": 128, "gpu_only": True, "dtypes": ["bfloat16"],
+                          "max_len_extend": 4096 + pick([0, 1, 100]),
+                          "requests": [[pick(prefixes), 129 + int(torch.randint(0, 72, (1,), generator=gen))]
+                                       for _ in range(128)]})
+            continue
         hkv = pick([1, 2])
         group = pick([1, 2, 4, 7, 8, 16])
         d = pick([32, 64, 80, 96, 128, 192, 256])
