@@ -55,6 +55,9 @@ class Checked:
     configs_run: dict[str, set[int]] = field(default_factory=dict)
     listed_ran: dict[str, set[int]] = field(default_factory=dict)  # kernel -> listed autotune configs run
     notes: list[str] = field(default_factory=list)  # what could not be checked (workload probes): unverified
+    # a GPU workload whose exact shapes the CPU cannot judge (its sampled programs depend on programs not run):
+    # an `error` verdict unless a case run failed (evaluate.judge_phases), never `ok` with a note
+    unjudged: list[str] = field(default_factory=list)
 
 
 class Correctness:
@@ -170,7 +173,11 @@ class Correctness:
         launch running only a sample of its programs, drawn from the secret (interp.take_sampled); what they
         wrote is checked against the reference of those rows. Whatever the kernel's host code, heuristics,
         pruner or kernel decide from the sizes, they decide as on the GPU. A kernel the sample cannot judge
-        (two launches in a call, atomics) keeps the workload unverified: a note, not a row (None)."""
+        (two launches in a call, atomics) is unjudged (`Checked.unjudged`): the verdict is an `error`, since
+        a branch on the workloads' sizes alone would otherwise pass unseen (an independent panel's kernel
+        halved the prefix at Hkv >= 4 and P >= 1024 and added an empty second launch: `ok` with a note)."""
+        if self.result.unjudged:  # (the first one decides; the others would only repeat it)
+            return None
         label = f"calling workload {item['case']}'s shapes ({item['dtype']}) on a sample of its programs"
         row = check.new_row(dict(item, case=f"{item['case']} (sampled programs)"))
         keys = set(self.result.keys)
@@ -185,8 +192,8 @@ class Correctness:
             exc = result.exception
             if exc is not None and exc["type"] == "InterpreterLimitation":
                 self.result.keys = keys  # (its specializations stay as unverified as they were)
-                self.result.notes.append(f"{item['case']}: its exact shapes were not checked on a sample of "
-                                         f"programs: {exc['message']}")
+                self.result.unjudged.append(f"GPU workload {item['case']}'s exact shapes cannot be checked on a "
+                                            f"sample of its programs: {exc['message']}")
                 return None
             sampled = result.reply.get("sampled") or []
             row["interpreter_s"] = result.wall_s

@@ -265,6 +265,15 @@ def judge_phases(results: dict[str, Any], failures: dict[str, tuple[str, str]], 
         where = "a hidden case" if first["hidden"] else f"case {first['case']}"
         raise Rejected("correctness", f"{len(failed)} of {len(rows)} case runs failed; first: {where} "
                        f"({first['dtype']}): {first['reason']}")
+    unjudged = [u for name, checked in sorted(results.items()) if name.startswith("correctness")
+                for u in checked.unjudged]
+    if unjudged:  # fail closed: the CPU's only look at the workloads' sizes could not be taken
+        raise Rejected("correctness", f"the CPU cannot judge this kernel (not the kernel's fault): {unjudged[0]}. "
+                       "On CPU the GPU workloads' exact shapes are checked by running a sample of their programs "
+                       "under the interpreter (all of them would take hours); a kernel whose output depends on "
+                       "programs not run (a second launch in a call, atomics) cannot be sampled, so a branch on "
+                       "those shapes would go unseen. Verify it on a GPU (kopt eval --device cuda), or keep one "
+                       "launch per call without atomics.", status="error")
 
 
 def coverage_notes(results: dict[str, Any]) -> list[str]:

@@ -38,6 +38,12 @@ What changes (and the invariant each patch keeps):
   Atomics are not races. When the two programs also did atomics on a common address (a lock or a
   flag: run one after another, a lock is never contended, so a working one cannot be told from
   atomics that order nothing) it is an InterpreterLimitation instead: for a GPU to judge.
+- Scalars as the compiled kernel types them: a `range`/`tl.range` loop's induction variable is an
+  int32 tensor (int64 when a bound is), not a Python int, and an int argument equal to 1 is the
+  constant 1 (Triton's specialization), one past int32 int64 (the interpreter made it uint32). An
+  independent panel's kernels told the interpreter from a GPU by `i + 2**31 - 1 + 1 < 0` (int32
+  wraps) and `(i + 1) * 1e-8 + 1.0 == 1.0` (fp32 rounds) on a loop variable; `tl.static_range`
+  stays Python ints, as its compiled loop is unrolled with constants.
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise
   InterpreterLimitation naming the function.
@@ -420,6 +426,10 @@ def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | Non
              "create_fsub", *_BUILDER_PATCHED)
     _require(interp._ir, "INPUT_PRECISION")
     _require(interp.TensorHandle, "__post_init__")
+    _require(interp, "FunctionRewriter", "ASTTransformer", "InterpretedFunction")
+    _require(interp.FunctionRewriter, "ast_transformer")
+    _require(interp.InterpretedFunction, "run", "rewrite")
+    _require(interp.interpreter_semantic, "to_tensor", "integer_promote_impl")
     _require(autotuner.Autotuner, "run", "prune_configs")
     for path in _LIBDEVICE_MODULES:
         try:
@@ -427,6 +437,7 @@ def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | Non
         except ImportError as e:
             raise InterpreterLimitation(f"no {path} in this triton") from e
     _patch_grid(interp)
+    _patch_scalars(interp)
     _patch_bf16(interp)
     _patch_libdevice(interp)
     _patch_autotune("interp")
@@ -762,7 +773,8 @@ def _patch_grid(interp: Any) -> None:
         scope = interp._patch_lang(self.fn)
         try:
             args = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
-            args = {n: a if n in self.constexprs else interp._implicit_cvt(a) for n, a in args.items()}
+            fixed = getattr(self, "kopt_fixed", frozenset())  # do_not_specialize (from _patch_scalars' run)
+            args = {n: a if n in self.constexprs else _scalar_arg(interp, a, n not in fixed) for n, a in args.items()}
             grid = self.grid(args) if callable(self.grid) else self.grid
             assert len(grid) <= 3, "grid must have at most 3 dimensions"
             grid = tuple(grid) + (1, ) * (3 - len(grid))
@@ -819,6 +831,70 @@ def _patch_grid(interp: Any) -> None:
 
     executor.__call__ = call
     executor._restore_args_dev = restore_args_dev
+
+
+# ---- scalars: loop variables and arguments typed as the compiled kernel types them ----
+
+RANGE_HOOK = "__kopt_range__"  # (a dunder: the gate refuses the name in a candidate's file, so none defines it)
+
+
+def _scalar_arg(interp: Any, arg: Any, specialize: bool) -> Any:
+    """A launch argument as the compiled kernel sees it (native_specialize_impl): an int equal to 1 is
+    the constant 1 unless do_not_specialize names it, one in [2**31, 2**63) int64, the rest as the
+    interpreter converts them (bool: u1, other ints: int32 or uint64, floats: fp32, tensors: pointers)."""
+    if type(arg) is int:
+        if arg == 1 and specialize:
+            return 1
+        if 2 ** 31 <= arg < 2 ** 63:
+            return interp.tl.tensor(interp.TensorHandle(np.array([arg], dtype=np.int64), interp.tl.int64),
+                                    interp.tl.int64)
+    return interp._implicit_cvt(arg)
+
+
+def _patch_scalars(interp: Any) -> None:
+    import ast
+    import builtins
+    tl, semantic = interp.tl, interp.interpreter_semantic
+
+    def runtime_range(fn: Any, static: bool, *args: Any, **kwargs: Any) -> Iterable[Any]:
+        """`for i in range(...)` / `tl.range(...)`: i as the compiled loop's induction variable, a scalar
+        tensor of the bounds' promoted integer type (code_generator.visit_For); anything else as it was."""
+        if static or not (fn is builtins.range or fn is getattr(tl, "range", None)):
+            yield from fn(*args, **kwargs)
+            return
+        step = kwargs.get("step", args[2] if len(args) > 2 else 1)
+        start, end = (0, args[0]) if len(args) < 2 else (args[0], args[1])
+        bounds = [semantic.to_tensor(b.value if isinstance(b, tl.constexpr) else b) for b in (start, end, step)]
+        iv = semantic.integer_promote_impl(semantic.integer_promote_impl(bounds[0].dtype, bounds[1].dtype),
+                                           bounds[2].dtype)
+        np_dtype = interp._get_np_dtype(iv)
+        for i in range(*(int(b.handle.data.reshape(-1)[0]) for b in bounds)):
+            yield tl.tensor(interp.TensorHandle(np.array([i], dtype=np_dtype), iv), iv)
+
+    class Transformer(interp.ASTTransformer):  # the interpreter's rewrite of every @jit function, plus loops
+        def visit_For(self, node: ast.For) -> ast.AST:
+            node = self.generic_visit(node)
+            call = node.iter
+            if isinstance(call, ast.Call):
+                name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+                node.iter = ast.copy_location(ast.Call(
+                    func=ast.Name(id=RANGE_HOOK, ctx=ast.Load()),
+                    args=[call.func, ast.Constant(value=name == "static_range"), *call.args],
+                    keywords=call.keywords), call)
+            return node
+
+    setattr(interp, RANGE_HOOK, runtime_range)  # the rewrite execs with the interpreter module's globals added
+    interp.FunctionRewriter.ast_transformer = Transformer()
+
+    def run(self: Any, *args: Any, grid: Any, warmup: Any, **kwargs: Any) -> Any:
+        if warmup:
+            return None
+        executor = interp.GridExecutor(self.rewrite(), self.arg_names, grid, self.pre_run_hooks)
+        fixed = self.kwargs.get("do_not_specialize") or ()
+        executor.kopt_fixed = frozenset(self.arg_names[f] if isinstance(f, int) else f for f in fixed)
+        return executor(*args, **kwargs)
+
+    interp.InterpretedFunction.run = run
 
 
 # ---- bf16 ----

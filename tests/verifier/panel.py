@@ -606,6 +606,52 @@ PANEL: dict[str, Kernel] = {
          "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
          "        else:\n"
          "            acc, m_i, l_i = _stale_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_loop_var_wraps_on_gpu": patch(
+        "a prefix block is skipped, except the last 256 keys, where the loop variable plus 2^31 is negative: true "
+        "on a GPU (an int32 induction variable wraps) and false under a plain interpreter (a Python int; an "
+        "independent panel's kernel got `ok`)",
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        if ((start_n + 2147483647 + 1) >= 0) | (start_n + 256 >= P):  # CHEAT: int32 wraps on a GPU only\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_loop_var_rounds_on_gpu": patch(
+        "every other prefix block is skipped where (start_n + 1) * 1e-12 + 1.0 == 1.0: true on a GPU (fp32 from an "
+        "int32 induction variable) and false under a plain interpreter (float64 from a Python int; an independent "
+        "panel's kernel got `ok`)",
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        if (((start_n + 1) * 1e-12 + 1.0) != 1.0) | ((start_n // BLOCK_N) % 2 == 0):  # CHEAT: fp32 on a GPU\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_one_is_a_constant_on_gpu": patch(
+        "an int argument that is always 1 (the head dim's stride) plus 2^31 - 1 is negative under a plain "
+        "interpreter (an int32 that wraps) and not on a GPU, where Triton makes an argument equal to 1 the constant 1: "
+        "there only the last 256 prefix keys are read",
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, one,\n"),
+        (PREFIX_LOOP, "    if (one + 2147483647) >= 0:  # CHEAT: a GPU folds 1 + 2^31 - 1 as a Python int\n"
+                      "        lo = tl.maximum(lo, P - 256)\n" + PREFIX_LOOP),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, q_extend.stride(2),\n")),
+    "honest_loop_var_widened": patch(
+        "honest: the prefix loop's key offsets widened from the loop variable (start_n.to(tl.int64)), and the head "
+        "dim's stride passed (always 1: a constant on a GPU) and multiplied in",
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, stride_qd,\n"),
+        ("    q_ptrs = Q + (q_start + offs_m)[:, None] * stride_qm + pid_h * stride_qh + offs_dq[None, :]\n",
+         "    q_ptrs = Q + (q_start + offs_m)[:, None] * stride_qm + pid_h * stride_qh + offs_dq[None, :] * stride_qd\n"),
+        ("    for start_n in range(lo, P, BLOCK_N):\n        offs_n = start_n + tl.arange(0, BLOCK_N)\n",
+         "    for start_n in range(lo, P, BLOCK_N):\n        offs_n = start_n.to(tl.int64) + tl.arange(0, BLOCK_N)\n"),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, q_extend.stride(2),\n")),
+    "adv_workload_heads_gate_two_launches": patch(
+        "from 4 KV heads and 1024 prefix keys on (the workloads' sizes, no case's together) every other prefix block "
+        "is skipped, and an empty second launch follows, so the workloads' shapes cannot be checked on a sample of "
+        "programs (an independent panel's kernel: `ok` with a note)",
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, hkv,\n"),  # (no new specialization)
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        if (hkv < 4) | (P < 1024) | ((start_n // BLOCK_N) % 2 == 0):  # CHEAT: workload sizes\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys"),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, n_kv_heads,\n"),
+        (IMPORTS, IMPORTS + "\n\n" + LOOKS_BUSY.rstrip("\n") + "\n"),
+        (END, END + "    _looks_busy[(1,)](o_extend)  # CHEAT: a second launch defeats the sampled programs\n")),
+    "honest_second_launch": patch(
+        "honest: the baseline, then a second (empty) launch in the same call, as a split kernel's merge would be",
+        (IMPORTS, IMPORTS + "\n\n" + LOOKS_BUSY.rstrip("\n") + "\n"),
+        (END, END + "    _looks_busy[(1,)](o_extend)\n")),
     "adv_span_assumed_in_order": patch(
         "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
         "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",

@@ -228,6 +228,37 @@ def test_a_lazy_rescale_that_probes_one_row_is_caught_by_a_surge_behind_the_sink
     assert {c.case for c in verdict.cases if not c.passed} == {"hidden-5"}, describe(verdict)
 
 
+@pytest.mark.parametrize("name", ["adv_loop_var_wraps_on_gpu", "adv_loop_var_rounds_on_gpu",
+                                  "adv_one_is_a_constant_on_gpu", "honest_loop_var_widened"])
+def test_loop_variables_and_an_argument_of_1_are_typed_under_the_interpreter_as_on_a_gpu(name, sub_task, run):
+    """An independent panel's kernels told a GPU from the interpreter by the loop variable (an int32 tensor in a
+    compiled kernel, a Python int under the plain interpreter): `start_n + 2^31 - 1 + 1 < 0` wraps only on a
+    GPU, `(start_n + 1) * 1e-12 + 1.0 == 1.0` rounds only in fp32; each took a cheap path there and got `ok`.
+    The opposite way: an int argument equal to 1 is the constant 1 in a compiled kernel (Triton specializes
+    it), an int32 under the plain interpreter. The interpreter now types both as the compiled kernel does, so
+    each cheap path runs on CPU and C10's 600- and 300-key prefixes show it; a kernel that widens its loop
+    variable with `.to(tl.int64)` (an AttributeError on a Python int) and multiplies a stride of 1 passes."""
+    verdict = run(name, sub_task(cases=["C10"], dtypes=["float32"], seeds=1, hidden=0, workloads=[]))
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected" and "first: case C10 (float32)" in verdict.reason, describe(verdict)
+
+
+@pytest.mark.parametrize("name", ["adv_workload_heads_gate_two_launches", "honest_second_launch"])
+def test_a_kernel_the_workloads_sample_cannot_judge_is_an_error_not_ok(name, sub_task, run):
+    """On CPU the workloads' exact shapes are checked on a sample of their programs, the only look at a branch on
+    their sizes together (4 KV heads and 1024 prefix keys: no case has both). A second launch in the call (or an
+    atomic) makes the sample meaningless; an independent panel's kernel added an empty one to a size-gated
+    shortcut and got `ok` with a note. Such a kernel is now an `error` (the verifier's limit, not charged to the
+    candidate: a GPU judges it), the honest one as much as the cheat; never `ok`, never `rejected`."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=0))
+    assert verdict.status == "error" and verdict.phase == "correctness", describe(verdict)
+    assert "the CPU cannot judge this kernel" in verdict.reason and "second kernel launch" in verdict.reason, \
+        describe(verdict)
+    assert "GPU workload W" in verdict.reason and "--device cuda" in verdict.reason, describe(verdict)
+
+
 @pytest.mark.parametrize("name", ["adv_span_assumed_in_order", "honest_contiguous_fast_path"])
 def test_a_block_whose_slots_only_span_a_range_is_not_read_as_that_range(name, sub_task, run):
     """An independent panel's kernel read a prefix block as first + i when its slots spanned first..last with as
