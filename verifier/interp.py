@@ -29,6 +29,8 @@ What changes (and the invariant each patch keeps):
   (ex2.approx.f32; here correctly rounded). The interpreter's exact exp differs by up to |x| * 2**-24
   relatively (about 60 ulp near 88), which an independent panel's kernel compared against a
   constant to tell the interpreter from a GPU. The last ulps of ex2.approx itself stay unmatched.
+  `tl.exp`, `tl.exp2`, `tl.sqrt` and `tl.rsqrt` flush subnormal inputs and results to zero, as the
+  .approx.ftz instructions they compile to do.
 - Races between the programs of one launch: a GPU runs them concurrently and in any order, the
   interpreter one after another, so a program that reads what another program of the same launch
   wrote (a non-atomic merge of split partials, a flag set by an earlier program) or overwrites a
@@ -423,6 +425,7 @@ def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | Non
              "_validate_np_data_size", "_implicit_cvt", "_unwrap_tensor", "_interpreter", "_ir", "InterpreterError")
     _require(interp.GridExecutor, "_init_args_hst", "_restore_args_dev")
     _require(interp.InterpreterBuilder, "set_grid_idx", "set_grid_dim", "create_dot", "create_fmul", "create_fadd",
+             "create_exp", "create_exp2", "create_sqrt", "create_rsqrt",
              "create_fsub", *_BUILDER_PATCHED)
     _require(interp._ir, "INPUT_PRECISION")
     _require(interp.TensorHandle, "__post_init__")
@@ -581,19 +584,34 @@ def _patch_contraction(interp: Any) -> None:
         ret_ty.shape, f[0] if isinstance(arg.dtype, interp.tl.block_type) else f, dtype=np.float32))
 
 
+def _ftz(x: np.ndarray) -> np.ndarray:
+    """Subnormal fp32 values flushed to (signed) zero, as the `.ftz` PTX instructions do."""
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, np.float32(0.0) * x, x).astype(np.float32)
+
+
 def _patch_exp(interp: Any) -> None:
-    """fp32 (and bf16, computed in fp32) `tl.exp` as exp2(fp32(x * log2(e))), as the GPU computes it."""
+    """fp32 (and bf16, computed in fp32) `tl.exp` as exp2(fp32(x * log2(e))), as the GPU computes it, and the
+    approximate instructions Triton emits for `tl.exp`, `tl.exp2`, `tl.sqrt` and `tl.rsqrt` (ex2, sqrt and
+    rsqrt .approx.ftz.f32) with their flush to zero: a subnormal input counts as 0 and a subnormal result is 0
+    (a plain interpreter kept e^-100 = 3.7e-44, which a kernel could test against 0 to tell it from a GPU)."""
     builder = interp.InterpreterBuilder
-    orig = builder.create_exp
     log2e = np.float32(1.4426950408889634)
 
-    def create_exp(self: Any, arg: Any) -> Any:
-        if arg.data.dtype != np.float32 or arg.dtype.scalar.name not in {"fp32", "bf16"}:
-            return orig(self, arg)
-        with np.errstate(all="ignore"):
-            return interp.TensorHandle(np.exp2((arg.data * log2e).astype(np.float32)), arg.dtype.scalar)
+    def fp32(arg: Any) -> bool:
+        return arg.data.dtype == np.float32 and arg.dtype.scalar.name in {"fp32", "bf16"}
 
-    builder.create_exp = create_exp
+    def approx(orig: Callable, fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
+        def create(self: Any, arg: Any) -> Any:
+            if not fp32(arg):
+                return orig(self, arg)
+            with np.errstate(all="ignore"):
+                return interp.TensorHandle(_ftz(fn(_ftz(arg.data)).astype(np.float32)), arg.dtype.scalar)
+        return create
+
+    builder.create_exp = approx(builder.create_exp, lambda x: np.exp2((x * log2e).astype(np.float32)))
+    builder.create_exp2 = approx(builder.create_exp2, np.exp2)
+    builder.create_sqrt = approx(builder.create_sqrt, np.sqrt)
+    builder.create_rsqrt = approx(builder.create_rsqrt, lambda x: np.float32(1.0) / np.sqrt(x))
 
 
 def _patch_dot(interp: Any) -> None:

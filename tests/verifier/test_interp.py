@@ -7,6 +7,7 @@ fresh `python` with TRITON_INTERPRET=1; the snippet prints one JSON line that th
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -1064,3 +1065,64 @@ def test_a_sampled_launch_runs_programs_until_two_stored_and_refuses_what_it_can
     assert got["atomic"].startswith("limitation: ") and "an atomic in a launch" in got["atomic"], got
     assert got["capped"] == [[8, 0]], got
     assert got["unsampled_written"] == 6, got
+
+
+def test_loop_variables_and_an_argument_of_1_are_typed_as_in_a_compiled_kernel():
+    """A compiled loop's induction variable is an int32 tensor (int64 when a bound is): `i + 2^31 - 1` wraps and
+    `(i + 1) * 1e-12 + 1.0` rounds to 1 in fp32, where a Python int does neither (an independent panel's kernels
+    used both to take a cheap path only on a GPU). An int argument equal to 1 is Triton's constant 1 (no int32
+    wrap), one past int32 is int64 (the interpreter made it uint32), and `tl.static_range` stays Python ints."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def loops(out, one, big, lo64):
+            for i in range(0, 3):
+                tl.store(out + i, ((i + 2147483647) < 0).to(tl.int32))  # wraps for i >= 1
+                tl.store(out + 3 + i, ((i + 1) * 1e-12 + 1.0 == 1.0).to(tl.int32))
+            for j in tl.range(lo64, lo64 + 1):
+                tl.store(out + 6, (j + 2147483647 > 0).to(tl.int32))  # int64: no wrap
+            tl.store(out + 7, (one + 2147483647) > 0)  # the constant 1 (a Python bool here, as when compiled)
+            tl.store(out + 8, ((big * 0 - 1) < 0).to(tl.int32))  # int64, not uint32 (which wraps to 2^32 - 1)
+            for k in tl.static_range(2):
+                tl.store(out + 9 + k, (k + 1) * 1e-12 + 1.0 == 1.0)  # Python floats: not 1.0
+        @triton.jit(do_not_specialize=["one"])
+        def unspecialized(out, one):
+            tl.store(out, ((one + 2147483647) < 0).to(tl.int32))  # an int32 then: it wraps
+        out = torch.full((11,), -1, dtype=torch.int32)
+        loops[(1,)](out, 1, 2 ** 31 + 5, 2 ** 40)
+        again = torch.full((1,), -1, dtype=torch.int32)
+        unspecialized[(1,)](again, 1)
+        print(json.dumps({"out": out.tolist(), "unspecialized": again.tolist()}))
+    """)
+    assert got["out"] == [0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], got
+    assert got["unspecialized"] == [1], got
+
+
+def test_approximate_exp_sqrt_and_rsqrt_flush_subnormals_to_zero_as_the_gpu_instructions_do():
+    """Triton compiles tl.exp, tl.exp2, tl.sqrt and tl.rsqrt (fp32) to ex2/sqrt/rsqrt.approx.ftz.f32: a subnormal
+    input counts as 0 and a subnormal result is 0. A plain interpreter kept e^-100 = 3.7e-44, which a kernel
+    could compare with 0 to tell it from a GPU. Normal values are unchanged and fp64 is not flushed."""
+    got = run_json("""
+        interp.install()
+        @triton.jit
+        def approx(x, s, out, x64, out64):
+            o = tl.arange(0, 4)
+            v, w = tl.load(x + o), tl.load(s + o)
+            tl.store(out + o, tl.exp(v))
+            tl.store(out + 4 + o, tl.exp2(v))
+            tl.store(out + 8 + o, tl.sqrt(w))
+            tl.store(out + 12 + o, tl.rsqrt(w))
+            tl.store(out64 + o, tl.exp(tl.load(x64 + o)))
+        x = torch.tensor([-100.0, -140.0, 0.5, 2.0])
+        s = torch.tensor([1e-40, 1e-39, 4.0, 16.0])  # two subnormals
+        out, out64 = torch.empty(16), torch.empty(4, dtype=torch.float64)
+        approx[(1,)](x, s, out, x.double(), out64)
+        print(json.dumps({"out": [float(v) for v in out], "out64": [float(v) for v in out64],
+                          "subnormal": bool(s[0] > 0)}))
+    """)
+    out = got["out"]
+    assert got["subnormal"] and out[0] == out[1] == 0.0, out
+    assert abs(out[2] - math.exp(0.5)) < 1e-6 and abs(out[3] - math.exp(2.0)) < 1e-5, out
+    assert out[4] == 2.0 ** -100 and out[5] == 0.0 and out[6] == pytest.approx(2 ** 0.5) and out[7] == 4.0, out
+    assert out[8:12] == [0.0, 0.0, 2.0, 4.0] and out[12:16] == [math.inf, math.inf, 0.5, 0.25], out
+    assert got["out64"][0] > 0.0, got  # fp64 keeps e^-100
