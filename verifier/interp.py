@@ -1018,21 +1018,22 @@ def _patch_bf16(interp: Any) -> None:
             return Handle(_bf16_bits(src.data).view(orig_np_dtype(d)), d)
         return orig["create_bitcast"](self, src, dst_type)
 
-    def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any) -> Any:
+    def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any, **kw: Any) -> Any:
+        # (a tensor descriptor's load passes cache_policy and is_volatile by keyword)
         bf16 = _is_bf16(ptrs.get_element_ty())
         _RACES.load(ptrs.data, mask.data, 2 if bf16 else np.dtype(orig_np_dtype(ptrs.get_element_ty())).itemsize)
         if not bf16:
-            return orig["create_masked_load"](self, ptrs, mask, other, *rest)
+            return orig["create_masked_load"](self, ptrs, mask, other, *rest, **kw)
         fill = np.zeros(ptrs.data.shape, np.uint16) if other is None else _bf16_bits(other.data)
         return Handle(native.load(ptrs.data, mask.data, fill, np.dtype(np.uint16)), tl.bfloat16)
 
     def read(addrs: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return native.load(addrs, np.ones(addrs.shape, bool), np.zeros(addrs.shape, dtype), dtype)
 
-    def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *rest: Any) -> Any:
+    def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
         if not _is_bf16(ptrs.get_element_ty()):
             _RACES.store(ptrs.data, mask.data, value.data, read)
-            return orig["create_masked_store"](self, ptrs, value, mask, *rest)
+            return orig["create_masked_store"](self, ptrs, value, mask, *rest, **kw)
         bits = _bf16_bits(value.data)
         _RACES.store(ptrs.data, mask.data, bits, read)
         return native.store(ptrs.data, bits, mask.data)

@@ -652,6 +652,21 @@ PANEL: dict[str, Kernel] = {
         "honest: the baseline, then a second (empty) launch in the same call, as a split kernel's merge would be",
         (IMPORTS, IMPORTS + "\n\n" + LOOKS_BUSY.rstrip("\n") + "\n"),
         (END, END + "    _looks_busy[(1,)](o_extend)\n")),
+    "honest_q_by_tensor_descriptor": patch(
+        "honest: the query tile loaded through a device-side tensor descriptor (tl.make_tensor_descriptor over "
+        "q_extend as [tokens, heads, D], TMA on Hopper) with triton.set_allocator for its scratch, the next "
+        "request's rows zeroed as the masked load did",
+        (WRAPPER, "def _descriptor_scratch(size, alignment, stream):\n"
+                  "    return torch.empty(size, device='cuda', dtype=torch.int8)\n\n\n" + WRAPPER),
+        ("    sm_scale, logit_cap, window,\n", "    sm_scale, logit_cap, window, n_tokens, n_heads,\n"),
+        ("    q_ptrs = Q + (q_start + offs_m)[:, None] * stride_qm + pid_h * stride_qh + offs_dq[None, :]\n"
+         "    q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_dq[None, :], other=0.0)\n",
+         "    q_desc = tl.make_tensor_descriptor(Q, shape=[n_tokens, n_heads, LQ], strides=[stride_qm, stride_qh, 1],\n"
+         "                                       block_shape=[BLOCK_M, 1, BLOCK_DQ])\n"
+         "    q = q_desc.load([q_start + m_start, pid_h, 0]).reshape(BLOCK_M, BLOCK_DQ)\n"
+         "    q = tl.where(mask_m[:, None], q, 0.0)\n"),
+        (GRID, GRID + "    triton.set_allocator(_descriptor_scratch)\n"),
+        (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, n_ext, n_q_heads,\n")),
     "adv_span_assumed_in_order": patch(
         "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
         "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",
