@@ -67,6 +67,7 @@ RULES = {
     "window and logit cap at the sizes models use (W 4096 or 8192, caps up to 300, logits shifted by 4-8)":
         "hidden (the third, every evaluation)",
     "soft cap s = cap * tanh(s / cap), after scaling": "C7 (30), C16 (50, logits to +-50), C19 (3), hidden (1-100)",
+    "a soft cap with a custom mask or without causality (both decide)": "C4 (non-causal, 5), C11 (random mask, 20)",
     "sm_scale: default, passed, smaller and larger values": "every case by seed",
     "logits far from 0 in both directions": "C9 (q x 8), peaky and needle heads in every case",
     "E = 0 requests write nothing; loose max_len_extend": "C8, C12, hidden",
@@ -461,7 +462,8 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     """Hidden cases drawn per evaluation: shapes and options the agent never sees.
 
     The first is always a long prefix (W2's 32768 beside another workload's and a length that is not
-    round, one head, small E: what the GPU workloads reach and public cases do not); the second has a workload's heads; the third a window and a
+    round, one head, small E: what the GPU workloads reach and public cases do not) in a batch of 136-206
+    requests (the last three real, the others with no new token); the second has a workload's heads; the third a window and a
     logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
     longest workload's among 31 tiny requests, the last with a prefix up to twice W2's (checked in
     bf16 only: "dtypes"), in a pool past 2^31 elements; the fifth an attention sink before a long
@@ -476,9 +478,15 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     if count:  # prefixes as long as the GPU workloads' (W2: 32768) in a pool as large as theirs: W2's exact
         # length (the workloads' are round: an independent panel's kernel halved only prefixes that are
         # multiples of 1024 from 2048 on), another workload's, and a length that is not round
+        # and a batch past 128 requests (serving batches reach hundreds, the workloads 32): an independent
+        # panel's kernel, with a table of 64 requests' bounds, gave every later request the 64th's prefix and
+        # got `ok`. 130-200 requests with a prefix and no new token (a program of theirs returns at once:
+        # each real request costs the interpreter a few blocks), then three real ones past them
+        tiny = [[pick([1, 3, 31]), 0] for _ in range(130 + int(torch.randint(0, 71, (1,), generator=gen)))]
+        tiny += [[pick([3, 31, 64]), pick([1, 2])] for _ in range(3)]
         cases.append({"heads": [1, 1], "head_dim": 64, "pool_slack": 0.4,  # (D=128 is the second case)
                       "requests": [[32768, pick([1, 2, 5])], [pick([4096, 8192, 16384]), pick([1, 3])],
-                                   [pick([1100, 3000, 4100]), 1]]})
+                                   [pick([1100, 3000, 4100]), 1]] + tiny})
     if count > 1:  # the heads and head dims of a GPU workload, with tiny requests (a branch on them shows)
         hq, hkv, d = pick([(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)])
         cases.append({"heads": [hq, hkv], "head_dim": d, "requests": [[pick(prefixes[:9]), pick([1, 3, 17])]]})

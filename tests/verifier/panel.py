@@ -667,6 +667,16 @@ PANEL: dict[str, Kernel] = {
          "    q = tl.where(mask_m[:, None], q, 0.0)\n"),
         (GRID, GRID + "    triton.set_allocator(_descriptor_scratch)\n"),
         (LAUNCH_ARGS, "        sm_scale, logit_cap, sliding_window_size, n_ext, n_q_heads,\n")),
+    "adv_batch_table_of_64": patch(
+        "a request past the 64th reads the 64th's prefix bounds (as from a table of 64 requests' bounds; an "
+        "independent panel's kernel: no case or workload had more than 32 requests)",
+        ("    kv_start = tl.load(kv_indptr + pid_b)\n", "    kv_start = tl.load(kv_indptr + tl.minimum(pid_b, 63))  # CHEAT\n"),
+        (P_LINE, "    P = tl.load(kv_indptr + tl.minimum(pid_b, 63) + 1) - kv_start\n")),
+    "adv_cap_only_when_causal": patch(
+        "the logit cap is dropped with a custom mask or without causality (as if capped models never verify "
+        "speculative trees or run bidirectionally; an independent panel's kernel: no case had both)",
+        ("        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=logit_cap > 0,\n",
+         "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=logit_cap > 0 and is_causal and not use_mask,  # CHEAT\n")),
     "adv_span_assumed_in_order": patch(
         "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
         "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",

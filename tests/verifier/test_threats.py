@@ -269,6 +269,25 @@ def test_a_query_tile_loaded_by_a_tensor_descriptor_passes_in_bf16(sub_task, run
     assert verdict.status == "ok", describe(verdict)
 
 
+def test_a_batch_past_64_requests_is_in_every_evaluation(sub_task, run):
+    """An independent panel's kernel read request bounds from a table of 64 (every later request got the 64th's
+    prefix) and got `ok`: no case or workload had more than 32 requests. The first hidden case now carries
+    130-200 requests with no new token after its long prefixes, then three real ones."""
+    verdict = run("adv_batch_table_of_64", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=1, workloads=[]))
+    assert verdict.status == "rejected" and "first: a hidden case (float32)" in verdict.reason, describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"hidden-1"}, describe(verdict)
+
+
+def test_a_cap_dropped_with_a_mask_or_without_causality_is_caught_by_public_cases(sub_task, run):
+    """An independent panel's kernel dropped the logit cap whenever a custom mask came with it or is_causal was
+    False (capped models do verify speculative trees) and got `ok`: the cases paired the cap only with causal
+    attention and a window. C4 (non-causal) and C11 (a random mask) are capped now."""
+    verdict = run("adv_cap_only_when_causal", sub_task(cases=["C1", "C4", "C11"], dtypes=["float32"], seeds=1,
+                                                      hidden=0, workloads=[]))
+    assert verdict.status == "rejected", describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C4", "C11"}, describe(verdict)
+
+
 @pytest.mark.parametrize("name", ["adv_span_assumed_in_order", "honest_contiguous_fast_path"])
 def test_a_block_whose_slots_only_span_a_range_is_not_read_as_that_range(name, sub_task, run):
     """An independent panel's kernel read a prefix block as first + i when its slots spanned first..last with as
