@@ -175,8 +175,8 @@ def test_the_gpu_checks_a_grid_larger_than_every_workloads_and_the_interpreter_n
                 assert real > w_real and grid > w_grid, (w.id, block_m)
         simulated = {i["case"] for i in plan_items(extend_task, "simulated", secret)}
         assert "hidden-7" not in simulated and "hidden-8" in simulated  # (the GPU profile's, less that one)
-        assert not any(len(i["params"]["requests"]) >= 128 for i in plan_items(extend_task, "cpu", secret)
-                       if "requests" in i["params"])
+        assert not any(len(i["params"]["requests"]) >= 128 and i["params"]["heads"] == [32, 8]
+                       for i in plan_items(extend_task, "cpu", secret) if "requests" in i["params"])
     assert len(ref.holdout_cases(1, 8)) == 8 and ref.holdout_cases(1, 8)[6]["gpu_only"]
 
 
