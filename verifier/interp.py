@@ -1018,8 +1018,15 @@ def _patch_bf16(interp: Any) -> None:
             return Handle(_bf16_bits(src.data).view(orig_np_dtype(d)), d)
         return orig["create_bitcast"](self, src, dst_type)
 
+    def as_bool(mask: Any) -> Any:  # a block mask and-ed with a scalar condition has int32 data in the interpreter
+        # (its type says int1, and it compiles to an i1 mask), which its native load and store refuse
+        if mask is None or mask.data.dtype == np.bool_:
+            return mask
+        return Handle(mask.data != 0, tl.int1)
+
     def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *rest: Any, **kw: Any) -> Any:
         # (a tensor descriptor's load passes cache_policy and is_volatile by keyword)
+        mask = as_bool(mask)
         bf16 = _is_bf16(ptrs.get_element_ty())
         _RACES.load(ptrs.data, mask.data, 2 if bf16 else np.dtype(orig_np_dtype(ptrs.get_element_ty())).itemsize)
         if not bf16:
@@ -1031,6 +1038,7 @@ def _patch_bf16(interp: Any) -> None:
         return native.load(addrs, np.ones(addrs.shape, bool), np.zeros(addrs.shape, dtype), dtype)
 
     def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
+        mask = as_bool(mask)
         if not _is_bf16(ptrs.get_element_ty()):
             _RACES.store(ptrs.data, mask.data, value.data, read)
             return orig["create_masked_store"](self, ptrs, value, mask, *rest, **kw)

@@ -677,6 +677,10 @@ PANEL: dict[str, Kernel] = {
         "speculative trees or run bidirectionally; an independent panel's kernel: no case had both)",
         ("        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=logit_cap > 0,\n",
          "        IS_CAUSAL=is_causal, USE_MASK=use_mask, USE_CAP=logit_cap > 0 and is_causal and not use_mask,  # CHEAT\n")),
+    "honest_store_mask_and_scalar": patch(
+        "honest: the output's store mask and-ed with a scalar condition (pid_m >= 0, always true), valid Triton "
+        "whose mask the plain interpreter made int32 and refused",
+        (STORE, "    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_dv[None, :] & (pid_m >= 0))\n")),
     "adv_span_assumed_in_order": patch(
         "a prefix block whose indices span first..last with as many slots as keys is read as first + i (an "
         "independent panel's kernel): a shuffled run, or a run with a slot twice, is neither",

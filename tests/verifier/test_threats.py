@@ -259,13 +259,14 @@ def test_a_kernel_the_workloads_sample_cannot_judge_is_an_error_not_ok(name, sub
     assert "GPU workload W" in verdict.reason and "--device cuda" in verdict.reason, describe(verdict)
 
 
-def test_a_query_tile_loaded_by_a_tensor_descriptor_passes_in_bf16(sub_task, run):
-    """An independent panel's honest kernel loaded its query tile through tl.make_tensor_descriptor (TMA on Hopper)
-    and was rejected: the interpreter's descriptor load passes cache_policy by keyword, which kopt's bf16 load
-    did not take (an InterpreterError charged to the kernel). It passes now, in bf16 and fp32, with a head dim
-    that is not a power of two (C2: 80, padded by the descriptor) and strided views (odd seeds)."""
-    verdict = run("honest_q_by_tensor_descriptor", sub_task(cases=["C1", "C2"], dtypes=["bfloat16", "float32"], seeds=2,
-                                                           hidden=0, workloads=[]))
+@pytest.mark.parametrize("name", ["honest_q_by_tensor_descriptor", "honest_store_mask_and_scalar"])
+def test_valid_triton_the_plain_interpreter_refused_passes(name, sub_task, run):
+    """Two honest kernels of an independent panel were rejected for the interpreter's faults: a query tile loaded
+    through tl.make_tensor_descriptor (TMA on Hopper; the descriptor's load passes cache_policy by keyword,
+    which kopt's bf16 load did not take), and a store mask and-ed with a scalar condition (int32 data under the
+    interpreter, an i1 mask when compiled, "mask has unsupported dtype"). Both pass now, in bf16 and fp32, with
+    a head dim that is not a power of two (C2: 80) and strided views (odd seeds)."""
+    verdict = run(name, sub_task(cases=["C1", "C2"], dtypes=["bfloat16", "float32"], seeds=2, hidden=0, workloads=[]))
     assert verdict.status == "ok", describe(verdict)
 
 
