@@ -740,8 +740,26 @@ def as_limitation(exc: BaseException) -> InterpreterLimitation | None:
         for fragment, what in _KNOWN_FAILURES.items():
             if fragment in str(cur):
                 return InterpreterLimitation(what)
+        # the interpreter's own code refused what its front end accepted ("mask has unsupported dtype" for a
+        # mask and-ed with a scalar; a keyword a patch did not take): its failure, not the kernel's. An
+        # assertion there is the kernel's (tl.device_assert, tl.static_assert, a tensor descriptor's alignment)
+        if _raised_in_interpreter(cur) and not isinstance(cur, AssertionError):
+            return InterpreterLimitation(f"the Triton interpreter failed in its own code ({type(cur).__name__}: "
+                                         f"{cur})")
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+def _raised_in_interpreter(exc: BaseException) -> bool:
+    """Whether `exc`'s innermost frame is the upstream interpreter's (triton/runtime/interpreter.py), past its
+    kernel-launch wrapper (which re-raises the kernel's own errors as InterpreterError)."""
+    tb = exc.__traceback__
+    if tb is None or type(exc).__name__ == "InterpreterError":
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    from triton.runtime import interpreter
+    return tb.tb_frame.f_code.co_filename == interpreter.__file__
 
 
 def _raised_in_this_module(exc: BaseException) -> int | None:

@@ -1126,3 +1126,28 @@ def test_approximate_exp_sqrt_and_rsqrt_flush_subnormals_to_zero_as_the_gpu_inst
     assert out[4] == 2.0 ** -100 and out[5] == 0.0 and out[6] == pytest.approx(2 ** 0.5) and out[7] == 4.0, out
     assert out[8:12] == [0.0, 0.0, 2.0, 4.0] and out[12:16] == [math.inf, math.inf, 0.5, 0.25], out
     assert got["out64"][0] > 0.0, got  # fp64 keeps e^-100
+
+
+def test_a_failure_inside_the_interpreters_own_code_is_a_limitation_but_its_assertions_are_the_kernels():
+    """Valid Triton the interpreter's own code refuses (an independent panel's honest kernels: a mask and-ed with a
+    scalar, "mask has unsupported dtype"; a keyword kopt's patch did not take) is the verifier's limit, an
+    `error`; an assertion raised there (tl.device_assert, a tensor descriptor's 16-byte alignment) is the
+    kernel's, as a failure in the kernel's own code is."""
+    got = run_json("""
+        interp.install()
+        from triton.runtime import interpreter as I
+        b = I.InterpreterBuilder()
+        b.set_grid_dim(1, 1, 1)
+        out = {}
+        for name, call in (("internal", lambda: b.set_grid_idx(5, 0, 0)),
+                           ("assertion", lambda: b.create_assert(False, "kernel's own check")),
+                           ("kernel", lambda: (_ for _ in ()).throw(ValueError("the kernel's")))):
+            try:
+                call()
+            except Exception as e:
+                lim = interp.as_limitation(e)
+                out[name] = None if lim is None else str(lim)
+        print(json.dumps(out))
+    """)
+    assert got["internal"] is not None and "failed in its own code (ValueError: x >= grid_dim[0])" in got["internal"]
+    assert got["assertion"] is None and got["kernel"] is None, got
