@@ -44,7 +44,7 @@ What changes (and the invariant each patch keeps):
   int32 tensor (int64 when a bound is), not a Python int, and an int argument equal to 1 is the
   constant 1 (Triton's specialization), one past int32 int64 (the interpreter made it uint32). An
   independent panel's kernels told the interpreter from a GPU by `i + 2**31 - 1 + 1 < 0` (int32
-  wraps) and `(i + 1) * 1e-8 + 1.0 == 1.0` (fp32 rounds) on a loop variable; `tl.static_range`
+  wraps) and `(i + 1) * 1e-12 + 1.0 == 1.0` (fp32 rounds) on a loop variable; `tl.static_range`
   stays Python ints, as its compiled loop is unrolled with constants.
 - libdevice (`tl.extra.libdevice`, `tl.extra.cuda/hip.libdevice`): evaluated in numpy, in fp64
   for fp32 arguments, then rounded to the result dtype. Unknown functions raise

@@ -168,7 +168,9 @@ def test_a_branch_on_sizes_only_the_workloads_reach_is_caught_by_the_long_extend
     verdict = run(name, sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=4, workloads=[]))
     assert verdict.status == "rejected" and "first: a hidden case (bfloat16)" in verdict.reason, describe(verdict)
     failed = {c.case for c in verdict.cases if not c.passed}
-    assert failed == {"hidden-4"}, describe(verdict)
+    # the long extend catches both; the batch branch also shows in the first hidden case's 136-206 requests
+    expected = {"hidden-4", "hidden-1"} if name == "adv_large_batch_window" else {"hidden-4"}
+    assert failed == expected, describe(verdict)
 
 
 def test_a_prefix_cut_at_the_longest_workloads_is_caught_by_a_longer_hidden_prefix(sub_task, run):
