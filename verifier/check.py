@@ -7,7 +7,7 @@ read back from the candidate's buffers).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -31,14 +31,18 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: str,
-            base: torch.Tensor | None = None) -> tuple[str | None, float | None, float | None]:
-    """(reason or None, rel_l2, max_abs). Fail closed: non-finite values are never tolerated."""
+            base: torch.Tensor | None = None, shown: Callable[[Any], Any] | None = None,
+            ) -> tuple[str | None, float | None, float | None]:
+    """(reason or None, rel_l2, max_abs). Fail closed: non-finite values are never tolerated. `shown` maps an
+    index into `out` to the one the message names (gathered rows: an index into the whole output)."""
+    shown = shown or (lambda index: index)
     if out.shape != ref.shape:
         return f"output shape {tuple(out.shape)} != expected {tuple(ref.shape)}", None, None
     bad = ~torch.isfinite(out)
     if bad.any():
         rows = bad.flatten(1).any(1).nonzero().flatten()
-        return (f"{int(bad.sum())} non-finite output values in {len(rows)} rows (first row {int(rows[0])}): "
+        return (f"{int(bad.sum())} non-finite output values in {len(rows)} rows (first row "
+                f"{shown((int(rows[0]),))[0]}): "
                 "rows never written, or a NaN from an unreferenced pool slot"), None, None
     rel, worst = errors(out, ref)
     excess = (out.double() - ref.double()).abs() - (tol["atol"] + tol["rtol"] * ref.double().abs())
@@ -49,7 +53,7 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: st
             f" (within the L2 limit, but an element is off by more than atol {tol['atol']:g} + rtol "
             f"{tol['rtol']:g} x |expected|)")
         return (f"wrong result: rel. L2 error {rel:.3g} (limit {tol['rel_l2']:.3g}), max abs error {worst:.3g}; "
-                f"worst element {at}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}{bound}{hint}"), rel, worst
+                f"worst element {shown(at)}: got {float(out[at]):.5g}, expected {float(ref[at]):.5g}{bound}{hint}"), rel, worst
     factor = tol.get("comparative_factor")
     if factor is not None and base is not None:
         base_rel, base_worst = errors(base, ref)
@@ -76,10 +80,11 @@ def worst_index(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any]) -> tu
     return tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape))
 
 
-def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any],
-          dtype: str) -> tuple[str | None, Any, float | None, float | None]:
+def judge(out: torch.Tensor, ref: torch.Tensor, tol: dict[str, Any], dtype: str,
+          shown: Callable[[Any], Any] | None = None) -> tuple[str | None, Any, float | None, float | None]:
     """(reason or None, index of the worst element, rel. L2 error, max abs error)."""
-    reason, rel, worst = compare(out, ref.to(out.device) if ref.device != out.device else ref, tol, dtype)
+    reason, rel, worst = compare(out, ref.to(out.device) if ref.device != out.device else ref, tol, dtype,
+                                 shown=shown)
     return reason, (worst_index(out, ref, tol) if reason else None), rel, worst
 
 
@@ -128,3 +133,31 @@ def locate(reference: Any, inputs: dict[str, Any], output: str, index: Any, hidd
         return describe(inputs, output, index, hidden=hidden)
     except Exception as exc:  # a task's describer must never turn a verdict into a crash
         return f"(the task could not describe the case: {type(exc).__name__})"
+
+
+# ---- outputs of a run of a sample of the programs (interp.take_sampled): only what was written is judged
+def written(out: torch.Tensor, poison: float) -> torch.Tensor:
+    """The elements a sampled run wrote: those no longer the drawn poison (a NaN written is wrong, not unwritten)."""
+    return out != torch.tensor(poison, dtype=out.dtype)
+
+
+def row_mask(wrote: torch.Tensor) -> torch.Tensor:
+    """The (token, head) rows with any written element: what the reference is asked for (`only=`)."""
+    return wrote.flatten(2).any(2) if wrote.dim() > 2 else wrote
+
+
+def sampled_pair(out: torch.Tensor, expected: torch.Tensor, wrote: torch.Tensor,
+                 rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The written rows only (gathered: a sample is a few rows of a large output), unwritten elements of them
+    zero on both sides (a row split across programs may be half written); and each gathered row's index."""
+    at = rows.nonzero()
+    pick = tuple(at.t())
+    w = wrote[pick]
+    got = torch.where(w, out[pick], torch.zeros((), dtype=out.dtype))
+    ref = torch.where(w, expected[pick].to(out.device), torch.zeros((), dtype=expected.dtype))
+    return got, ref, at
+
+
+def full_index(at: torch.Tensor) -> Callable[[Any], Any]:
+    """An index into a gathered pair (sampled_pair) as an index into the whole output."""
+    return lambda index: None if index is None else tuple(int(i) for i in at[index[0]]) + tuple(index[1:])

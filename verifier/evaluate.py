@@ -8,7 +8,6 @@ with a clean result is a rejection with the reason.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import secrets
 import threading
 import time
@@ -90,7 +89,7 @@ def probe_items(task: Task, secret: int) -> list[dict[str, Any]]:
     cfg = task.config
     dtype = cfg.gpu.dtypes[0]
     reference = task.load_reference()
-    if dtype not in cfg.cpu.dtypes or "only" not in inspect.signature(reference.reference).parameters:
+    if dtype not in cfg.cpu.dtypes or not cpu.samples_rows(reference):
         return []
     return [{"key": f"{w.id}/{dtype}/sampled", "case": w.id, "params": w.params, "dtype": dtype,
              "seed": mix_seed(secret, w.id, dtype, "sampled"), "hidden": False, "repeat": False,
@@ -250,7 +249,9 @@ def judge_phases(results: dict[str, Any], failures: dict[str, tuple[str, str]], 
     per_dtype = {name[len("correctness ("):-1]: iter(checked.rows) for name, checked in results.items()
                  if name.startswith("correctness")}  # (and "workloads, sampled": rows after the plan's)
     rows = [next(per_dtype[item["dtype"]]) for item in items]
-    cpu.comparative(rows, items, results["baseline"], task)
+    scales = {k: v for name, checked in results.items() if name.startswith("correctness")
+              for k, v in checked.scales.items()}
+    cpu.comparative(rows, items, results["baseline"], task, scales)
     rows += [r for it in per_dtype.values() for r in it]
     verdict.cases = [CaseResult(**r) for r in rows]
     for name, checked in results.items():
