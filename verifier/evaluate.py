@@ -70,15 +70,17 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
         only = params.get("dtypes")
         if params.get("gpu_only") and device != "gpu":  # a case whose size only a GPU runs in its time (a grid
             continue  # of a million programs under the interpreter); the simulated device skips it too
-        params = {k: v for k, v in params.items() if k not in ("dtypes", "gpu_only")}
+        by_dtype = params.get("by_dtype") or {}  # parameters replaced in a dtype (a size that dtype's bounds see)
+        params = {k: v for k, v in params.items() if k not in ("dtypes", "gpu_only", "by_dtype")}
         dtypes = [d for d in profile.dtypes if only is None or d in only]
         for d, dtype in enumerate(dtypes):
+            mine = {**params, **by_dtype.get(dtype, {})}
             for s in range(1 if hidden else profile.seeds):
                 seed = mix_seed(secret, case_id, dtype, s)
                 # the repeat calls (same buffers: another poison and program order, then new content)
                 # for each case in one dtype on CPU, rotating over the dtypes (every dtype on a GPU)
                 repeat = s == 0 and (device == "gpu" or (only is None and d == index % len(dtypes)))
-                items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": params, "dtype": dtype,
+                items.append({"key": f"{case_id}/{dtype}/{s}", "case": case_id, "params": mine, "dtype": dtype,
                               "seed": seed, "hidden": hidden, "repeat": repeat, "public_index": s})
     return items
 

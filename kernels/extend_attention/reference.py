@@ -43,6 +43,10 @@ KNOWN_PARAMS = {
     "slot_base", "sink_logit", "surge_logit",
 }
 NEEDLE_LOGIT = 12.0
+# A surge key's norm, in units of a key's: a surge row's query carries surge / (sm_scale * |k|^2) of it, which
+# spreads that row's other logits by about surge / SURGE_NORM (at 16: 0.9, so each block of the row came within
+# 12 of the sink and a skip of the blocks far below the max ran them all)
+SURGE_NORM = 64.0
 # Pool layouts: what serving produces and what shortcuts assume. "runs16" is the GPU workloads'
 # (shuffled runs of 16 slots); the others break one assumption each.
 LAYOUTS = ("scattered", "runs16", "runs16_broken", "reversed_runs", "interleaved", "duplicate", "near_runs")
@@ -336,7 +340,7 @@ def _surges(surge: float | None, lengths: list[tuple[int, int]], slots: list[tor
             gen: torch.Generator) -> dict[int, list[tuple[int, int]]]:
     """Behind a sink: 16 random rows of each request each get one random prefix key after its first eighth whose
     logit is `surge` (the rows' other logits stay as they were). The keys are made orthogonal to the sink and
-    to each other (Gram-Schmidt in every KV head) and 16 times the norm, so no other row's logit of them moves
+    to each other (Gram-Schmidt in every KV head) and 64 times the norm, so no other row's logit of them moves
     and a row's query needs no large norm: its running max jumps from the sink's to `surge` at a block no probe
     of a tile's first row, or of every fourth block, foresees. {request: [(row, position)]}"""
     if not surge:
@@ -362,7 +366,7 @@ def _surges(surge: float | None, lengths: list[tuple[int, int]], slots: list[tor
                 for u in basis:
                     kj -= (kj @ u) * u
                 basis.append(kj / kj.norm())
-                k_buf[slots[b][j], hk] = basis[-1] * (16.0 * math.sqrt(k_buf.shape[2]))
+                k_buf[slots[b][j], hk] = basis[-1] * (SURGE_NORM * math.sqrt(k_buf.shape[2]))
         out[b] = chosen
     return out
 
@@ -477,8 +481,9 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
     longest workload's among 31 tiny requests, the last with a prefix up to twice W2's (checked in
     bf16 only: "dtypes"), in a pool past 2^31 elements; the fifth an attention sink before a long
-    prefix (fp32 only); the seventh (the GPU profile's) more programs than any workload; the others draw
-    lengths around tile boundaries and rotate through every option of the contract.
+    prefix (in fp16 and bf16 a nearer one over fewer keys: "by_dtype"); the seventh (the GPU profile's)
+    more programs than any workload; the others draw lengths around tile boundaries and rotate through
+    every option of the contract.
     """
     gen = torch.Generator().manual_seed(seed)
     pick = lambda xs: xs[int(torch.randint(0, len(xs), (1,), generator=gen))]  # noqa: E731
@@ -536,8 +541,17 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         # 16 rows in each a key whose logit is 120 (104 above the sink's: an e^(s - m) against the sink's max
         # overflows fp32), at a random block: a kernel that rescales its running max lazily, probing only a
         # tile's first row or every fourth block (an independent panel's, which got `ok`), turns them to NaN
-        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32"], "sink_logit": 16.0, "surge_logit": 120.0,
-                      "requests": [[24576 + int(torch.randint(0, 8192, (1,), generator=gen)), 256]]})
+        # In fp16 and bf16 (whose bounds are wider: 24576 keys at e^-16 move an output by less than fp16's
+        # limit) the sink stands 13-14 above 16384-20480 keys, 64 rows: their weights are 1.4-5% of each
+        # row's mass, and a block's largest logit is within 0.6 of the others', so a skip of the blocks more
+        # than 12 below the max (an independent panel's, in the 16-bit dtypes only) fails fp16's limit and
+        # bf16's comparative rule (a sink 12.5 above left most blocks within 12 of it: 0.4% of error, unseen)
+        cases.append({"heads": [1, 1], "head_dim": 64, "dtypes": ["float32", "float16", "bfloat16"],
+                      "sink_logit": 16.0, "surge_logit": 120.0,
+                      "requests": [[24576 + int(torch.randint(0, 8192, (1,), generator=gen)), 256]],
+                      "by_dtype": {d: {"sink_logit": pick([13.0, 13.5, 14.0]),
+                                       "requests": [[16384 + int(torch.randint(0, 4097, (1,), generator=gen)), 64]]}
+                                   for d in ("float16", "bfloat16")}})
     for i in range(len(cases), count):
         if i == 6:  # (the GPU profile's seventh) more programs than any workload has, in any tiling: 128 requests
             # of 129-200 new tokens at a workload's heads, max_len_extend 4096 and more (loose). A persistent

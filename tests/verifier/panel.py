@@ -573,6 +573,16 @@ PANEL: dict[str, Kernel] = {
          "        gap = tl.max(tl.where(mask_m & (row_max > float('-inf')), row_max - m_i, float('-inf')), 0)\n"
          "        if gap >= -12.0:  # CHEAT: a block far below the max is dropped\n"
          "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
+    "adv_skip_far_below_max_16bit": patch(
+        "in fp16 and bf16 only, a prefix block whose every real row is more than 12 below its running max is "
+        "skipped (an independent panel's kernel, `ok` while the attention sink case was fp32 only): fp32 is exact",
+        ("        acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys",
+         "        row_max = tl.max(s, 1)\n"
+         "        gap = tl.max(tl.where(mask_m & (row_max > float('-inf')), row_max - m_i, float('-inf')), 0)\n"
+         "        if v.dtype == tl.float32:\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n"
+         "        elif gap >= -12.0:  # CHEAT: in 16 bits, a block far below the max is dropped\n"
+         "            acc, m_i, l_i = _online_softmax_step(acc, m_i, l_i, s, v, DOT_PREC)\n\n    # ---- extend keys")),
     "honest_skip_underflow": patch(
         "honest: a prefix block is skipped only where every weight underflows to 0 in fp32 (more than 110 below the "
         "running max: e^-110 is below the smallest subnormal), which changes no bit",

@@ -213,3 +213,18 @@ def test_the_long_extend_hidden_case_has_a_pool_past_2_31_elements_that_costs_no
     finally:
         os.close(fd)
     assert arena.zero_prefix(pool[1:]) == 0 and arena.zero_prefix(pool.transpose(1, 2)) == 0  # only as made
+
+
+def test_the_sink_case_is_nearer_and_shorter_in_the_16_bit_dtypes(extend_task):
+    """`by_dtype`: a case's parameters replaced in a dtype. The fifth hidden case is fp32's sink (16 above
+    24576-32767 keys: 1e-3 of the mass, fp32's bounds see it) and, in fp16 and bf16, whose bounds are wider, a
+    sink 13-14 above 16384-20480 keys. Each dtype's item carries its own parameters and no `by_dtype`."""
+    from kopt.verifier.evaluate import plan_items
+    for secret in range(4):
+        sinks = {i["dtype"]: i["params"] for i in plan_items(extend_task, "cpu", secret) if i["case"] == "hidden-5"}
+        assert set(sinks) == {"float32", "float16", "bfloat16"}
+        assert sinks["float32"]["sink_logit"] == 16.0 and sinks["float32"]["requests"][0][0] >= 24576
+        for dtype in ("float16", "bfloat16"):
+            params = sinks[dtype]
+            assert params["sink_logit"] in (13.0, 13.5, 14.0) and 16384 <= params["requests"][0][0] <= 20480
+            assert params["surge_logit"] == 120.0 and "by_dtype" not in params

@@ -220,6 +220,26 @@ def test_shortcuts_of_the_online_softmax_are_caught_behind_an_attention_sink(nam
     assert {c.case for c in verdict.cases if not c.passed} == {"hidden-5"}, describe(verdict)
 
 
+@pytest.mark.parametrize("name,dtypes", [("adv_skip_far_below_max_16bit", ["float16", "bfloat16"]),
+                                         ("honest_skip_underflow", ["float16"]),
+                                         ("honest_lazy_rescale", ["float16"])])
+def test_a_skip_of_blocks_far_below_the_max_in_16_bits_only_is_caught_behind_a_nearer_sink(name, dtypes, sub_task,
+                                                                                          run):
+    """An independent panel's kernel skipped the far-below-max blocks in fp16 and bf16 only and got `ok`: the sink
+    case was fp32's, and 24576 keys at e^-16 move a 16-bit output by less than its bounds. In fp16 and bf16 the
+    fifth hidden case puts the sink 13-14 above 16384-20480 keys (1.4-5% of each row's mass), and its surge keys
+    are 64 times a key's norm, so a surge row's other logits spread by 2, not 8 (at 16 times, every block came
+    within 12 of a surge row's max and the skip ran them all: 0.3% of error, under fp16's limit). Both 16-bit
+    dtypes fail it (bf16 by its limit or the comparative rule); the honest shortcuts pass in fp16."""
+    verdict = run(name, sub_task(cases=["C1"], dtypes=dtypes, seeds=1, hidden=5, workloads=[]))
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected", describe(verdict)
+    assert {(c.case, c.dtype) for c in verdict.cases if not c.passed} == {("hidden-5", d) for d in dtypes}, \
+        describe(verdict)
+
+
 @pytest.mark.parametrize("name", ["adv_loop_var_wraps_on_gpu", "adv_loop_var_rounds_on_gpu",
                                   "adv_one_is_a_constant_on_gpu", "honest_loop_var_widened"])
 def test_loop_variables_and_an_argument_of_1_are_typed_under_the_interpreter_as_on_a_gpu(name, sub_task, run):
