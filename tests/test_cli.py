@@ -32,12 +32,13 @@ def test_baseline_passes_every_case_in_fp32_fp16_and_bf16(baseline_verdict, exte
     assert {c.case for c in verdict.cases if c.case.startswith("raises:")} == {
         "raises:k_scale", "raises:v_scale", "raises:skip_prefix_custom_mask", "raises:sinks", "raises:return_lse"}
     cfg = extend_task.config
-    hidden = [c for c in verdict.cases if c.hidden]
+    hidden = [c for c in verdict.cases if c.hidden and c not in sampled]
     assert {c.case for c in hidden} == {f"hidden-{i + 1}" for i in range(cfg.cpu.hidden_cases)}
     assert len(hidden) == (cfg.cpu.hidden_cases - 1) * len(cfg.cpu.dtypes) + 1  # the long extend: bf16 only
-    # every GPU workload's exact shapes, on a sample of its programs, in the timed dtype
-    assert {(c.case, c.dtype) for c in sampled} == {(f"{w.id} (sampled programs)", cfg.gpu.dtypes[0])
-                                                    for w in cfg.workloads}
+    # every GPU workload's exact shapes and the hidden probes, on a sample of their programs, in the timed dtype
+    assert {(c.case, c.dtype, c.hidden) for c in sampled} == \
+        {(f"{w.id} (sampled programs)", cfg.gpu.dtypes[0], False) for w in cfg.workloads} | \
+        {(f"probe-{i + 1} (sampled programs)", cfg.gpu.dtypes[0], True) for i in range(cfg.cpu.hidden_probes)}
     assert len(verdict.cases) == len(cfg.cases) * len(cfg.cpu.dtypes) * cfg.cpu.seeds + len(hidden) + \
         len(cfg.raises) + len(sampled)
     assert all(c.passed for c in verdict.cases)

@@ -30,6 +30,8 @@ BASELINE_MIN_TIMEOUT_S = 900.0
 # A GPU workload's exact shapes under the interpreter, each launch running a sample of its programs: until
 # this many of them stored something, or this many were run (programs past a request's end store nothing)
 PROBE_SAMPLE = (2, 4096)
+# A hidden shape in the workloads' regime (the task's holdout_probes): a few more programs than a workload's
+HIDDEN_PROBE_SAMPLE = (6, 4096)
 # The baseline's own error on a hidden case (bf16's comparative rule), on a sample of its programs
 BASELINE_SAMPLE = (12, 4096)
 POISON_FLOOR = 1.0e4
@@ -182,7 +184,9 @@ class Correctness:
         halved the prefix at Hkv >= 4 and P >= 1024 and added an empty second launch: `ok` with a note)."""
         if self.result.unjudged:  # (the first one decides; the others would only repeat it)
             return None
-        label = f"calling workload {item['case']}'s shapes ({item['dtype']}) on a sample of its programs"
+        what = f"GPU workload {item['case']}'s exact shapes" if not item["hidden"] else \
+            "a hidden shape in the GPU workloads' regime"
+        label = f"calling {what} ({item['dtype']}) on a sample of its programs"
         row = check.new_row(dict(item, case=f"{item['case']} (sampled programs)"))
         keys = set(self.result.keys)
         choice = coin(self.secret, "probe", item["key"]) % self.autotune if self.autotune > 1 else 0
@@ -192,12 +196,12 @@ class Correctness:
         poison = POISON_FLOOR * (1.0 + coin(self.secret, "poison", item["key"]) % 4096 / 4096)
         try:
             result = self.call(session, label, item, inputs, poison, "shuffle", choice=choice,
-                               sample=PROBE_SAMPLE)
+                               sample=HIDDEN_PROBE_SAMPLE if item["hidden"] else PROBE_SAMPLE)
             exc = result.exception
             if exc is not None and exc["type"] == "InterpreterLimitation":
                 self.result.keys = keys  # (its specializations stay as unverified as they were)
-                self.result.unjudged.append(f"GPU workload {item['case']}'s exact shapes cannot be checked on a "
-                                            f"sample of its programs: {exc['message']}")
+                self.result.unjudged.append(f"{what} cannot be checked on a sample of its programs: "
+                                            f"{exc['message']}")
                 return None
             sampled = result.reply.get("sampled") or []
             row["interpreter_s"] = result.wall_s
@@ -211,7 +215,7 @@ class Correctness:
             return None
         runs = ", ".join(f"{stored} of {ran} programs run stored" for ran, stored in sampled)
         row["passed"], row["reason"] = reason is None, (
-            None if reason is None else f"on GPU workload {item['case']}'s exact shapes ({runs}): {reason}")
+            None if reason is None else f"on {what} ({runs}): {reason}")
         return row
 
     def judge_sampled(self, result: CallResult, inputs: Inputs, tol: dict, item: dict,
@@ -224,13 +228,13 @@ class Correctness:
             wrote = check.written(out, poison)
             if not wrote.any():
                 self.result.notes.append(f"{item['case']}: the sampled programs ({sampled}) wrote nothing, so its "
-                                         "exact shapes were not checked")
+                                         "shapes were not checked")
                 return ""
             rows = check.row_mask(wrote)
             got, ref, at = check.sampled_pair(out, only_rows(inputs.tensors, only=rows)[name], wrote, rows)
             reason, index, _, _ = check.judge(got, ref, tol, item["dtype"], shown=check.full_index(at))
             if reason:
-                where = check.locate(self.reference, inputs.tensors, name, check.full_index(at)(index))
+                where = check.locate(self.reference, inputs.tensors, name, check.full_index(at)(index), item["hidden"])
                 return f"{name}: {reason}" + (f" ({where})" if where else "")
         return None
 

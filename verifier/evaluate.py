@@ -62,6 +62,8 @@ def plan_items(task: Task, device: str, secret: int, workloads: list | None = No
     if profile.hidden_cases and hasattr(reference, "holdout_cases"):
         hidden = reference.holdout_cases(mix_seed(secret, "holdout"), profile.hidden_cases)
         cases += [(f"hidden-{i + 1}", params, True) for i, params in enumerate(hidden)]
+    if device == "gpu":  # the hidden probes, whole (the CPU runs a sample of their programs: probe_items)
+        cases += [(case_id, params, True) for case_id, params in hidden_probes(task, "gpu", secret)]
     items = []
     for index, (case_id, params, hidden) in enumerate(cases):
         # a case may name the dtypes it is checked in (a long one, in the timed dtype only: no repeat calls);
@@ -93,9 +95,22 @@ def probe_items(task: Task, secret: int) -> list[dict[str, Any]]:
     reference = task.load_reference()
     if dtype not in cfg.cpu.dtypes or not cpu.samples_rows(reference):
         return []
-    return [{"key": f"{w.id}/{dtype}/sampled", "case": w.id, "params": w.params, "dtype": dtype,
-             "seed": mix_seed(secret, w.id, dtype, "sampled"), "hidden": False, "repeat": False,
-             "public_index": 0} for w in cfg.workloads]
+    shapes = [(w.id, w.params, False) for w in cfg.workloads]
+    shapes += [(case_id, params, True) for case_id, params in hidden_probes(task, "cpu", secret)]
+    return [{"key": f"{case_id}/{dtype}/sampled", "case": case_id, "params": params, "dtype": dtype,
+             "seed": mix_seed(secret, case_id, dtype, "sampled"), "hidden": hidden, "repeat": False,
+             "public_index": 0} for case_id, params, hidden in shapes]
+
+
+def hidden_probes(task: Task, device: str, secret: int) -> list[tuple[str, dict[str, Any]]]:
+    """The profile's hold-out shapes in the GPU workloads' regime (the task's `holdout_probes`), drawn per
+    evaluation: a wrong path in a region of sizes that no case or workload reaches together shows in some."""
+    profile = task.config.cpu if device == "cpu" else task.config.gpu
+    reference = task.load_reference()
+    if not profile.hidden_probes or not hasattr(reference, "holdout_probes"):
+        return []
+    drawn = reference.holdout_probes(mix_seed(secret, "probes"), profile.hidden_probes)
+    return [(f"probe-{i + 1}", params) for i, params in enumerate(drawn)]
 
 
 def evaluate(kernel: Path | str, task: Task, *, device: str = "auto", target: str | None = None,

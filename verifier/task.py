@@ -60,6 +60,9 @@ class DeviceProfile(Strict):
     dtypes: list[str]
     seeds: int = Field(2, ge=1)  # public seeds per case; each is mixed with a per-run secret
     hidden_cases: int = Field(0, ge=0)  # extra hold-out cases drawn per evaluation
+    # hold-out shapes in the GPU workloads' regime (the task's holdout_probes): on CPU run on a sample of
+    # their programs, as the workloads are; on a GPU checked whole, as hidden cases
+    hidden_probes: int = Field(0, ge=0)
 
 
 class Timeouts(Strict):

@@ -601,6 +601,28 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     return cases
 
 
+def holdout_probes(seed: int, count: int) -> list[dict[str, Any]]:
+    """Hidden shapes in the GPU workloads' regime, drawn per evaluation; on CPU each runs a sample of its
+    programs (as the workloads do), on a GPU all of them. A workload's heads and head dim, and four requests,
+    one from each band of extend lengths (1-16, 17-128, 129-256, 257-1024) in a drawn order, each with a
+    prefix of 0, 1-1023 or 1024-8192 keys: a wrong path in a region of sizes that no public case, hidden case
+    or workload reaches together (an independent panel's: Hkv >= 4, P >= 1024 and 129 <= E <= 255, `ok`)
+    is in some evaluations' sample, a different region each time."""
+    gen = torch.Generator().manual_seed(seed)
+    draw = lambda lo, hi: lo + int(torch.randint(0, hi - lo + 1, (1,), generator=gen))  # noqa: E731
+    heads = [(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)]
+    probes = []
+    for _ in range(count):
+        hq, hkv, d = heads[int(torch.randint(0, len(heads), (1,), generator=gen))]
+        bands = [(1, 16), (17, 128), (129, 256), (257, 1024)]
+        requests = []
+        for b in torch.randperm(len(bands), generator=gen).tolist():
+            prefix = (0, draw(1, 1023), draw(1024, 8192))[int(torch.randint(0, 3, (1,), generator=gen))]
+            requests.append([prefix, draw(*bands[b])])
+        probes.append({"heads": [hq, hkv], "head_dim": d, "requests": requests})
+    return probes
+
+
 def cost(case: dict[str, Any], dtype_bytes: int, seed: int = 0) -> tuple[float, float]:
     """(bytes moved, FLOPs) a perfect kernel needs: the roofline floor of one call."""
     gen = torch.Generator().manual_seed(seed)

@@ -194,6 +194,15 @@ PANEL: dict[str, Kernel] = {
         (PREFIX_LOOP, "    P_seen = P - (P + 9) // 10  # MUTATION: the last 10% of the prefix is never read\n"
                       "    for start_n in range(lo, P_seen, BLOCK_N):\n"),
         ("        mask_n = offs_n < P\n", "        mask_n = offs_n < P_seen\n")),
+    "adv_size_region_half_prefix": patch(
+        "reads only the first half of the prefix where P >= 1024, 129 <= E <= 256 and there are 16 query heads or "
+        "more: a region of sizes no public case, hidden case or workload reaches together (an independent "
+        "panel's kernel, `ok`); only the hidden probes' draws reach it, in some evaluations",
+        (PREFIX_LOOP, "    P_seen = P\n"
+                      "    if (P >= 1024) & (E >= 129) & (E <= 256) & (tl.num_programs(1) >= 16):  # CHEAT\n"
+                      "        P_seen = P // 2\n"
+                      "    for start_n in range(lo, P_seen, BLOCK_N):\n"),
+        ("        mask_n = offs_n < P\n", "        mask_n = offs_n < P_seen\n")),
     "mut_no_causal": patch(
         "the causal mask is off (custom masks and windows still honoured)",
         (LAUNCH_FLAGS, "        IS_CAUSAL=False,  # MUTATION: causal mask off\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -228,3 +229,32 @@ def test_the_sink_case_is_nearer_and_shorter_in_the_16_bit_dtypes(extend_task):
             params = sinks[dtype]
             assert params["sink_logit"] in (13.0, 13.5, 14.0) and 16384 <= params["requests"][0][0] <= 20480
             assert params["surge_logit"] == 120.0 and "by_dtype" not in params
+
+
+def test_hidden_probes_are_drawn_in_the_workloads_regime_sampled_on_cpu_and_whole_on_a_gpu(extend_task):
+    """An independent panel's kernel was wrong only where Hkv >= 4, P >= 1024 and 129 <= E <= 255, which no
+    case or workload reaches together, and got `ok`. Each evaluation draws hidden probes: a workload's heads,
+    one request in each band of extend lengths, prefixes up to 8192; on CPU they run a sample of their
+    programs in the timed dtype (as the workloads do), on a GPU all of them in every dtype; the simulated
+    device, whose interpreter would run them whole, plans none."""
+    from kopt.verifier.evaluate import plan_items, probe_items
+    cfg = extend_task.config
+    workload_heads = {(tuple(w.params["heads"]), w.params["head_dim"]) for w in cfg.workloads}
+    drawn = set()
+    for secret in range(6):
+        probes = [i for i in probe_items(extend_task, secret) if i["hidden"]]
+        assert [i["case"] for i in probes] == [f"probe-{n + 1}" for n in range(cfg.cpu.hidden_probes)]
+        assert all(i["dtype"] == cfg.gpu.dtypes[0] and i["key"].endswith("/sampled") for i in probes)
+        for item in probes:
+            params = item["params"]
+            assert (tuple(params["heads"]), params["head_dim"]) in workload_heads
+            extends = sorted(e for _, e in params["requests"])
+            assert [lo <= e <= hi for e, (lo, hi) in zip(extends, [(1, 16), (17, 128), (129, 256), (257, 1024)])] \
+                == [True] * 4
+            assert all(0 <= p <= 8192 for p, _ in params["requests"])
+            drawn.add(json.dumps(params, sort_keys=True))
+        gpu = {(i["case"], i["dtype"]) for i in plan_items(extend_task, "gpu", secret) if i["case"].startswith("probe-")}
+        assert gpu == {(f"probe-{n + 1}", d) for n in range(cfg.gpu.hidden_probes) for d in cfg.gpu.dtypes}
+        assert not any(i["case"].startswith("probe-") for d in ("cpu", "simulated")
+                       for i in plan_items(extend_task, d, secret))
+    assert len(drawn) == 6 * cfg.cpu.hidden_probes  # new shapes in every evaluation
