@@ -83,11 +83,13 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
 def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[str] | None = None,
                    seeds: int | None = None, hidden: int | None = None,
                    timeouts: dict[str, float] | None = None, raises: bool = False,
-                   workloads: list[str] | None = None, params: dict[str, dict] | None = None) -> Task:
+                   workloads: list[str] | None = None, params: dict[str, dict] | None = None,
+                   probes: int = 0) -> Task:
     """A copy of the real task directory with a subset of its CPU cases, dtypes and seeds (and of its
     must-raise checks: only with `raises`, and only those whose case is kept), and of its GPU workloads
     (dry-run, and checked on a sample of their programs when the CPU checks their dtype). `params`: case id ->
-    parameters that replace the case's own (a layout fixed instead of drawn by seed, say)."""
+    parameters that replace the case's own (a layout fixed instead of drawn by seed, say). `probes`: the
+    hidden probes (none unless asked: a test judges the rows it names)."""
     source = load_task(TASK_NAME).root
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
     raw = tomllib.loads((dest / "task.toml").read_text())
@@ -110,6 +112,7 @@ def make_task_copy(dest: Path, *, cases: list[str] | None = None, dtypes: list[s
         raw["cpu"]["seeds"] = seeds
     if hidden is not None:
         raw["cpu"]["hidden_cases"] = hidden
+    raw["cpu"]["hidden_probes"] = probes
     if timeouts:
         raw.setdefault("timeouts", {}).update(timeouts)
     (dest / "task.toml").write_text(dump_toml(raw))

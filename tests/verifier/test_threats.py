@@ -247,7 +247,7 @@ def test_a_wrong_path_in_a_region_of_sizes_no_case_reaches_is_caught_by_the_hidd
     of extend lengths per evaluation, each run on a sample of its programs: a sampled program lands in the region
     in some evaluations (two of these four secrets), and the rejection names a hidden shape, never its sizes.
     An honest kernel with other tiles passes the same probes."""
-    task = sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=0, workloads=[])
+    task = sub_task(cases=["C1"], dtypes=["bfloat16"], seeds=1, hidden=0, workloads=[], probes=2)
     verdicts = [evaluate(kernel_file("adv_size_region_half_prefix"), task, device="cpu", secret=s) for s in (3, 4, 5, 6)]
     rejected = [v for v in verdicts if v.status != "ok"]
     assert len(rejected) >= 2, [describe(v) for v in verdicts]
