@@ -388,7 +388,7 @@ class _State:
     picked: dict[str, set[int]] = field(default_factory=dict)  # ahead of time: listed configs compiled
     patched: set[str] = field(default_factory=set)
     calling: list[str] = field(default_factory=list)  # libdevice functions being evaluated
-    sample: tuple[int, int] | None = None  # (programs that store, most programs visited) per launch
+    sample: tuple | None = None  # (programs that store, most visited[, the first axis in turns]) per launch
     sampled: list[tuple[int, int]] = field(default_factory=list)  # per launch: (visited, that stored)
 
 
@@ -408,7 +408,7 @@ _KNOWN_FAILURES = {  # message fragment -> what the limitation names
 }
 
 
-def install(order: str = "forward", seed: int = 0, sample: tuple[int, int] | None = None) -> None:
+def install(order: str = "forward", seed: int = 0, sample: tuple | None = None) -> None:
     """Patch the interpreter (idempotent); a later call only changes the program order and seed, and
     whether launches run a sample of their programs (see `take_sampled`)."""
     if order not in ORDERS:
@@ -665,7 +665,8 @@ def take_sampled() -> list[tuple[int, int]]:
     """Per launch since `install(sample=...)`: (programs run, of them the ones that stored something).
 
     A sampled launch runs programs in an order drawn from the seed until `sample[0]` of them stored
-    something or `sample[1]` were run: a GPU workload's exact shapes at the cost of a few programs
+    something or `sample[1]` were run (with `sample[2]` true, the grid's first axis in turns: a program of
+    each of its values, then a second, ...): a GPU workload's exact shapes at the cost of a few programs
     (threat 30: a branch on any combination of the workload's sizes takes the GPU's path). Only what
     those programs wrote can be checked. A kernel that launches twice in one call, or uses an atomic,
     depends on programs that did not run: an InterpreterLimitation (the GPU judges it)."""
@@ -674,18 +675,33 @@ def take_sampled() -> list[tuple[int, int]]:
 
 
 def _sampled_programs(grid: tuple[int, int, int]) -> Iterable[tuple[int, int, int]]:
-    want, most = _STATE.sample
+    want, most, *turns = _STATE.sample
     if _STATE.sampled:
         raise InterpreterLimitation("a second kernel launch in a call whose programs are sampled (the first "
                                     "launch's unsampled programs wrote nothing the second could read)")
     rng = random.Random(_STATE.seed)
     total = grid[0] * grid[1] * grid[2]
-    picks = rng.sample(range(total), min(total, most))
+    if not (turns and turns[0]):  # a draw from all programs
+        picks = [divmod(index, grid[1] * grid[2]) for index in rng.sample(range(total), min(total, most))]
+        return _run_sampled(picks, grid, want)
+    # the first axis's programs in turns, a drawn one of each of its values (in a drawn order) per turn: a
+    # grid over (requests, heads, tiles) reaches every request before a second tile of one, where a draw
+    # from all programs lands mostly in the longest request; any other grid is still a draw from all of them
+    rest = grid[1] * grid[2]
+    firsts = rng.sample(range(grid[0]), min(grid[0], most))
+    rounds = -(-most // len(firsts)) if firsts else 0
+    orders = [rng.sample(range(rest), min(rest, rounds)) for _ in firsts]
+    picks = [(first, order[turn]) for turn in range(rounds) for first, order in zip(firsts, orders)
+             if turn < len(order)][:most]
+    return _run_sampled(picks, grid, want)
+
+
+def _run_sampled(picks: list[tuple[int, int]], grid: tuple[int, int, int], want: int) -> Iterable[tuple[int, int, int]]:
     visited = stored = 0
     _STATE.sampled.append((0, 0))
-    for index in picks:
+    for first, index in picks:
         before = _RACES.tick
-        yield index // (grid[1] * grid[2]), index // grid[2] % grid[1], index % grid[2]
+        yield first, index // grid[2], index % grid[2]
         visited += 1
         stored += _RACES.tick != before
         _STATE.sampled[-1] = (visited, stored)

@@ -175,7 +175,7 @@ class Session:
              end_aligned: bool, program_order: str = "forward", order_seed: int = 0,
              autotune_choice: int | None = None, override: dict[str, Any] | None = None,
              timed: bool = False, autotune_forced: dict[str, int] | None = None,
-             sample: tuple[int, int] | None = None) -> CallResult:
+             sample: tuple | None = None) -> CallResult:
         """One call of the entry point; `group` names the buffers (the same group: the same addresses).
         `timed`: the call is timed as on the device (caches flushed first; the reply carries `event_ms`).
         `sample`: under the interpreter, run only a sample of each launch's programs (interp.take_sampled)."""

@@ -603,22 +603,27 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
 
 def holdout_probes(seed: int, count: int) -> list[dict[str, Any]]:
     """Hidden shapes in the GPU workloads' regime, drawn per evaluation; on CPU each runs a sample of its
-    programs (as the workloads do), on a GPU all of them. A workload's heads and head dim, and four requests,
-    one from each band of extend lengths (1-16, 17-128, 129-256, 257-1024) in a drawn order, each with a
-    prefix of 0, 1-1023 or 1024-8192 keys: a wrong path in a region of sizes that no public case, hidden case
-    or workload reaches together (an independent panel's: Hkv >= 4, P >= 1024 and 129 <= E <= 255, `ok`)
-    is in some evaluations' sample, a different region each time."""
+    programs (as the workloads do), on a GPU all of them. Probe i takes a band of extend lengths (1-16, 17-128,
+    129-256, 257-1024, in a drawn order: four probes cover every band) and a workload's heads and head dim (four
+    probes, each set once), and three requests of nearly one extend length in that band, one with no prefix, one
+    with 1-1023 keys and one with 1024-8192, in a drawn order: every (extend band, prefix band) pair is in each
+    evaluation, and, the requests being of one size, a sample of a few programs reaches each of them. A wrong
+    path in a region of sizes that no public case, hidden case or workload reaches together (an independent
+    panel's: Hkv >= 4, P >= 1024 and 129 <= E <= 255, `ok`) is in the sample of most evaluations."""
     gen = torch.Generator().manual_seed(seed)
     draw = lambda lo, hi: lo + int(torch.randint(0, hi - lo + 1, (1,), generator=gen))  # noqa: E731
     heads = [(32, 8, 128), (28, 4, 128), (64, 8, 64), (16, 2, 256)]
+    bands = [(1, 16), (17, 128), (129, 256), (257, 1024)]
+    band_order, head_order = torch.randperm(len(bands), generator=gen), torch.randperm(len(heads), generator=gen)
     probes = []
-    for _ in range(count):
-        hq, hkv, d = heads[int(torch.randint(0, len(heads), (1,), generator=gen))]
-        bands = [(1, 16), (17, 128), (129, 256), (257, 1024)]
+    for i in range(count):
+        hq, hkv, d = heads[int(head_order[i % len(heads)])]
+        lo, hi = bands[int(band_order[i % len(bands)])]
+        extend, spread = draw(lo, hi), (hi - lo + 1) // 32  # (a block more at most for tiles of 32 rows or more)
         requests = []
-        for b in torch.randperm(len(bands), generator=gen).tolist():
-            prefix = (0, draw(1, 1023), draw(1024, 8192))[int(torch.randint(0, 3, (1,), generator=gen))]
-            requests.append([prefix, draw(*bands[b])])
+        for b in torch.randperm(3, generator=gen).tolist():
+            prefix = (0, draw(1, 1023), draw(1024, 8192))[b]
+            requests.append([prefix, min(hi, max(lo, extend + draw(-spread, spread)))])
         probes.append({"heads": [hq, hkv], "head_dim": d, "requests": requests})
     return probes
 

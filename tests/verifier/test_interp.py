@@ -1017,6 +1017,11 @@ SAMPLED = """
     def count(C):
         tl.atomic_add(C, 1)
 
+    @triton.jit
+    def tiles(O, N: tl.constexpr):  # a grid over (requests, tiles): every program stores
+        at = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        tl.store(O + at * N + tl.arange(0, N), tl.full((N,), 1.0, tl.float32))
+
     x = torch.randn(64 * 16)
     got = {}
     for seed in range(3):
@@ -1026,6 +1031,12 @@ SAMPLED = """
         written = torch.isfinite(o).view(64, 16).all(1).nonzero().flatten().tolist()
         got[f"seed{seed}"] = {"sampled": interp.take_sampled(), "written": written,
                               "right": bool(torch.equal(o[torch.isfinite(o)], (x * 2.0)[torch.isfinite(o)]))}
+    for seed in range(5):
+        o = torch.full((3 * 40 * 16,), float("nan"))
+        interp.install(order="shuffle", seed=seed, sample=(3, 4096, True))
+        tiles[(3, 40)](o, N=16)
+        written = torch.isfinite(o).view(3 * 40, 16).all(1).nonzero().flatten().tolist()
+        got[f"turns{seed}"] = {"requests": sorted({row // 40 for row in written}), "tiles": [row % 40 for row in written]}
     interp.install(order="forward", seed=0, sample=(2, 4096))
     o = torch.full((64 * 16,), float("nan"))
 
@@ -1050,7 +1061,7 @@ SAMPLED = """
 def test_a_sampled_launch_runs_programs_until_two_stored_and_refuses_what_it_cannot_judge():
     """The workloads' exact shapes are checked on a sample of their programs (threat 30): drawn from the seed,
     run until two of them stored something (or the cap), so only those programs' rows are written, and
-    written right. A second launch in the call (it would read what unsampled programs did not write) and an
+    written right; the grid's first axis in turns, so a grid over requests reaches each request first. A second launch in the call (it would read what unsampled programs did not write) and an
     atomic (what it returns depends on them) are limitations: the workload stays for the GPU to judge."""
     got = run_json(OUTCOME, SAMPLED)
     drawn = set()
@@ -1061,6 +1072,10 @@ def test_a_sampled_launch_runs_programs_until_two_stored_and_refuses_what_it_can
         assert stored == 2 and visited >= 2, one
         drawn.add(tuple(one["written"]))
     assert len(drawn) > 1, got  # the sample follows the seed
+    # the first axis in turns: three programs that store reach each of three requests (a draw from all 120
+    # programs reaches all three in 2 of 9 seeds), at drawn tiles
+    assert all(got[f"turns{seed}"]["requests"] == [0, 1, 2] for seed in range(5)), got
+    assert len({tuple(got[f"turns{seed}"]["tiles"]) for seed in range(5)}) > 1, got
     assert got["two_launches"].startswith("limitation: ") and "second kernel launch" in got["two_launches"], got
     assert got["atomic"].startswith("limitation: ") and "an atomic in a launch" in got["atomic"], got
     assert got["capped"] == [[8, 0]], got

@@ -233,10 +233,11 @@ def test_the_sink_case_is_nearer_and_shorter_in_the_16_bit_dtypes(extend_task):
 
 def test_hidden_probes_are_drawn_in_the_workloads_regime_sampled_on_cpu_and_whole_on_a_gpu(extend_task):
     """An independent panel's kernel was wrong only where Hkv >= 4, P >= 1024 and 129 <= E <= 255, which no
-    case or workload reaches together, and got `ok`. Each evaluation draws hidden probes: a workload's heads,
-    one request in each band of extend lengths, prefixes up to 8192; on CPU they run a sample of their
-    programs in the timed dtype (as the workloads do), on a GPU all of them in every dtype; the simulated
-    device, whose interpreter would run them whole, plans none."""
+    case or workload reaches together, and got `ok`. Each evaluation draws hidden probes: each a band of extend
+    lengths and a workload's heads (four probes: every band and every workload's heads), three requests of
+    nearly one length in its band, one with no prefix, one with 1-1023 keys and one with 1024-8192; on CPU they
+    run a sample of their programs in the timed dtype (as the workloads do), on a GPU all of them in every
+    dtype; the simulated device, whose interpreter would run them whole, plans none."""
     from kopt.verifier.evaluate import plan_items, probe_items
     cfg = extend_task.config
     workload_heads = {(tuple(w.params["heads"]), w.params["head_dim"]) for w in cfg.workloads}
@@ -245,14 +246,19 @@ def test_hidden_probes_are_drawn_in_the_workloads_regime_sampled_on_cpu_and_whol
         probes = [i for i in probe_items(extend_task, secret) if i["hidden"]]
         assert [i["case"] for i in probes] == [f"probe-{n + 1}" for n in range(cfg.cpu.hidden_probes)]
         assert all(i["dtype"] == cfg.gpu.dtypes[0] and i["key"].endswith("/sampled") for i in probes)
+        bands, heads = set(), set()
         for item in probes:
             params = item["params"]
-            assert (tuple(params["heads"]), params["head_dim"]) in workload_heads
-            extends = sorted(e for _, e in params["requests"])
-            assert [lo <= e <= hi for e, (lo, hi) in zip(extends, [(1, 16), (17, 128), (129, 256), (257, 1024)])] \
-                == [True] * 4
-            assert all(0 <= p <= 8192 for p, _ in params["requests"])
+            heads.add((tuple(params["heads"]), params["head_dim"]))
+            extends = [e for _, e in params["requests"]]
+            band = [(lo, hi) for lo, hi in [(1, 16), (17, 128), (129, 256), (257, 1024)] if lo <= extends[0] <= hi]
+            assert len(band) == 1 and all(band[0][0] <= e <= band[0][1] for e in extends), params
+            assert max(extends) - min(extends) <= 2 * ((band[0][1] - band[0][0] + 1) // 32), params
+            bands.add(band[0])
+            prefixes = sorted(p for p, _ in params["requests"])
+            assert prefixes[0] == 0 and 1 <= prefixes[1] <= 1023 and 1024 <= prefixes[2] <= 8192, params
             drawn.add(json.dumps(params, sort_keys=True))
+        assert len(bands) == 4 and heads == workload_heads, probes
         gpu = {(i["case"], i["dtype"]) for i in plan_items(extend_task, "gpu", secret) if i["case"].startswith("probe-")}
         assert gpu == {(f"probe-{n + 1}", d) for n in range(cfg.gpu.hidden_probes) for d in cfg.gpu.dtypes}
         assert not any(i["case"].startswith("probe-") for d in ("cpu", "simulated")
