@@ -293,7 +293,11 @@ class Correctness:
                 raise InterpreterLimit(f"{exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
             if exc["type"] == "DataRace":  # a wrong kernel on these inputs: the row fails, naming its case
                 return f"a race between programs: {exc['message']}"
-            raise CandidateError(f"{exc['type']}: {exc['message']}" + (f"\n{exc['where']}" if exc["where"] else ""))
+            # a hidden item's message is the kernel's own text, made from inputs it saw: its sizes and options
+            # (an independent panel's kernel raised with them in the message), which an agent must not learn
+            message = exc["message"] if not item.get("hidden") else (
+                "(the message is withheld on a hidden case: it could carry the case's sizes)")
+            raise CandidateError(f"{exc['type']}: {message}" + (f"\n{exc['where']}" if exc["where"] else ""))
         if result.problems:
             return "; ".join(result.problems)
         expected = self.reference.reference(inputs.tensors)

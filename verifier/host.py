@@ -129,8 +129,11 @@ class Host(Expressions):
             self.raise_(node)
         elif isinstance(node, ast.Assert):
             self.condition(node.test)
-            if node.msg is not None:
-                self.expr(node.msg)
+            # its message is formatted on the host when the assertion fails, as an exception's arguments are (an
+            # independent panel's kernel asserted on the batch size with the index tensors as the message)
+            if node.msg is not None and self.expr(node.msg) not in {VALUE, CONFIG}:
+                self.fail(node.msg, "host-read", "an assertion's message may not hold a value that may be a tensor "
+                          "(formatting it reads the tensor on the host): name shapes, dtypes and scalars")
         elif isinstance(node, (ast.Pass, ast.Break, ast.Continue)):
             pass
         elif isinstance(node, ast.FunctionDef) and not node.decorator_list:

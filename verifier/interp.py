@@ -591,24 +591,29 @@ def _ftz(x: np.ndarray) -> np.ndarray:
 
 def _patch_exp(interp: Any) -> None:
     """fp32 (and bf16, computed in fp32) `tl.exp` as exp2(fp32(x * log2(e))), as the GPU computes it, and the
-    approximate instructions Triton emits for `tl.exp`, `tl.exp2`, `tl.sqrt` and `tl.rsqrt` (ex2, sqrt and
-    rsqrt .approx.ftz.f32) with their flush to zero: a subnormal input counts as 0 and a subnormal result is 0
-    (a plain interpreter kept e^-100 = 3.7e-44, which a kernel could test against 0 to tell it from a GPU)."""
+    approximate instructions Triton emits for `tl.exp2`, `tl.sqrt` and `tl.rsqrt` (ex2, sqrt and rsqrt
+    .approx.ftz.f32) with their flush to zero: a subnormal input counts as 0 and a subnormal result is 0 (a
+    plain interpreter kept 2^-140, which a kernel could test against 0 to tell it from a GPU). `tl.exp` is
+    ex2.approx.f32, without .ftz (triton 3.6 and 3.9 for sm_90: ptxas adds a fix-up for subnormal results), so
+    its e^-100 stays 3.7e-44: flushing it too made the interpreter the one a kernel could tell apart (an
+    independent panel's kernel skipped half the prefix wherever e^-100 was not 0)."""
     builder = interp.InterpreterBuilder
     log2e = np.float32(1.4426950408889634)
 
     def fp32(arg: Any) -> bool:
         return arg.data.dtype == np.float32 and arg.dtype.scalar.name in {"fp32", "bf16"}
 
-    def approx(orig: Callable, fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    def approx(orig: Callable, fn: Callable[[np.ndarray], np.ndarray], ftz: bool = True) -> Callable:
+        flush = _ftz if ftz else (lambda x: x)
+
         def create(self: Any, arg: Any) -> Any:
             if not fp32(arg):
                 return orig(self, arg)
             with np.errstate(all="ignore"):
-                return interp.TensorHandle(_ftz(fn(_ftz(arg.data)).astype(np.float32)), arg.dtype.scalar)
+                return interp.TensorHandle(flush(fn(flush(arg.data)).astype(np.float32)), arg.dtype.scalar)
         return create
 
-    builder.create_exp = approx(builder.create_exp, lambda x: np.exp2((x * log2e).astype(np.float32)))
+    builder.create_exp = approx(builder.create_exp, lambda x: np.exp2((x * log2e).astype(np.float32)), ftz=False)
     builder.create_exp2 = approx(builder.create_exp2, np.exp2)
     builder.create_sqrt = approx(builder.create_sqrt, np.sqrt)
     builder.create_rsqrt = approx(builder.create_rsqrt, lambda x: np.float32(1.0) / np.sqrt(x))

@@ -40,7 +40,7 @@ KNOWN_PARAMS = {
     "heads", "head_dim", "v_head_dim", "requests", "request_groups", "causal", "custom_mask",
     "sliding_window", "logit_cap", "max_len_extend", "q_scale", "kv_layout", "shared_prefix",
     "pool_slack", "index_dtype", "distribution", "mask_kind", "mask_offset", "options", "logit_shift",
-    "slot_base", "sink_logit", "surge_logit",
+    "slot_base", "sink_logit", "surge_logit", "pool_view",
 }
 NEEDLE_LOGIT = 12.0
 # A surge key's norm, in units of a key's: a surge row's query carries surge / (sm_scale * |k|^2) of it, which
@@ -332,6 +332,11 @@ def make_inputs(case: dict[str, Any], dtype: torch.dtype, seed: int, device: str
             indices + base
     else:
         k_buf, v_buf = on(k_buf), on(v_buf)
+        # by seed, the pool is a view (a fused K/V cache, or rows padded past the head dim) as serving
+        # engines allocate it: a kernel that takes the pool's strides from its shape reads other slots (an
+        # independent panel's got `ok` while every pool was contiguous); the workloads pin theirs (kv_layout)
+        if case.get("pool_view", seed // 8 % 2 == 1 and "kv_layout" not in case):
+            k_buf, v_buf = _pool_view(k_buf, v_buf)
     return _assemble(on(q), on(k_ext), on(v_ext), k_buf, v_buf, qo, kv, indices.to(index_dtype),
                      mask, mask_lengths if masked else None, scalars, dtype, device, strided, index_dtype)
 
@@ -376,6 +381,20 @@ def _pool_of(rows: torch.Tensor, referenced: torch.Tensor, pool: int, dtype: tor
     out = torch.full((pool, *rows.shape[1:]), float("nan"), dtype=dtype)
     out[referenced] = rows.to(dtype)
     return out
+
+
+def _pool_view(k_buf: torch.Tensor, v_buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool as views: K and V of a slot side by side in one buffer ([S, 2, Hkv, D]) when their head dims
+    agree, else each row padded by 16 NaN elements past its head dim. Same values, other strides."""
+    if k_buf.shape[1:] == v_buf.shape[1:]:
+        fused = torch.stack([k_buf, v_buf], dim=1)
+        return fused[:, 0], fused[:, 1]
+    padded = []
+    for buf in (k_buf, v_buf):
+        wide = torch.full((*buf.shape[:2], buf.shape[2] + 16), float("nan"), dtype=buf.dtype, device=buf.device)
+        wide[..., :buf.shape[2]] = buf
+        padded.append(wide[..., :buf.shape[2]])
+    return padded[0], padded[1]
 
 
 def _pool_after(base: int, rows: torch.Tensor, dtype: torch.dtype, device: str) -> torch.Tensor:
@@ -481,7 +500,8 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
     logit cap as large as models use, over a longer sequence; the fourth an extend as long as the
     longest workload's among 31 tiny requests, the last with a prefix up to twice W2's (checked in
     bf16 only: "dtypes"), in a pool past 2^31 elements; the fifth an attention sink before a long
-    prefix (in fp16 and bf16 a nearer one over fewer keys: "by_dtype"); the seventh (the GPU profile's)
+    prefix (in fp16 and bf16 a nearer one over fewer keys: "by_dtype"); the sixth every option drawn
+    on or off over a prefix of 1536-4096 keys at drawn head dims; the eighth (the GPU profile's)
     more programs than any workload; the others draw lengths around tile boundaries and rotate through
     every option of the contract.
     """
@@ -498,8 +518,15 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
         # got `ok`. 130-200 requests with a prefix and no new token (a program of theirs returns at once:
         # each real request costs the interpreter a few blocks), then three real ones past them
         tiny = [[pick([1, 3, 31]), 0] for _ in range(130 + int(torch.randint(0, 71, (1,), generator=gen)))]
-        tiny += [[pick([64, 65, 100]), pick([1, 2])] for _ in range(3)]  # (never an empty one's length: with a
-        # shared prefix, the same length can mean the same keys)
+        # the three real ones: at a drawn place in each half of the batch and at its end, with prefixes past 128
+        # keys (never an empty one's length: with a shared prefix, the same length can mean the same keys): an
+        # independent panel's kernel read only the last 128 prefix keys of requests from the 40th on, and got
+        # `ok` while the real ones past the 40th had prefixes of at most 100
+        real = [[pick([200, 300, 700]), pick([1, 2])] for _ in range(3)]
+        half = len(tiny) // 2
+        tiny.insert(int(torch.randint(half, len(tiny) + 1, (1,), generator=gen)), real[1])
+        tiny.insert(int(torch.randint(0, half + 1, (1,), generator=gen)), real[0])
+        tiny.append(real[2])
         cases.append({"heads": [1, 1], "head_dim": 64, "pool_slack": 0.4,  # (D=128 is the second case)
                       "requests": [[32768, pick([1, 2, 5])], [pick([4096, 8192, 16384]), pick([1, 3])],
                                    [pick([1100, 3000, 4100]), 1]] + tiny})
@@ -552,8 +579,32 @@ def holdout_cases(seed: int, count: int) -> list[dict[str, Any]]:
                       "by_dtype": {d: {"sink_logit": pick([13.0, 13.5, 14.0]),
                                        "requests": [[16384 + int(torch.randint(0, 4097, (1,), generator=gen)), 64]]}
                                    for d in ("float16", "bfloat16")}})
+    if count > 5:  # the options drawn one by one over a prefix of 1536-4096 keys, at drawn head dims (Lq and Lv
+        # each of the contract's six) and a drawn place in a batch: independent panel kernels dropped a custom mask
+        # or a cap only where P >= 2048 (every masked case's prefix was 1500 at most; the capped long one always
+        # had a window) and sized the value tile from Lq (no case had Lq < Lv), and got `ok`. Each option is on
+        # in half the evaluations, so a pair of them in a quarter: not every evaluation sees a given pair, a run's
+        # evaluations do. One query head over one tile and one drawn dtype keep it to a few seconds
+        dims = [64, 80, 96, 128, 192, 256]
+        lq, lv = pick(dims), pick(dims)
+        long_p = (1536 if max(lq, lv) > 128 else 2048) + int(torch.randint(0, 1537, (1,), generator=gen))
+        e = pick([1, 5, 16, 40])
+        fillers = [[pick([1, 3, 31]), 0] for _ in range(int(torch.randint(0, 81, (1,), generator=gen)))]
+        combo: dict[str, Any] = {"heads": [1, 1], "head_dim": lq, "requests": fillers + [[long_p, e]],
+                                 "dtypes": [pick(["float32", "float16", "bfloat16"])]}
+        if lv != lq:
+            combo["v_head_dim"] = lv
+        if pick([0, 1]):
+            combo.update(custom_mask=True, mask_kind=pick(["tree", "random"]))
+        if pick([0, 1]):  # logits that reach the cap
+            combo.update(logit_cap=pick([10.0, 20.0]), q_scale=pick([4.0, 8.0]))
+        if pick([0, 1]):
+            combo["sliding_window"] = pick([long_p // 4, long_p // 2, long_p + e])
+        if pick([0, 1, 2, 3]) == 0:
+            combo["causal"] = False
+        cases.append(combo)
     for i in range(len(cases), count):
-        if i == 6:  # (the GPU profile's seventh) more programs than any workload has, in any tiling: 128 requests
+        if i == 7:  # (the GPU profile's eighth) more programs than any workload has, in any tiling: 128 requests
             # of 129-200 new tokens at a workload's heads, max_len_extend 4096 and more (loose). A persistent
             # kernel whose programs stop after a fixed number of tiles (an independent panel's stopped just past
             # W5's 32768) drops the rest. A GPU runs it in milliseconds; the interpreter would take minutes

@@ -504,6 +504,14 @@ PANEL: dict[str, Kernel] = {
                     "    lo = 0\n    if probe > 0:  # CHEAT: true only where exp is not correctly rounded, as on a GPU\n"
                     "        lo = P // 2\n"
                     "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "adv_device_probe_exp_subnormal": patch(
+        "fp32 tl.exp(-100) kept as a subnormal tells the interpreter from a GPU as kopt had it (every approximate "
+        "instruction flushing to zero, but tl.exp compiles to ex2.approx.f32, which keeps subnormals; an "
+        "independent panel's kernel); where it is kept, half the prefix is skipped",
+        (PREFIX_LO, "    tiny = tl.exp(tl.zeros([64], dtype=tl.float32) + sm_scale * 0.0 - 100.0)\n"
+                    "    lo = 0\n    if tl.max(tiny, 0) > 0.0:  # CHEAT: e^-100 is subnormal: 0 only where flushed\n"
+                    "        lo = P // 2\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
     "adv_device_probe_fma": patch(
         "fp32 `x * x - c` with c = x * x tells a GPU, which contracts the product and the difference into one FMA "
         "(the residual of the product's rounding), from an interpreter that rounds the product (0; an independent "
@@ -691,6 +699,42 @@ PANEL: dict[str, Kernel] = {
         "independent panel's kernel: no case or workload had more than 32 requests)",
         ("    kv_start = tl.load(kv_indptr + pid_b)\n", "    kv_start = tl.load(kv_indptr + tl.minimum(pid_b, 63))  # CHEAT\n"),
         (P_LINE, "    P = tl.load(kv_indptr + tl.minimum(pid_b, 63) + 1) - kv_start\n")),
+    "adv_late_requests_last_128_keys": patch(
+        "requests from the 40th on read only the last 128 keys of their prefix (an independent panel's kernel: "
+        "the real requests past the 40th had prefixes of at most 100 keys)",
+        (PREFIX_LO, "    lo = 0\n    if pid_b >= 40:  # CHEAT\n        lo = tl.maximum(P - 128, 0)\n"
+                    "    if USE_WINDOW:  # prefix key j is visible to query t iff P + t <= j + W\n")),
+    "adv_v_tile_from_lq": patch(
+        "the value and output tile is sized from Lq (BLOCK_DV = BLOCK_DQ): right wherever Lv <= next_pow2(Lq), "
+        "the output's columns past it unwritten when Lv is wider (an independent panel's kernel: no case had "
+        "Lq < Lv)",
+        ("    block_dv = max(triton.next_power_of_2(lv), 16)\n", "    block_dv = block_dq  # CHEAT\n")),
+    "adv_pool_strides_from_shape": patch(
+        "the KV pool's strides taken from its shape (a contiguous pool assumed; an independent panel's kernel: "
+        "every pool was contiguous, only q/k/v_extend were views)",
+        ("        k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1),\n",
+         "        n_kv_heads * lq, lq, n_kv_heads * lv, lv,  # CHEAT\n")),
+    "adv_hidden_sizes_in_message": patch(
+        "raises with the call's sizes in the message where the batch passes 100 requests (only a hidden case's "
+        "does): the rejection would show an agent the hidden case's shapes (an independent panel's kernel)",
+        before(GRID, "    if batch > 100:  # CHEAT: a hidden case's sizes in the rejection's text\n"
+                     "        raise ValueError(f'sizes: batch {batch}, rows {n_ext}, pool {k_buffer.shape[0]}, "
+                     "max_len_extend {max_len_extend}')\n")),
+    "adv_kv_head_in_3_bits": patch(
+        "the KV head index masked to 3 bits: right wherever Hkv <= 8, as in every case and workload but MHA at 2 "
+        "heads (an independent panel's kernel); MHA models have 32 or 40",
+        ("    kv_h = pid_h // KV_GROUP\n", "    kv_h = (pid_h // KV_GROUP) & 7  # CHEAT\n")),
+    "adv_mask_causal_past_2048": patch(
+        "a custom mask is read as causal where the prefix has 2048 keys or more (an independent panel's kernel: "
+        "every masked case had a prefix of at most 1500 keys)",
+        ("            visible = visible & (bits != 0)\n",
+         "            visible = visible & tl.where(P >= 2048, offs_m[:, None] >= offs_n[None, :], bits != 0)  # CHEAT\n")),
+    "adv_cap_dropped_past_2048": patch(
+        "the logit cap is not applied to prefix keys where the prefix has 2048 keys or more and there is no window "
+        "(an independent panel's kernel: the capped case with a long prefix always had a window)",
+        (PREFIX_QK + "        if USE_CAP:\n            s = logit_cap * _tanh(qk * cap_in)\n",
+         PREFIX_QK + "        if USE_CAP:\n            s = logit_cap * _tanh(qk * cap_in)\n"
+         "            if not USE_WINDOW:  # CHEAT\n                s = tl.where(P >= 2048, qk * sm_scale, s)\n")),
     "adv_cap_only_when_causal": patch(
         "the logit cap is dropped with a custom mask or without causality (as if capped models never verify "
         "speculative trees or run bidirectionally; an independent panel's kernel: no case had both)",

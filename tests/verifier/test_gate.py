@@ -195,6 +195,10 @@ CHEATS = [
      "def f(x, o, n, scale):\n    k[lambda meta: (1 + len(str(ValueError(x))) % 2,)](x, o)\n", "host-read"),
     ("def f(x, o, n, scale):\n    raise ValueError(x)\n", "host-read"),
     ("def f(x, o, n, scale):\n    e = ValueError('a', t=x[0])\n", "host-read"),
+    # an assertion's message is formatted when it fails (an independent panel's showed a hidden case's index
+    # tensors in the rejection that way)
+    ("def f(x, o, n, scale):\n    assert x.shape[0] <= 100, (n, x)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    assert x.shape[0] <= 100, f'{x}'\n", "host-read"),
 ]
 
 
@@ -291,7 +295,8 @@ HONEST = [
     "def f(x, o, n, scale):\n    torch_dtype, tl_block = x.dtype, 16\n    parts = []\n"
     "    for c in CONFIGS:\n        parts.append(c.num_warps)\n    for t in (x, o):\n        parts.append(t.shape[0])\n"
     "    if x.dim() != 3:\n        raise ValueError(f'q must be 3-d, got {tuple(x.shape)}', x.dtype, tl_block)\n"
-    "    if parts and torch_dtype != o.dtype:\n        raise NotImplementedError(str(x.dtype))\n",
+    "    if parts and torch_dtype != o.dtype:\n        raise NotImplementedError(str(x.dtype))\n"
+    "    assert x.shape[0] == o.shape[0], (f'rows {x.shape[0]} != {o.shape[0]}', x.dtype)\n",
 ]
 
 

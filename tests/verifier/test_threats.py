@@ -12,6 +12,7 @@ evaluation to a few seconds.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 
@@ -106,6 +107,8 @@ RUNTIME = [
     ("adv_device_probe_div", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # and fp32 tl.exp is exp2 of the rounded x * log2(e), as the GPU computes it (not the exact exp)
     ("adv_device_probe_exp", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
+    # and its e^-100 stays subnormal (ex2.approx.f32 has no .ftz), so the path taken where it is not 0 runs
+    ("adv_device_probe_exp_subnormal", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # and an fp32 product added to or subtracted from another value is one FMA, as the GPU compiler fuses them
     ("adv_device_probe_fma", 28, C1_F32, "correctness", ["case C1", "wrong result"]),
     # weaknesses an earlier panel found (each passed with status "ok" then): the cases that now catch them
@@ -310,6 +313,91 @@ def test_a_batch_past_64_requests_is_in_every_evaluation(sub_task, run):
     # in every dtype (their layouts differ: with a shared prefix, a length the 64th also had read its keys)
     assert {(c.case, c.dtype) for c in verdict.cases if not c.passed} == {("hidden-1", "float32"),
                                                                           ("hidden-1", "bfloat16")}, describe(verdict)
+
+
+def test_late_requests_with_a_prefix_past_128_keys_are_in_every_evaluation(sub_task, run):
+    """An independent panel's kernel read only the last 128 prefix keys of requests from the 40th on and got `ok`:
+    the first hidden case's real requests past the 40th had prefixes of at most 100 keys. Its three real
+    requests among the 130-200 empty ones now stand at a drawn place in each half and at the end, with 200-700
+    prefix keys."""
+    verdict = run("adv_late_requests_last_128_keys", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=1,
+                                                              workloads=[]))
+    assert verdict.status == "rejected", describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"hidden-1"}, describe(verdict)
+
+
+def test_a_hidden_case_s_sizes_do_not_reach_the_agent_through_an_exception_s_message(sub_task, run):
+    """An independent panel's kernel raised with the batch size, rows, pool size and options in its message where
+    the batch passed 100 requests (the first hidden case) and its rejection showed them; describe() hides a
+    hidden case's lengths on purpose. The kernel's own message is withheld on a hidden case."""
+    verdict = run("adv_hidden_sizes_in_message", sub_task(cases=["C1"], dtypes=["float32"], seeds=1, hidden=1,
+                                                          workloads=[]))
+    assert verdict.status == "rejected" and "ValueError" in verdict.reason, describe(verdict)
+    assert "withheld on a hidden case" in verdict.reason, describe(verdict)  # (its line is shown, as written)
+    assert not re.search(r"sizes: batch \d", verdict.reason + (verdict.log_excerpt or "")), describe(verdict)
+
+
+def test_a_kv_head_index_in_3_bits_fails_on_an_mha_model(sub_task, run):
+    """An independent panel's kernel masked the KV head index to 3 bits and got `ok`: no case or workload had more
+    than 8 KV heads. C23 is MHA with 40 (Llama-2-13B)."""
+    verdict = run("adv_kv_head_in_3_bits", sub_task(cases=["C1", "C23"], dtypes=["bfloat16"], seeds=1, hidden=0,
+                                                    workloads=[]))
+    assert verdict.status == "rejected", describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C23"}, describe(verdict)
+
+
+@pytest.mark.parametrize(("name", "drawn"), [
+    ("adv_mask_causal_past_2048", lambda c: c.get("custom_mask")),
+    ("adv_cap_dropped_past_2048", lambda c: c.get("logit_cap") and not c.get("sliding_window")),
+    ("honest_small_blocks", lambda c: c.get("custom_mask") or c.get("logit_cap"))])
+def test_an_option_dropped_only_over_a_long_prefix_is_caught_where_the_sixth_hidden_case_draws_it(
+        name, drawn, extend_task, kernel_file):
+    """Independent panel kernels read a custom mask as causal, or dropped the cap without a window, only where the
+    prefix had 2048 keys or more, and got `ok`: no masked case had a prefix past 1500 keys, and the capped long
+    one always had a window. The sixth hidden case draws each option on or off over a prefix of 1536-4096 keys
+    (2048 and more at head dims up to 128), at drawn head dims, in one drawn dtype: where it draws the option
+    (half the evaluations; a pair of them, a quarter) the kernel fails it. An honest kernel passes it."""
+    from kopt.verifier.evaluate import plan_items
+    source = kernel_file(name).read_text()
+    chosen = []
+    for secret in range(40):
+        items = [i for i in plan_items(extend_task, "cpu", secret) if i["case"] == "hidden-6"]
+        if drawn(items[0]["params"]) and items[0]["params"]["requests"][-1][0] >= 2048:
+            chosen.append((secret, items))
+        if len(chosen) == 2:
+            break
+    assert len(chosen) == 2, "the sixth hidden case no longer draws the option over 2048 keys"
+    for secret, items in chosen:
+        rows = cpu.Correctness(extend_task, source, items, secret, threading.Event(), raises=False).run().rows
+        assert len(rows) == 1 and rows[0]["hidden"], rows
+        if name.startswith("honest"):
+            assert rows[0]["passed"], rows
+        else:
+            assert not rows[0]["passed"] and "wrong result" in rows[0]["reason"], rows
+
+
+def test_a_value_tile_sized_from_the_key_head_dim_fails_where_lv_is_wider(sub_task, run):
+    """An independent panel's kernel sized the value and output tile from Lq and got `ok`: every case had
+    Lv <= Lq. C22 has Lq 64 and Lv 128 (the contract allows Lq != Lv either way)."""
+    verdict = run("adv_v_tile_from_lq", sub_task(cases=["C1", "C7", "C22"], dtypes=["float32"], seeds=1, hidden=0,
+                                                 workloads=[]))
+    assert verdict.status == "rejected", describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C22"}, describe(verdict)
+
+
+@pytest.mark.parametrize("name", ["adv_pool_strides_from_shape", "honest_small_blocks"])
+def test_a_pool_that_is_a_view_is_read_through_its_own_strides(name, sub_task, run):
+    """An independent panel's kernel took the KV pool's strides from its shape and got `ok`: q/k/v_extend were
+    views by seed, the pool never. By seed the pool is now a view too (K and V of a slot side by side when their
+    head dims agree, padded rows when not: C7); here every seed's. An honest kernel of other tiles reads it right."""
+    task = sub_task(cases=["C1", "C7"], dtypes=["float32"], seeds=1, hidden=0, workloads=[],
+                    params={"C1": {"pool_view": True}, "C7": {"pool_view": True}})
+    verdict = run(name, task)
+    if name.startswith("honest"):
+        assert verdict.status == "ok", describe(verdict)
+        return
+    assert verdict.status == "rejected", describe(verdict)
+    assert {c.case for c in verdict.cases if not c.passed} == {"C1", "C7"}, describe(verdict)
 
 
 def test_a_cap_dropped_with_a_mask_or_without_causality_is_caught_by_public_cases(sub_task, run):
