@@ -215,6 +215,10 @@ def _evaluate_cpu(source: str, task: Task, target: str, secret: int, verdict: Ve
     verdict.timing = interpreter_timing(items, walls, results["baseline"].times, results["baseline"].again)
     verdict.unverified.append("GPU timing: this machine has no GPU (interpreter wall times are not GPU speed); "
                               "use kopt eval --device cuda on a GPU machine")
+    verdict.unverified.append("GPU correctness: checked under the Triton interpreter, made to compute as a compiled "
+                              "kernel where they were found to differ (docs/threats.md), not in the last ulps of "
+                              "approximate instructions; the GPU profile's larger hidden cases and the probes run "
+                              "whole only on a GPU: kopt eval --device cuda re-checks every case there")
     for dtype in cfg.gpu.dtypes:
         if dtype not in cfg.cpu.dtypes:
             verdict.unverified.append(f"{dtype}: not checked on CPU (the GPU checks it)")

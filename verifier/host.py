@@ -420,7 +420,10 @@ class Host(Expressions):
             if any(k == TENSOR for k in args + [v for k, v in kws.items() if k != "device"]):
                 self.fail(node, "host-read", f"{chain}: sizes and fill values must be shapes or scalars")
             return TENSOR
-        if chain.startswith("torch.") and last.endswith("_like"):
+        if chain.startswith("torch.") and last.endswith("_like"):  # the fill value is read on the host too
+            if any(k == TENSOR for k in args[1:] + [v for k, v in kws.items() if k != "device"]):
+                self.fail(node, "host-read", f"{chain}: the fill value must be a scalar, not a value that may be "
+                          "a tensor (Triton or torch would read it on the host)")
             return TENSOR
         if "TensorDescriptor" in chain:
             return TENSOR

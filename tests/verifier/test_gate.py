@@ -199,6 +199,9 @@ CHEATS = [
     # tensors in the rejection that way)
     ("def f(x, o, n, scale):\n    assert x.shape[0] <= 100, (n, x)\n", "host-read"),
     ("def f(x, o, n, scale):\n    assert x.shape[0] <= 100, f'{x}'\n", "host-read"),
+    # a fill value is read on the host (an independent panel's: full_like with a tensor as the value)
+    ("def f(x, o, n, scale):\n    y = torch.full_like(o, x)\n", "host-read"),
+    ("def f(x, o, n, scale):\n    y = torch.full_like(o, fill_value=x[0])\n", "host-read"),
 ]
 
 
@@ -297,6 +300,8 @@ HONEST = [
     "    if x.dim() != 3:\n        raise ValueError(f'q must be 3-d, got {tuple(x.shape)}', x.dtype, tl_block)\n"
     "    if parts and torch_dtype != o.dtype:\n        raise NotImplementedError(str(x.dtype))\n"
     "    assert x.shape[0] == o.shape[0], (f'rows {x.shape[0]} != {o.shape[0]}', x.dtype)\n",
+    "def f(x, o, n, scale):\n    m = torch.full_like(o, float('-inf'), dtype=torch.float32)\n"
+    "    l = torch.zeros_like(o)\n    z = torch.full_like(x, scale * 0.5)\n",
 ]
 
 

@@ -15,7 +15,7 @@ def test_builtin_task_by_name_and_by_path(extend_task):
     assert "extend_attention" in builtin_tasks()
     by_path = load_task(extend_task.root)
     assert by_path.hash == extend_task.hash
-    assert [c.id for c in extend_task.config.cases] == [f"C{i}" for i in range(1, 22)]
+    assert [c.id for c in extend_task.config.cases] == [f"C{i}" for i in range(1, 24)]
     assert [w.id for w in extend_task.config.workloads] == [f"W{i}" for i in range(1, 10)]
 
 
@@ -153,7 +153,7 @@ def test_holdout_always_has_an_extend_and_a_batch_as_large_as_the_workloads_chec
 
 def test_the_gpu_checks_a_grid_larger_than_every_workloads_and_the_interpreter_never_runs_it(extend_task):
     """An independent panel's persistent kernel stopped each program after a fixed number of tiles, just past
-    W5's: right on every case and workload. The GPU profile's seventh hidden case has more programs than any
+    W5's: right on every case and workload. The GPU profile's eighth hidden case has more programs than any
     workload in any tiling (BLOCK_M from 16 to 128), real and padding alike; under the interpreter it would
     take minutes, so the CPU's and the simulated device's plans leave it out."""
     import math
@@ -167,7 +167,7 @@ def test_the_gpu_checks_a_grid_larger_than_every_workloads_and_the_interpreter_n
         return (hq * sum(math.ceil(e / block_m) for _, e in lengths), hq * len(lengths) * math.ceil(widest / block_m))
 
     for secret in range(3):
-        gpu = [i for i in plan_items(extend_task, "gpu", secret) if i["case"] == "hidden-7"]
+        gpu = [i for i in plan_items(extend_task, "gpu", secret) if i["case"] == "hidden-8"]
         assert {i["dtype"] for i in gpu} == {"bfloat16"} and "gpu_only" not in gpu[0]["params"]
         for block_m in (16, 32, 64, 128):
             real, grid = tiles(gpu[0]["params"], block_m)
@@ -175,10 +175,10 @@ def test_the_gpu_checks_a_grid_larger_than_every_workloads_and_the_interpreter_n
                 w_real, w_grid = tiles(w.params, block_m)
                 assert real > w_real and grid > w_grid, (w.id, block_m)
         simulated = {i["case"] for i in plan_items(extend_task, "simulated", secret)}
-        assert "hidden-7" not in simulated and "hidden-8" in simulated  # (the GPU profile's, less that one)
+        assert "hidden-8" not in simulated and "hidden-9" in simulated  # (the GPU profile's, less that one)
         assert not any(len(i["params"]["requests"]) >= 128 and i["params"]["heads"] == [32, 8]
                        for i in plan_items(extend_task, "cpu", secret) if "requests" in i["params"])
-    assert len(ref.holdout_cases(1, 8)) == 8 and ref.holdout_cases(1, 8)[6]["gpu_only"]
+    assert len(ref.holdout_cases(1, 9)) == 9 and ref.holdout_cases(1, 9)[7]["gpu_only"]
 
 
 def test_holdout_always_has_a_long_prefix(extend_task):
